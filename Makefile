@@ -1,0 +1,42 @@
+# Set-up and entry points. Each target installs what it needs into .venv first.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+# PyTorch goes in first, so that nothing pulls a multi-GB CUDA build onto a machine without a GPU.
+TORCH ?= torch==2.13.0
+TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
+ITK_DATA := /usr/share/doc/insighttoolkit5-examples/examples/Data/KmeansTest_T1UCharRaw.nii.gz
+
+.PHONY: demo test benchmark test-data clean
+
+$(VENV)/.torch:
+	$(PYTHON) -m venv $(VENV)
+	if command -v nvidia-smi >/dev/null 2>&1; then \
+		$(PY) -m pip install "$(TORCH)"; \
+	else \
+		$(PY) -m pip install "$(TORCH)" --extra-index-url $(TORCH_CPU_INDEX); \
+	fi
+	touch $@
+
+$(VENV)/.installed: $(VENV)/.torch pyproject.toml
+	$(PY) -m pip install -e ".[test]"
+	touch $@
+
+# The ITK example T1 brain MRI and its label maps (Debian package insighttoolkit5-examples).
+test-data:
+	@if [ ! -f $(ITK_DATA) ]; then \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq insighttoolkit5-examples; \
+	fi
+
+demo: $(VENV)/.installed
+	$(VENV)/bin/gmim demo --out runs/demo
+
+test: $(VENV)/.installed test-data
+	$(PY) -m pytest
+
+benchmark: $(VENV)/.installed
+	$(PY) benchmarks/masking_speed.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,42 @@
+"""The ``gmim`` command line: one sub-command per module, bad input reported in one line (exit 2)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from gmim import __version__
+
+#: Modules that each define ``add_parser(subparsers)``; the parser's ``run`` default does the work.
+COMMAND_MODULES = ("gmim.demo",)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gmim",
+        description="GMIM self-supervised pre-training of Swin UNETR encoders for 3D medical image segmentation.",
+    )
+    parser.add_argument("--version", action="version", version=f"gmim {__version__}")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).add_parser(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.run(args) or 0)
+    except (ValueError, OSError) as error:  # InputError is a ValueError
+        print(f"gmim {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"gmim {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

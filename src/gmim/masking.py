@@ -1,0 +1,369 @@
+"""Adaptive grid masking (spec §2) and hierarchical token masks (spec §3).
+
+Everything here is batched PyTorch on the input's device. The only Python loops run over the
+candidate grids and over the (at most four) hash rounds of :func:`_dense_ids`; cells and voxels are
+never iterated over.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "APPLICATION_POINTS",
+    "GridMaskPlan",
+    "GridMaskPlanner",
+    "axis_cells",
+    "cell_entropy",
+    "voxel_mask",
+]
+
+#: Where masks act inside the encoder: name, token-grid stride relative to the crop.
+APPLICATION_POINTS: tuple[tuple[str, int], ...] = (
+    ("a0 patch embedding", 2),
+    ("a1 positional dropout", 2),
+    ("a2 layers1", 4),
+    ("a3 layers2", 8),
+)
+
+# Entropies equal to this many decimals (bits) count as one value when ranking cells. Cells with the
+# same histogram have the same entropy; without rounding, summation order would split them.
+_ENTROPY_DECIMALS = 9
+_GRID_SCORE_EXPONENT = -0.1
+# Odd multipliers for Fibonacci hashing, one per hash round (32-bit golden ratio first).
+_HASH_MULTIPLIERS = (-1640531535, 1540483477, -862048943, 461845907)
+_FIRST_TABLE_BITS = 20
+# A dense (cell, value) count table is used up to this many entries per voxel of the batch.
+_DENSE_TABLE_PER_VOXEL = 2
+
+
+def axis_cells(size: int, grid: int, device: torch.device | str | None = None) -> Tensor:
+    """Cell of each of ``size`` positions along an axis split into ``grid`` cells.
+
+    Position i belongs to cell floor(i·grid/size): an even split when ``grid`` divides ``size``,
+    and still defined (some cells empty) when the grid is finer than the token grid.
+    """
+    return torch.arange(size, device=device) * grid // size
+
+
+def _dense_ids(keys: Tensor) -> tuple[Tensor, int]:
+    """Map int32 ``keys`` to int64 ids 0..U-1, equal ids exactly for equal keys, without sorting.
+
+    Each round hashes the unresolved keys into a table and keeps every bucket whose smallest and
+    largest key agree (a single distinct key); keys of shared buckets go to the next round with
+    another hash. Images hold few distinct values, so the first round usually resolves everything.
+    Continuous-valued data, where hashing cannot win, goes through :func:`torch.unique`.
+    """
+    ids = torch.empty(keys.shape, dtype=torch.int64, device=keys.device)
+    todo: Tensor | None = None  # positions still unresolved; None means all of them
+    pending = keys
+    next_id = 0
+    for round_index, multiplier in enumerate(_HASH_MULTIPLIERS):
+        n = pending.numel()
+        if round_index > 0 and n > keys.numel() // 8:
+            break  # mostly distinct values: sorting is cheaper than more rounds
+        bits = max(10, min((2 * n - 1).bit_length(), _FIRST_TABLE_BITS if round_index == 0 else 31))
+        size = 1 << bits
+        bucket = (((pending * multiplier) >> (32 - bits)) & (size - 1)).long()
+        low = torch.full((size,), torch.iinfo(torch.int32).max, dtype=torch.int32, device=keys.device)
+        high = torch.full((size,), torch.iinfo(torch.int32).min, dtype=torch.int32, device=keys.device)
+        low.scatter_reduce_(0, bucket, pending, "amin")
+        high.scatter_reduce_(0, bucket, pending, "amax")
+        single = low == high  # empty buckets have low > high, shared ones low < high
+        compact = torch.cumsum(single, 0) - 1 + next_id
+        next_id += int(single.sum())
+        if todo is None and not bool((low < high).any()):
+            return compact[bucket], next_id
+        resolved = single[bucket]
+        positions = resolved.nonzero().squeeze(1) if todo is None else todo[resolved]
+        ids[positions] = compact[bucket[resolved]]
+        unresolved = ~resolved
+        todo = unresolved.nonzero().squeeze(1) if todo is None else todo[unresolved]
+        pending = pending[unresolved]
+        if pending.numel() == 0:
+            return ids, next_id
+    unique, inverse = torch.unique(pending, return_inverse=True)
+    ids[todo] = inverse + next_id
+    return ids, next_id + unique.numel()
+
+
+def _value_keys(x: Tensor) -> Tensor:
+    """One int32 key per voxel, equal exactly when the voxel values are equal (-0.0 == 0.0)."""
+    return (x.float() + 0.0).view(torch.int32)  # -0.0 + 0.0 is +0.0, so both zeros share a key
+
+
+def _spatial_cells(spatial: Sequence[int], grid: int, device: torch.device) -> Tensor:
+    """(D, H, W) flat cell index of each voxel."""
+    depth, height, width = spatial
+    d = axis_cells(depth, grid, device).view(-1, 1, 1)
+    h = axis_cells(height, grid, device).view(1, -1, 1)
+    w = axis_cells(width, grid, device).view(1, 1, -1)
+    return (d * grid + h) * grid + w
+
+
+def _cell_sizes(spatial: Sequence[int], grid: int, device: torch.device) -> Tensor:
+    """(grid³,) number of positions of a ``spatial`` grid in each cell."""
+    counts = [torch.bincount(axis_cells(n, grid, device), minlength=grid) for n in spatial]
+    return (counts[0].view(-1, 1, 1) * counts[1].view(1, -1, 1) * counts[2].view(1, 1, -1)).reshape(-1)
+
+
+def _nests(spatial: Sequence[int], fine: int, coarse: int) -> bool:
+    """True when every cell of the ``coarse`` grid is a union of whole cells of the ``fine`` one."""
+    return fine % coarse == 0 and all(n % fine == 0 for n in spatial)
+
+
+def _entropy_bits(sum_c_log_c: Tensor, n: Tensor) -> Tensor:
+    """Shannon entropy in bits from Σ c·ln c over a cell's value counts c and its size n."""
+    return ((torch.log(n) - sum_c_log_c / n) / math.log(2.0)).clamp_min(0.0)
+
+
+class _CellCounter:
+    """Counts of each distinct voxel value per cell, for entropies on several grids of one batch."""
+
+    def __init__(self, x: Tensor) -> None:
+        self.shape = tuple(x.shape)
+        self.device = x.device
+        self.value_ids, self.n_values = _dense_ids(_value_keys(x).reshape(-1))
+        self._tables: dict[int, Tensor] = {}  # grid -> (B, g, g, g, U) dense counts
+
+    def _voxel_cells(self, grid: int) -> Tensor:
+        """(B·C·D·H·W,) flat cell index of each voxel, samples numbered one after the other."""
+        batch, channels = self.shape[:2]
+        spatial = _spatial_cells(self.shape[2:], grid, self.device)
+        sample = torch.arange(batch, device=self.device).view(-1, 1, 1, 1, 1) * grid**3
+        return (sample + spatial).expand(self.shape).reshape(-1)
+
+    def _dense_table(self, grid: int) -> Tensor | None:
+        batch = self.shape[0]
+        if batch * grid**3 * self.n_values > _DENSE_TABLE_PER_VOXEL * self.value_ids.numel():
+            return None
+        for fine, table in self._tables.items():
+            if _nests(self.shape[2:], fine, grid):
+                f = fine // grid
+                table = table.view(batch, grid, f, grid, f, grid, f, self.n_values)
+                return table.sum(dim=(2, 4, 6))
+        keys = self._voxel_cells(grid) * self.n_values + self.value_ids
+        counts = torch.bincount(keys, minlength=batch * grid**3 * self.n_values)
+        return counts.view(batch, grid, grid, grid, self.n_values)
+
+    def entropy(self, grid: int) -> Tensor:
+        """(B, grid³) cell entropies in bits, float64."""
+        batch, channels = self.shape[:2]
+        n_cells = batch * grid**3
+        table = self._dense_table(grid)
+        if table is not None:
+            self._tables[grid] = table
+            counts = table.reshape(n_cells, self.n_values).double()
+            sum_c_log_c = torch.xlogy(counts, counts).sum(1)
+        else:  # too many distinct values for a dense table: count only the (cell, value) pairs present
+            cells = self._voxel_cells(grid)
+            pairs, counts = torch.unique(cells * self.n_values + self.value_ids, return_counts=True)
+            counts = counts.double()
+            sum_c_log_c = torch.bincount(pairs // self.n_values, weights=torch.xlogy(counts, counts), minlength=n_cells)
+        n = (_cell_sizes(self.shape[2:], grid, self.device) * channels).double().repeat(batch)
+        return _entropy_bits(sum_c_log_c, n).view(batch, grid**3)
+
+
+def cell_entropy(x: Tensor, grid: int) -> Tensor:
+    """Shannon entropy in bits of the exact voxel values in each of grid³ cells, all channels pooled.
+
+    Equals ``skimage.measure.shannon_entropy`` of each cell. ``x`` is (B, C, D, H, W); the result is
+    (B, grid³) float64 with cells in C order of (grid, grid, grid).
+    """
+    return _CellCounter(x).entropy(grid)
+
+
+def _linspace_like_numpy(start: float, stop: float, count: Tensor, index: Tensor) -> Tensor:
+    """Element ``index`` of ``numpy.linspace(start, stop, count)``, computed as numpy does."""
+    divisor = (count - 1).clamp_min(1).double()
+    values = index.double() * ((stop - start) / divisor) + start
+    return torch.where((index == count - 1) & (count > 1), torch.full_like(values, stop), values)
+
+
+def _dynamic_ratios(entropy: Tensor, base_ratio: float, scale: float) -> Tensor:
+    """(B, cells) ratio per cell: higher-entropy cells masked more, by rank among distinct entropies."""
+    rounded = torch.round(entropy, decimals=_ENTROPY_DECIMALS)
+    ordered, order = torch.sort(rounded, dim=1, stable=True)
+    is_new = torch.ones_like(ordered, dtype=torch.bool)
+    is_new[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
+    rank_sorted = torch.cumsum(is_new, dim=1) - 1
+    rank = torch.empty_like(rank_sorted).scatter_(1, order, rank_sorted)
+    n_distinct = rank_sorted[:, -1:] + 1
+    return base_ratio * _linspace_like_numpy(1.0 - scale, 1.0 + scale, n_distinct, rank)
+
+
+@dataclass(frozen=True)
+class GridMaskPlan:
+    """Where and how much to mask, per sample of a batch (spec §2)."""
+
+    grid: Tensor  #: (B,) cells per axis chosen for each sample
+    entropy: list[Tensor]  #: B tensors (g³,): cell entropies in bits
+    ratio: list[Tensor]  #: B tensors (g³,): mask ratio per cell
+    score: Tensor  #: (B, len(grids)) grid scores; NaN where a crop is constant
+
+    def token_mask(
+        self,
+        token_shape: Sequence[int],
+        ratio_scale: float = 1.0,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """(B, nd, nh, nw) bool mask, True = masked, floor(n·min(r·ratio_scale, 1)) tokens per cell.
+
+        Token i along an axis of N tokens belongs to cell floor(i·g/N), so every grid works on every
+        token grid, including grids finer than the token grid (cells without tokens mask nothing).
+        Positions are drawn uniformly without replacement in each cell, from ``generator``.
+        """
+        if len(token_shape) != 3 or any(int(n) < 1 for n in token_shape):
+            raise ValueError(f"token_shape must be three positive sizes, got {tuple(token_shape)}")
+        if not (math.isfinite(ratio_scale) and ratio_scale >= 0):
+            raise ValueError(f"ratio_scale must be a finite number >= 0, got {ratio_scale}")
+        device = self.grid.device
+        batch = self.grid.numel()
+        nd, nh, nw = (int(n) for n in token_shape)
+        grids = self.grid.view(-1, 1)
+        d = (torch.arange(nd, device=device) * grids // nd).view(batch, nd, 1, 1)
+        h = (torch.arange(nh, device=device) * grids // nh).view(batch, 1, nh, 1)
+        w = (torch.arange(nw, device=device) * grids // nw).view(batch, 1, 1, nw)
+        g = grids.view(batch, 1, 1, 1)
+        max_cells = int(self.grid.max()) ** 3
+        sample = torch.arange(batch, device=device).view(batch, 1, 1, 1)
+        cells = (sample * max_cells + (d * g + h) * g + w).reshape(-1)
+
+        ratios = torch.zeros(batch, max_cells, dtype=torch.float64, device=device)
+        for b, r in enumerate(self.ratio):  # B small tensors into one padded table
+            ratios[b, : r.numel()] = r
+        tokens_per_cell = torch.bincount(cells, minlength=batch * max_cells)
+        n_masked = torch.floor(tokens_per_cell * (ratios.view(-1) * ratio_scale).clamp_max(1.0)).long()
+
+        noise = torch.randint(0, 1 << 31, (cells.numel(),), generator=generator, device=device)
+        _, order = torch.sort((cells << 31) | noise, stable=True)
+        cell_start = torch.cumsum(tokens_per_cell, 0) - tokens_per_cell
+        sorted_cells = cells[order]
+        rank_in_cell = torch.arange(cells.numel(), device=device) - cell_start[sorted_cells]
+        masked = torch.empty_like(cells, dtype=torch.bool)
+        masked[order] = rank_in_cell < n_masked[sorted_cells]
+        return masked.view(batch, nd, nh, nw)
+
+    def hierarchical_masks(
+        self,
+        crop_shape: Sequence[int],
+        drop_probability: float = 0.3,
+        decay: float = 0.5,
+        generator: torch.Generator | None = None,
+    ) -> list[Tensor | None]:
+        """Masks for the application points a0–a3 of a crop of ``crop_shape`` (spec §3).
+
+        a0 is always masked at ratio r; a1–a3 each with probability ``drop_probability`` (one draw
+        per batch) at ratio r·decay^i, and only when ``decay`` > 0. Like the prototype, the ratio
+        decays at every point whether or not that point masked. None where a point does not mask.
+        """
+        _check_probability("drop_probability", drop_probability)
+        _check_probability("decay", decay)
+        masks: list[Tensor | None] = []
+        device = self.grid.device
+        for index, (_, stride) in enumerate(APPLICATION_POINTS):
+            token_shape = [int(n) // stride for n in crop_shape]
+            if index > 0:
+                draw = torch.rand((), generator=generator, device=device)
+                if decay == 0 or bool(draw >= drop_probability):
+                    masks.append(None)
+                    continue
+            masks.append(self.token_mask(token_shape, ratio_scale=decay**index, generator=generator))
+        return masks
+
+
+def voxel_mask(token_mask: Tensor, patch_size: int = 2) -> Tensor:
+    """(B, 1, D, H, W) voxel mask from a (B, nd, nh, nw) token mask: a voxel is masked with its token."""
+    mask = token_mask[:, None]
+    for dim in (2, 3, 4):
+        mask = mask.repeat_interleave(patch_size, dim=dim)
+    return mask
+
+
+def _check_probability(name: str, value: float) -> None:
+    if not (isinstance(value, (int, float)) and 0.0 <= value <= 1.0):
+        raise ValueError(f"{name} must be a number in [0, 1], got {value!r}")
+
+
+class GridMaskPlanner:
+    """Chooses each sample's grid and per-cell mask ratios from its cell entropies (spec §2).
+
+    >>> planner = GridMaskPlanner(grids=(4, 8, 16), base_ratio=0.5, scale=0.3, dynamic=True)
+    >>> plan = planner.plan(x)                      # x: (B, C, D, H, W)
+    >>> a0 = plan.token_mask((d // 2, h // 2, w // 2), generator=g)
+    """
+
+    def __init__(
+        self,
+        grids: Sequence[int] = (4, 8, 16),
+        base_ratio: float = 0.5,
+        scale: float = 0.3,
+        dynamic: bool = True,
+    ) -> None:
+        grids = tuple(grids)
+        if not grids or any(not isinstance(g, int) or isinstance(g, bool) or g < 1 for g in grids):
+            raise ValueError(f"grids must be a non-empty sequence of positive integers, got {grids!r}")
+        if not (isinstance(base_ratio, (int, float)) and 0.0 < base_ratio <= 1.0):
+            raise ValueError(f"base_ratio must be in (0, 1], got {base_ratio!r}")
+        if not (isinstance(scale, (int, float)) and 0.0 <= scale < 1.0):
+            raise ValueError(f"scale must be in [0, 1), got {scale!r}")
+        self.grids = grids
+        self.base_ratio = float(base_ratio)
+        self.scale = float(scale)
+        self.dynamic = bool(dynamic)
+
+    def __repr__(self) -> str:
+        return (
+            f"GridMaskPlanner(grids={self.grids}, base_ratio={self.base_ratio}, "
+            f"scale={self.scale}, dynamic={self.dynamic})"
+        )
+
+    def _check_input(self, x: Tensor) -> None:
+        if not isinstance(x, Tensor) or x.dim() != 5:
+            shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+            raise ValueError(f"x must be a (B, C, D, H, W) tensor, got shape {shape}")
+        if not x.is_floating_point():
+            raise ValueError(f"x must be a floating-point tensor, got dtype {x.dtype}")
+        spatial = tuple(x.shape[2:])
+        if x.shape[0] < 1 or x.shape[1] < 1 or any(n % 32 for n in spatial) or min(spatial) < 32:
+            raise ValueError(f"x must have B, C >= 1 and D, H, W divisible by 32, got shape {tuple(x.shape)}")
+        if max(self.grids) > min(spatial):
+            raise ValueError(f"grid {max(self.grids)} is finer than the crop {spatial}: each cell needs a voxel")
+        if not bool(torch.isfinite(x).all()):
+            raise ValueError("x contains NaN or infinite voxels")
+
+    def plan(self, x: Tensor) -> GridMaskPlan:
+        """Plan the masks of a batch ``x`` (B, C, D, H, W)."""
+        self._check_input(x)
+        batch = x.shape[0]
+        counter = _CellCounter(x)
+        # finest grid first, so coarser ones can be summed from its count table
+        by_grid = {g: counter.entropy(g) for g in sorted(set(self.grids), reverse=True)}
+        entropies = [by_grid[g] for g in self.grids]
+        scores = torch.stack(
+            [g**_GRID_SCORE_EXPONENT * h.std(dim=1, correction=0) / h.mean(dim=1) for g, h in zip(self.grids, entropies)],
+            dim=1,
+        )
+        constant = torch.stack([h.amax(dim=1) == 0 for h in entropies], dim=1).all(dim=1)
+        # argmax returns the first maximum, as the spec's tie rule asks; constant crops take the smallest grid
+        choice = torch.where(constant, torch.tensor(self.grids, device=x.device).argmin(), scores.nan_to_num(-1.0).argmax(1))
+
+        grid_list: list[int] = []
+        entropy_list: list[Tensor] = []
+        ratio_list: list[Tensor] = []
+        ratios_per_grid = [
+            _dynamic_ratios(h, self.base_ratio, self.scale) if self.dynamic else torch.full_like(h, self.base_ratio)
+            for h in entropies
+        ]
+        for b, (c, is_constant) in enumerate(zip(choice.tolist(), constant.tolist())):
+            grid_list.append(self.grids[c])
+            entropy_list.append(entropies[c][b])
+            ratio = torch.full_like(entropies[c][b], self.base_ratio) if is_constant else ratios_per_grid[c][b]
+            ratio_list.append(ratio)
+        grid = torch.tensor(grid_list, dtype=torch.int64, device=x.device)
+        return GridMaskPlan(grid=grid, entropy=entropy_list, ratio=ratio_list, score=scores)

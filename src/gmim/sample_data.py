@@ -1,0 +1,53 @@
+"""Real scans that ship inside packages, for the demo, the tests and the benchmarks.
+
+- The MNI ICBM152 2009a template (PyPI package ``nilearn``): T1, grey- and white-matter maps and a
+  brain mask, 197×233×189 at 1 mm.
+- The ITK example T1 brain MRI (Debian package ``insighttoolkit5-examples``):
+  ``KmeansTest_T1UCharRaw.nii.gz`` (128×128×62) with a label map
+  (``KmeansTest_T1KmeansPrelimSegmentation.nii.gz``) and a skull-strip mask
+  (``KmeansTest_T1RawSkullStrip.nii.gz``) on the same grid.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import nibabel as nib
+
+from gmim.errors import InputError
+
+#: Where the Debian package installs its data; ``GMIM_ITK_DATA`` points elsewhere.
+ITK_EXAMPLES_DATA = Path("/usr/share/doc/insighttoolkit5-examples/examples/Data")
+ITK_FILES = {
+    "t1": "KmeansTest_T1UCharRaw.nii.gz",
+    "labels": "KmeansTest_T1KmeansPrelimSegmentation.nii.gz",
+    "skull_strip": "KmeansTest_T1RawSkullStrip.nii.gz",
+}
+
+
+def itk_example_paths() -> dict[str, Path]:
+    """Paths of the ITK example T1, its label map and its skull-strip mask."""
+    folder = Path(os.environ.get("GMIM_ITK_DATA", ITK_EXAMPLES_DATA))
+    paths = {name: folder / file for name, file in ITK_FILES.items()}
+    missing = [str(p) for p in paths.values() if not p.is_file()]
+    if missing:
+        raise InputError(
+            f"ITK example data not found ({missing[0]}): install the Debian package "
+            "insighttoolkit5-examples, or set GMIM_ITK_DATA to its examples/Data folder"
+        )
+    return paths
+
+
+def mni152() -> dict[str, nib.Nifti1Image]:
+    """The ICBM152 2009a T1 template at 1 mm with its grey/white-matter maps and brain mask."""
+    try:
+        from nilearn import datasets
+    except ImportError as error:
+        raise InputError("the ICBM152 template needs the PyPI package nilearn: pip install nilearn") from error
+    return {
+        "t1": datasets.load_mni152_template(resolution=1),
+        "gm": datasets.load_mni152_gm_template(resolution=1),
+        "wm": datasets.load_mni152_wm_template(resolution=1),
+        "brain_mask": datasets.load_mni152_brain_mask(resolution=1),
+    }
