@@ -1,0 +1,1 @@
+"""Data: where cases come from (:mod:`.sources`), how they are loaded and preprocessed (:mod:`.transforms`)."""

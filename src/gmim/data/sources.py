@@ -1,0 +1,288 @@
+"""Discover cases (a case = one volume with its channels and optional label) from DATA paths.
+
+API::
+
+    cases = discover_cases(["imagesTr/", "brats/", "datalist.json"])   # list[Case]
+    cases[0].id, cases[0].images, cases[0].label, cases[0].fold, cases[0].split
+    cases[0].as_dict()   # {"id", "image": [str, ...], "label"?: str} for MONAI dict transforms
+
+A DATA path is one of, told apart in this order:
+
+- an MSD/decathlon JSON datalist: ``training`` (and optional ``validation``, ``test``) lists of
+  entries with ``image`` (a path or a list of channel paths), optional ``label`` and ``fold``, or
+  bare paths (the MSD ``test`` list); relative paths are resolved against the JSON file's folder;
+- an nnU-Net raw dataset folder: ``dataset.json`` (``channel_names``, ``labels``, ``file_ending``),
+  ``imagesTr/CASE_0000.nii.gz`` … one file per channel, ``labelsTr/CASE.nii.gz``, optional
+  ``imagesTs/``;
+- a folder of BraTS-style case folders (or one such folder): ``*_flair``, ``*_t1``, ``*_t1ce``,
+  ``*_t2`` and an optional ``*_seg`` file in each;
+- a folder of images, searched recursively; files named like nnU-Net channels (``CASE_0000``,
+  ``CASE_0001``, …, every file so named) are grouped into one case, any other file is a case of one
+  channel;
+- a single image file.
+
+Image files: ``.nii``, ``.nii.gz``, ``.nrrd``, ``.mha``, ``.mhd``. Several DATA paths are
+combined; every case must have the same number of channels. Anything unusable (a missing path, an
+empty folder, a malformed datalist, inconsistent channels) raises :class:`~gmim.errors.InputError`
+naming the path.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gmim.errors import InputError
+
+__all__ = [
+    "BRATS_MODALITIES",
+    "IMAGE_SUFFIXES",
+    "SPLITS",
+    "Case",
+    "case_id",
+    "discover_cases",
+    "is_image_file",
+    "nnunet_dataset_json",
+]
+
+IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
+#: Datalist sections, in the order they are read.
+SPLITS = ("training", "validation", "test")
+#: BraTS channel order (the order of the BraTS 2021 Swin UNETR datalists).
+BRATS_MODALITIES = ("flair", "t1", "t1ce", "t2")
+_NNUNET_CHANNEL = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
+
+
+@dataclass(frozen=True)
+class Case:
+    """One volume: its channel files in order, an optional label map, an optional fold."""
+
+    id: str
+    images: tuple[Path, ...]
+    label: Path | None = None
+    fold: int | None = None
+    split: str = "training"
+
+    def as_dict(self) -> dict[str, Any]:
+        """The record for MONAI dictionary transforms: keys ``id``, ``image`` and maybe ``label``."""
+        record: dict[str, Any] = {"id": self.id, "image": [str(p) for p in self.images]}
+        if self.label is not None:
+            record["label"] = str(self.label)
+        return record
+
+
+def is_image_file(path: Path) -> bool:
+    return path.name.lower().endswith(IMAGE_SUFFIXES)
+
+
+def case_id(path: str | os.PathLike[str]) -> str:
+    """The file name without its image suffix: ``a/b/case_001.nii.gz`` → ``case_001``."""
+    name = Path(path).name
+    for suffix in IMAGE_SUFFIXES:
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return Path(name).stem
+
+
+def discover_cases(paths: Iterable[str | os.PathLike[str]], splits: Sequence[str] = SPLITS) -> list[Case]:
+    """All cases under ``paths``, keeping only those whose ``split`` is in ``splits``."""
+    cases: list[Case] = []
+    for raw in paths:
+        path = Path(raw).expanduser()
+        found = [case for case in _discover(path) if case.split in splits]
+        if not found:
+            raise InputError(f"{path}: no images found (splits {', '.join(splits)})")
+        cases.extend(found)
+    if not cases:
+        raise InputError("no DATA paths given")
+    _check_channels(cases)
+    return cases
+
+
+def _discover(path: Path) -> list[Case]:
+    if not path.exists():
+        raise InputError(f"{path}: no such file or folder")
+    if path.is_file():
+        if path.suffix.lower() == ".json":
+            return _from_datalist(path)
+        if is_image_file(path):
+            return [Case(case_id(path), (path,))]
+        raise InputError(f"{path}: not an image ({', '.join(IMAGE_SUFFIXES)}) or a JSON datalist")
+    if not os.access(path, os.R_OK | os.X_OK):
+        raise InputError(f"{path}: folder not readable")
+    if (path / "dataset.json").is_file() and (path / "imagesTr").is_dir():
+        return _from_nnunet(path)
+    brats = _from_brats(path)
+    if brats:
+        return brats
+    return _from_image_folder(path)
+
+
+def _resolve(base: Path, value: Any, where: str) -> Path:
+    if not isinstance(value, str) or not value:
+        raise InputError(f"{where}: expected a file path, got {value!r}")
+    path = Path(value).expanduser()
+    path = path if path.is_absolute() else base / path
+    if not path.is_file():
+        raise InputError(f"{where}: file not found: {path}")
+    return path
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise InputError(f"{path}: not a readable JSON file ({error})") from error
+
+
+def _from_datalist(path: Path) -> list[Case]:
+    data = _read_json(path)
+    if not isinstance(data, dict) or not any(split in data for split in SPLITS):
+        raise InputError(f"{path}: not a datalist (expected a JSON object with a 'training' list)")
+    base = path.parent
+    cases = []
+    for split in SPLITS:
+        entries = data.get(split, [])
+        if not isinstance(entries, list):
+            raise InputError(f"{path}: '{split}' must be a list")
+        for index, entry in enumerate(entries):
+            where = f"{path}: {split}[{index}]"
+            if isinstance(entry, str):
+                entry = {"image": entry}
+            if not isinstance(entry, dict) or "image" not in entry:
+                raise InputError(f"{where}: expected an object with an 'image'")
+            channels = entry["image"] if isinstance(entry["image"], list) else [entry["image"]]
+            if not channels:
+                raise InputError(f"{where}: 'image' is an empty list")
+            images = tuple(_resolve(base, c, where) for c in channels)
+            label = _resolve(base, entry["label"], where) if entry.get("label") is not None else None
+            fold = entry.get("fold")
+            if fold is not None and (isinstance(fold, bool) or not isinstance(fold, int) or fold < 0):
+                raise InputError(f"{where}: 'fold' must be a non-negative integer, got {fold!r}")
+            cases.append(Case(_channels_id(images), images, label, fold, split))
+    return cases
+
+
+def _channels_id(images: Sequence[Path]) -> str:
+    """One id for a case's channel files: the name they share (``BraTS2021_00000_flair`` … →
+    ``BraTS2021_00000``, ``la_003_0000`` → ``la_003``), else the first file's name."""
+    ids = [case_id(p) for p in images]
+    match = _NNUNET_CHANNEL.match(ids[0])
+    if match and all(_NNUNET_CHANNEL.match(i) and _NNUNET_CHANNEL.match(i)["case"] == match["case"] for i in ids):
+        return match["case"]
+    if len(ids) > 1:
+        common = os.path.commonprefix(ids)
+        cut = max(common.rfind(sep) for sep in "_-.")
+        if cut > 0:
+            return common[:cut]
+    return ids[0]
+
+
+def nnunet_dataset_json(folder: Path) -> dict[str, Any]:
+    """The ``dataset.json`` of an nnU-Net raw dataset, checked for ``channel_names`` and ``labels``."""
+    path = folder / "dataset.json"
+    meta = _read_json(path)
+    if not isinstance(meta, dict):
+        raise InputError(f"{path}: expected a JSON object")
+    for key in ("channel_names", "labels"):
+        if not isinstance(meta.get(key), dict) or not meta[key]:
+            raise InputError(f"{path}: missing or empty '{key}'")
+    return meta
+
+
+def _from_nnunet(folder: Path) -> list[Case]:
+    meta = nnunet_dataset_json(folder)
+    ending = meta.get("file_ending", ".nii.gz")
+    n_channels = len(meta["channel_names"])
+    cases = []
+    for images_dir, labels_dir, split in (("imagesTr", "labelsTr", "training"), ("imagesTs", None, "test")):
+        grouped = _group_channels(folder / images_dir, ending)
+        for cid, channels in sorted(grouped.items()):
+            expected = [f"{cid}_{c:04d}{ending}" for c in range(n_channels)]
+            if sorted(channels) != list(range(n_channels)):
+                raise InputError(
+                    f"{folder / images_dir}: case {cid} has channels {sorted(channels)}, "
+                    f"dataset.json names {n_channels} ({', '.join(expected)})"
+                )
+            label = None
+            if labels_dir is not None:
+                label = folder / labels_dir / f"{cid}{ending}"
+                if not label.is_file():
+                    raise InputError(f"{folder / labels_dir}: label missing for case {cid}: {label.name}")
+            images = tuple(folder / images_dir / name for name in expected)
+            cases.append(Case(cid, images, label, None, split))
+    return cases
+
+
+def _group_channels(folder: Path, ending: str) -> dict[str, dict[int, Path]]:
+    grouped: dict[str, dict[int, Path]] = defaultdict(dict)
+    if not folder.is_dir():
+        return grouped
+    for path in folder.iterdir():
+        if not path.name.endswith(ending):
+            continue
+        match = _NNUNET_CHANNEL.match(path.name[: -len(ending)])
+        if match is None:
+            raise InputError(f"{path}: not named CASE_XXXX{ending} (nnU-Net channel files)")
+        grouped[match["case"]][int(match["channel"])] = path
+    return grouped
+
+
+def _brats_case(folder: Path) -> Case | None:
+    files = {case_id(p).lower(): p for p in folder.iterdir() if p.is_file() and is_image_file(p)}
+    found = {}
+    for key in (*BRATS_MODALITIES, "seg"):
+        matches = [p for name, p in files.items() if name.endswith(f"_{key}")]
+        if len(matches) > 1:
+            raise InputError(f"{folder}: several *_{key} files")
+        if matches:
+            found[key] = matches[0]
+    if "flair" not in found:
+        return None
+    missing = [m for m in BRATS_MODALITIES if m not in found]
+    if missing:
+        raise InputError(f"{folder}: BraTS case without its {', '.join('*_' + m for m in missing)} file")
+    return Case(folder.name, tuple(found[m] for m in BRATS_MODALITIES), found.get("seg"))
+
+
+def _from_brats(folder: Path) -> list[Case]:
+    single = _brats_case(folder)
+    if single is not None:
+        return [single]
+    cases = [c for sub in sorted(folder.iterdir()) if sub.is_dir() and (c := _brats_case(sub)) is not None]
+    return cases
+
+
+def _from_image_folder(folder: Path) -> list[Case]:
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and is_image_file(p))
+    if not files:
+        raise InputError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)}) in this folder")
+    ids = [case_id(p) for p in files]
+    if all(_NNUNET_CHANNEL.match(i) for i in ids):
+        grouped: dict[tuple[Path, str], dict[int, Path]] = defaultdict(dict)
+        for path, i in zip(files, ids):
+            match = _NNUNET_CHANNEL.match(i)
+            grouped[(path.parent, match["case"])][int(match["channel"])] = path
+        cases = []
+        for (parent, cid), channels in grouped.items():
+            if sorted(channels) != list(range(len(channels))):
+                raise InputError(f"{parent}: case {cid} has channels {sorted(channels)}, expected 0000 upwards")
+            cases.append(Case(cid, tuple(channels[c] for c in sorted(channels))))
+        return cases
+    return [Case(i, (p,)) for p, i in zip(files, ids)]
+
+
+def _check_channels(cases: Sequence[Case]) -> None:
+    first = cases[0]
+    for case in cases:
+        if len(case.images) != len(first.images):
+            raise InputError(
+                f"{case.images[0]}: case {case.id} has {len(case.images)} channel(s), "
+                f"case {first.id} ({first.images[0]}) has {len(first.images)}"
+            )
