@@ -181,7 +181,8 @@ def cell_entropy(x: Tensor, grid: int) -> Tensor:
 def _linspace_like_numpy(start: float, stop: float, count: Tensor, index: Tensor) -> Tensor:
     """Element ``index`` of ``numpy.linspace(start, stop, count)``, computed as numpy does."""
     divisor = (count - 1).clamp_min(1).double()
-    values = index.double() * ((stop - start) / divisor) + start
+    step = torch.full_like(divisor, stop - start) / divisor  # not `scalar / tensor`: torch takes a reciprocal
+    values = index.double() * step + start
     return torch.where((index == count - 1) & (count > 1), torch.full_like(values, stop), values)
 
 

@@ -1,0 +1,176 @@
+"""The vectorised planner against the loop reference, on real scans (spec §2, §3)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import loop_masking as loop
+from conftest import crop
+from gmim.masking import APPLICATION_POINTS, GridMaskPlanner, cell_entropy, voxel_mask
+
+CROP_SIZES = [(32, 32, 32), (64, 64, 64), (96, 96, 96), (128, 128, 128), (128, 128, 64)]
+
+
+def assert_plan_matches_loop(x: torch.Tensor, planner: GridMaskPlanner, generator_seed: int = 0) -> None:
+    """Same grid, entropies, ratios as the loop reference; exact per-cell masked counts at every point."""
+    plan = planner.plan(x)
+    generator = torch.Generator().manual_seed(generator_seed)
+    for b in range(x.shape[0]):
+        grid, entropy, ratio = loop.plan(
+            x[b].numpy(), planner.grids, planner.base_ratio, planner.scale, planner.dynamic
+        )
+        assert int(plan.grid[b]) == grid
+        np.testing.assert_allclose(plan.entropy[b].numpy(), entropy, rtol=0, atol=1e-9)
+        np.testing.assert_array_equal(plan.ratio[b].numpy(), ratio)
+    for index, (_, stride) in enumerate(APPLICATION_POINTS):
+        token_shape = tuple(n // stride for n in x.shape[2:])
+        scale = 0.5**index
+        masks = plan.token_mask(token_shape, ratio_scale=scale, generator=generator).numpy()
+        for b in range(x.shape[0]):
+            grid = int(plan.grid[b])
+            ones = np.ones(token_shape, dtype=bool)
+            tokens = loop.cell_counts(ones, grid)
+            expected = np.floor(tokens * np.minimum(plan.ratio[b].numpy() * scale, 1.0)).astype(int)
+            np.testing.assert_array_equal(loop.cell_counts(masks[b], grid), expected)
+
+
+@pytest.mark.parametrize("size", CROP_SIZES, ids=lambda s: "x".join(map(str, s)))
+def test_planner_matches_loop_on_t1_crops(mni_t1, size):
+    starts = [(30, 40, 20), (60, 80, 50)]
+    x = torch.stack([crop(mni_t1, s, size) for s in starts])[:, None]
+    assert_plan_matches_loop(x, GridMaskPlanner())
+
+
+def test_planner_matches_loop_on_itk_t1(itk_t1):
+    x = torch.stack([crop(itk_t1, (0, 0, 15), (128, 128, 32)), crop(itk_t1, (0, 0, 30), (128, 128, 32))])
+    assert_plan_matches_loop(x[:, None], GridMaskPlanner())
+
+
+def test_planner_matches_loop_multichannel(mni, mni_t1):
+    gm = np.asarray(mni["gm"].get_fdata(), dtype=np.float32)
+    start, size = (50, 60, 40), (64, 64, 64)
+    x = torch.stack([crop(mni_t1, start, size), crop(gm, start, size)])[None]
+    assert_plan_matches_loop(x, GridMaskPlanner(grids=(8, 4, 16), base_ratio=0.6, scale=0.2))
+
+
+def test_planner_without_dynamic_ratios(mni_t1):
+    x = crop(mni_t1, (40, 50, 30), (64, 64, 64))[None, None]
+    plan = GridMaskPlanner(dynamic=False).plan(x)
+    assert torch.all(plan.ratio[0] == 0.5)
+    assert_plan_matches_loop(x, GridMaskPlanner(dynamic=False))
+
+
+def test_constant_crop_falls_back_to_smallest_grid_at_base_ratio(mni_t1):
+    x = torch.stack([torch.full((64, 64, 64), 0.25), crop(mni_t1, (40, 50, 30), (64, 64, 64))])[:, None]
+    planner = GridMaskPlanner(grids=(8, 4, 16))
+    plan = planner.plan(x)
+    assert int(plan.grid[0]) == 4
+    assert torch.all(plan.entropy[0] == 0) and torch.all(plan.ratio[0] == 0.5)
+    assert torch.isnan(plan.score[0]).all() and torch.isfinite(plan.score[1]).all()
+    mask = plan.token_mask((32, 32, 32), generator=torch.Generator().manual_seed(1))
+    assert int(mask[0].sum()) == 64 * math.floor(512 * 0.5)
+    assert_plan_matches_loop(x, planner)
+
+
+def test_entropy_equals_skimage_for_continuous_values(mni_t1):
+    """Continuous values (every voxel distinct) take the sort path; still exact."""
+    generator = torch.Generator().manual_seed(0)
+    x = crop(mni_t1, (40, 50, 30), (32, 32, 32))[None, None] + torch.rand(1, 1, 32, 32, 32, generator=generator)
+    x[0, 0, :4] = -0.0  # a -0.0/+0.0 mix in one cell counts as one value, as numpy sees it
+    x[0, 0, :2, :2] = 0.0
+    for grid in (4, 8, 16):
+        np.testing.assert_allclose(cell_entropy(x, grid)[0].numpy(), loop.cell_entropies(x[0].numpy(), grid), atol=1e-9)
+
+
+def test_token_mask_is_deterministic_and_varies_with_seed(mni_t1):
+    x = crop(mni_t1, (40, 50, 30), (64, 64, 64))[None, None]
+    plan = GridMaskPlanner().plan(x)
+    first = plan.token_mask((32, 32, 32), generator=torch.Generator().manual_seed(3))
+    again = plan.token_mask((32, 32, 32), generator=torch.Generator().manual_seed(3))
+    other = plan.token_mask((32, 32, 32), generator=torch.Generator().manual_seed(4))
+    assert torch.equal(first, again) and not torch.equal(first, other)
+    assert first.dtype == torch.bool and first.shape == (1, 32, 32, 32)
+
+
+def test_hierarchical_masks_frequency_and_ratios(mni_t1):
+    x = crop(mni_t1, (40, 50, 30), (64, 64, 64))[None, None]
+    plan = GridMaskPlanner().plan(x)
+    grid = int(plan.grid[0])
+    generator = torch.Generator().manual_seed(0)
+    draws = 300
+    applied = np.zeros(4)
+    for _ in range(draws):
+        masks = plan.hierarchical_masks((64, 64, 64), drop_probability=0.3, decay=0.5, generator=generator)
+        assert len(masks) == 4 and masks[0] is not None
+        for index, ((_, stride), mask) in enumerate(zip(APPLICATION_POINTS, masks)):
+            if mask is None:
+                continue
+            applied[index] += 1
+            assert mask.shape == (1, 64 // stride, 64 // stride, 64 // stride)
+            tokens = loop.cell_counts(np.ones(mask.shape[1:], dtype=bool), grid)
+            expected = np.floor(tokens * np.minimum(plan.ratio[0].numpy() * 0.5**index, 1.0))
+            np.testing.assert_array_equal(loop.cell_counts(mask[0].numpy(), grid), expected)
+    frequency = applied / draws
+    assert frequency[0] == 1.0
+    sigma = math.sqrt(0.3 * 0.7 / draws)
+    assert np.all(np.abs(frequency[1:] - 0.3) < 4 * sigma), frequency
+
+
+def test_hierarchy_disabled_by_zero_decay_and_always_on_with_probability_one(mni_t1):
+    x = crop(mni_t1, (40, 50, 30), (32, 32, 32))[None, None]
+    plan = GridMaskPlanner().plan(x)
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        masks = plan.hierarchical_masks((32, 32, 32), drop_probability=1.0, decay=0.0, generator=generator)
+        assert masks[0] is not None and masks[1:] == [None, None, None]
+    masks = plan.hierarchical_masks((32, 32, 32), drop_probability=1.0, decay=0.5, generator=generator)
+    assert all(m is not None for m in masks)
+
+
+def test_voxel_mask_follows_tokens():
+    tokens = torch.zeros(1, 2, 2, 2, dtype=torch.bool)
+    tokens[0, 1, 0, 1] = True
+    voxels = voxel_mask(tokens)
+    assert voxels.shape == (1, 1, 4, 4, 4)
+    assert voxels[0, 0, 2:4, 0:2, 2:4].all() and int(voxels.sum()) == 8
+
+
+@pytest.mark.parametrize(
+    "x, message",
+    [
+        (torch.zeros(1, 32, 32, 32), "shape"),
+        (torch.zeros(1, 1, 32, 32, 48), "divisible by 32"),
+        (torch.zeros(1, 1, 32, 32, 32, dtype=torch.int16), "floating-point"),
+        (torch.full((1, 1, 32, 32, 32), float("nan")), "NaN"),
+        (torch.full((1, 1, 32, 32, 32), float("inf")), "infinite"),
+    ],
+)
+def test_bad_input_is_refused(x, message):
+    with pytest.raises(ValueError, match=message):
+        GridMaskPlanner().plan(x)
+
+
+@pytest.mark.parametrize(
+    "kwargs, name",
+    [({"base_ratio": 0.0}, "base_ratio"), ({"base_ratio": 1.5}, "base_ratio"), ({"scale": 1.0}, "scale"),
+     ({"scale": -0.1}, "scale"), ({"grids": ()}, "grids"), ({"grids": (4, 0)}, "grids"), ({"grids": (4.0,)}, "grids")],
+)
+def test_bad_planner_options_are_refused(kwargs, name):
+    with pytest.raises(ValueError, match=name):
+        GridMaskPlanner(**kwargs)
+
+
+def test_bad_mask_options_are_refused(mni_t1):
+    plan = GridMaskPlanner().plan(crop(mni_t1, (40, 50, 30), (32, 32, 32))[None, None])
+    with pytest.raises(ValueError, match="drop_probability"):
+        plan.hierarchical_masks((32, 32, 32), drop_probability=1.2)
+    with pytest.raises(ValueError, match="decay"):
+        plan.hierarchical_masks((32, 32, 32), decay=-0.5)
+    with pytest.raises(ValueError, match="ratio_scale"):
+        plan.token_mask((16, 16, 16), ratio_scale=float("nan"))
+    with pytest.raises(ValueError, match="grid 64"):
+        GridMaskPlanner(grids=(4, 64)).plan(torch.rand(1, 1, 32, 32, 32))
