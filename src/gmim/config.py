@@ -1,0 +1,208 @@
+"""Run configurations: nested dataclasses filled from a shipped preset or a YAML file, then ``--set``.
+
+Each command defines its own dataclasses (defaults = the method's defaults) and calls::
+
+    config = load_config(FinetuneConfig, "brats2021", ["train.lr=2e-4", "model.roi=[96,96,96]"],
+                         presets="finetune")
+    dump_config(config, run_dir / "config.yaml")
+
+Layers apply in order: the dataclass defaults, the preset or file (``source``: a name shipped in
+``gmim/presets/<presets>/<name>.yaml`` or a path to a ``.yaml`` file), then the overrides
+``key.sub=value`` whose values are parsed as YAML (``3``, ``1e-4``, ``true``, ``[96, 96, 64]``,
+``null``). An unknown key or a value of the wrong type is refused with an
+:class:`~gmim.errors.InputError` that names the key and the file or option it came from.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from gmim.atomic import atomic_path
+from gmim.errors import InputError
+
+__all__ = ["dump_config", "load_config", "preset_names", "to_dict"]
+
+T = TypeVar("T")
+
+
+def preset_names(presets: str) -> list[str]:
+    """Names of the presets shipped in ``gmim/presets/<presets>/``."""
+    folder = resources.files("gmim.presets") / presets
+    if not folder.is_dir():
+        return []
+    return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def _read_source(source: str | Path, presets: str) -> tuple[dict[str, Any], str]:
+    """The mapping in a preset or YAML file, with the name used in error messages."""
+    path = Path(source).expanduser()
+    if path.suffix.lower() in (".yaml", ".yml") or path.exists():
+        where = str(path)
+        try:
+            text = path.read_text()
+        except OSError as error:
+            raise InputError(f"{where}: cannot read config ({error.strerror or error})") from error
+    else:
+        resource = resources.files("gmim.presets") / presets / f"{source}.yaml"
+        if not resource.is_file():
+            names = ", ".join(preset_names(presets)) or "none"
+            raise InputError(f"--config {source}: neither a YAML file nor a {presets} preset ({names})")
+        where, text = f"preset {source}", resource.read_text()
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise InputError(f"{where}: not valid YAML ({str(error).splitlines()[0]})") from error
+    if data is None:
+        return {}, where
+    if not isinstance(data, dict):
+        raise InputError(f"{where}: a config must be a mapping of keys to values")
+    return data, where
+
+
+def load_config(
+    cls: type[T], source: str | Path | None = None, overrides: Sequence[str] = (), presets: str = ""
+) -> T:
+    """The configuration of class ``cls``: defaults, then ``source``, then ``overrides``."""
+    data = to_dict(cls())
+    if source is not None:
+        layer, where = _read_source(source, presets)
+        data = _merge(cls, data, layer, where, "")
+    data = _apply_overrides(cls, data, overrides)
+    return _build(cls, data)
+
+
+def _apply_overrides(cls: type, data: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """``data`` with each ``key.sub=value`` of ``overrides`` applied (values parsed as YAML)."""
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        where = f"--set {item}"
+        if not sep or not key.strip():
+            raise InputError(f"{where}: expected key.sub=value")
+        try:
+            value = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError as error:
+            raise InputError(f"{where}: value is not valid YAML") from error
+        layer: Any = value
+        for part in reversed(key.strip().split(".")):
+            layer = {part: layer}
+        data = _merge(cls, data, layer, where, "")
+    return data
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """A config as plain YAML-friendly data (tuples become lists)."""
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, Mapping):
+            return {k: plain(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [plain(v) for v in value]
+        return value
+
+    return plain(dataclasses.asdict(config))
+
+
+def dump_config(config: Any, path: str | Path) -> None:
+    """Write a resolved config as YAML, atomically: it can be loaded back with :func:`load_config`."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
+
+
+def _build(cls: type[T], data: Mapping[str, Any]) -> T:
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for field in dataclasses.fields(cls):
+        value = data[field.name]
+        if dataclasses.is_dataclass(hints[field.name]):
+            value = _build(hints[field.name], value)
+        kwargs[field.name] = value
+    return cls(**kwargs)
+
+
+def _merge(cls: type, base: dict[str, Any], layer: Any, where: str, prefix: str) -> dict[str, Any]:
+    if not isinstance(layer, dict):
+        raise InputError(f"{where}: '{prefix.rstrip('.') or 'config'}' must be a mapping, got {layer!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    out = dict(base)
+    for key, value in layer.items():
+        full = f"{prefix}{key}"
+        if key not in names:
+            known = ", ".join(sorted(names))
+            raise InputError(f"{where}: unknown key '{full}' (known here: {known})")
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint):
+            out[key] = _merge(hint, base[key], value, where, f"{full}.")
+        else:
+            out[key] = _coerce(hint, value, full, where)
+    return out
+
+
+def _type_name(hint: Any) -> str:
+    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+
+
+def _coerce(hint: Any, value: Any, key: str, where: str) -> Any:
+    """``value`` checked against the type ``hint`` (ints become floats where floats are expected)."""
+
+    def fail() -> typing.NoReturn:
+        raise InputError(f"{where}: '{key}' must be {_type_name(hint)}, got {value!r}")
+
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if hint is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        for option in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(option, value, key, where)
+            except InputError:
+                continue
+        fail()
+    if origin is typing.Literal:
+        if value in args:
+            return value
+        raise InputError(f"{where}: '{key}' must be one of {', '.join(map(repr, args))}, got {value!r}")
+    if origin in (list, tuple, Sequence):
+        if not isinstance(value, (list, tuple)):
+            fail()
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(value) != len(args):
+                raise InputError(f"{where}: '{key}' must have {len(args)} values, got {value!r}")
+            return tuple(_coerce(a, v, key, where) for a, v in zip(args, value))
+        item = args[0] if args else Any
+        items = [_coerce(item, v, key, where) for v in value]
+        return tuple(items) if origin is tuple else items
+    if origin in (dict, Mapping):
+        if not isinstance(value, dict):
+            fail()
+        key_type, value_type = args or (Any, Any)
+        return {_coerce(key_type, k, key, where): _coerce(value_type, v, key, where) for k, v in value.items()}
+    if hint is float:
+        if isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                fail()
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            fail()
+        return float(value)
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            fail()
+        return value
+    if hint in (bool, str):
+        if not isinstance(value, hint):
+            fail()
+        return value
+    raise TypeError(f"config type {hint!r} of '{key}' is not supported")

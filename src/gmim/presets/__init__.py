@@ -1,0 +1,1 @@
+"""Shipped configuration presets, one folder per command (``finetune/brats2021.yaml`` …)."""

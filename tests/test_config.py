@@ -1,0 +1,64 @@
+"""Config loading: defaults, preset or file, --set overrides, refusal of unknown keys and bad types."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import pytest
+
+from gmim.config import dump_config, load_config, preset_names
+from gmim.errors import InputError
+
+
+@dataclass
+class Optim:
+    lr: float = 1e-4
+    warmup_steps: int = 10
+    clip: float | None = 1.0
+
+
+@dataclass
+class Example:
+    name: str = "x"
+    roi: tuple[int, int, int] = (96, 96, 96)
+    modality: Literal["ct", "mri"] = "mri"
+    labels: dict[str, int] = field(default_factory=lambda: {"background": 0})
+    optim: Optim = field(default_factory=Optim)
+
+
+def test_layers_apply_in_order_and_round_trip(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("optim:\n  lr: 3\n  warmup_steps: 5\nroi: [64, 64, 32]\n")
+    config = load_config(Example, path, ["optim.lr=2e-4", "labels={background: 0, brain: 1}", "optim.clip=null"])
+    assert config.optim == Optim(lr=2e-4, warmup_steps=5, clip=None)
+    assert config.roi == (64, 64, 32) and config.labels == {"background": 0, "brain": 1}
+    assert isinstance(load_config(Example, path).optim.lr, float)
+    dump_config(config, tmp_path / "out" / "config.yaml")
+    assert load_config(Example, tmp_path / "out" / "config.yaml") == config
+
+
+@pytest.mark.parametrize(
+    ("text", "overrides", "message"),
+    [
+        ("optim:\n  lrr: 1\n", [], r"run.yaml: unknown key 'optim.lrr'"),
+        ("roi: [1, 2]\n", [], r"'roi' must have 3 values"),
+        ("", ["optim.warmup_steps=1.5"], r"--set optim.warmup_steps=1.5: 'optim.warmup_steps' must be int"),
+        ("", ["modality=pet"], r"'modality' must be one of"),
+        ("", ["optim=3"], r"'optim' must be a mapping"),
+        ("", ["name"], r"expected key.sub=value"),
+        ("optim: [1\n", [], r"run.yaml: not valid YAML"),
+        ("- 1\n", [], r"must be a mapping of keys"),
+    ],
+)
+def test_bad_configs_name_key_and_source(tmp_path, text, overrides, message):
+    path = tmp_path / "run.yaml"
+    path.write_text(text)
+    with pytest.raises(InputError, match=message):
+        load_config(Example, path, overrides)
+
+
+def test_presets_are_found_by_name():
+    assert {"amos2022", "brats2021"} <= set(preset_names("finetune"))
+    with pytest.raises(InputError, match="neither a YAML file nor a finetune preset"):
+        load_config(Example, "no-such-preset", presets="finetune")
