@@ -4,7 +4,9 @@ A run at step s is in epoch s // len(loader), batch s % len(loader). :class:`Res
 gives this rank's shard of a per-epoch permutation (PyTorch's ``DistributedSampler``, seeded by
 seed + epoch) starting at any batch; :class:`SeededDataset` seeds the random transforms of each
 sample from (seed, epoch, index), independently of which worker loads it. A resumed run therefore
-sees the very batches, crops and flips an uninterrupted one would.
+sees the very batches, crops and flips an uninterrupted one would. :func:`epoch_loader` puts the
+two together, with a generator of its own so that building a loader leaves the global RNG alone
+(MONAI's ``DataLoader`` otherwise re-seeds it).
 """
 
 from __future__ import annotations
@@ -13,10 +15,12 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
+import torch
+from monai.data import DataLoader
 from monai.transforms import Compose, apply_transform
 from torch.utils.data import Dataset, DistributedSampler, Sampler
 
-__all__ = ["ResumableSampler", "SeededDataset"]
+__all__ = ["ResumableSampler", "SeededDataset", "epoch_loader"]
 
 
 class ResumableSampler(Sampler[int]):
@@ -60,3 +64,13 @@ class SeededDataset(Dataset):
         seed = int(np.random.SeedSequence([self.seed, self.epoch, index]).generate_state(1)[0])
         self.transform.set_random_state(seed=seed)
         return apply_transform(self.transform, self.data[index])
+
+
+def epoch_loader(
+    dataset: SeededDataset, sampler: ResumableSampler, epoch: int, start_batch: int, batch_size: int, **kwargs: Any
+) -> DataLoader:
+    """The loader for ``epoch`` from batch ``start_batch`` on (``kwargs`` go to MONAI's DataLoader)."""
+    dataset.set_epoch(epoch)
+    sampler.set_epoch(epoch, start_batch * batch_size)
+    generator = torch.Generator().manual_seed(int(np.random.SeedSequence([dataset.seed, epoch]).generate_state(1)[0]))
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, generator=generator, **kwargs)
