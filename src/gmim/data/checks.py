@@ -1,0 +1,105 @@
+"""Checks of cases before any work: readable files, channels and label on one grid, known label values.
+
+Headers are read without the voxel data (nibabel for NIfTI, SimpleITK for ``.nrrd``/``.mha``/``.mhd``),
+so checking a whole dataset costs little; only label values need the label voxels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from gmim.data.sources import Case
+from gmim.errors import InputError
+
+__all__ = ["Grid", "check_cases", "read_grid", "read_label_values", "same_grid"]
+
+#: Tolerance (mm) for affines to count as equal: header round-off, not different grids.
+AFFINE_TOLERANCE = 1e-3
+
+Grid = tuple[tuple[int, ...], np.ndarray]
+
+
+def _reason(error: Exception) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def _is_nifti(path: Path) -> bool:
+    return path.name.lower().endswith((".nii", ".nii.gz"))
+
+
+def read_grid(path: Path) -> Grid:
+    """The spatial shape and the RAS voxel-to-world affine of an image file, from its header."""
+    try:
+        if _is_nifti(path):
+            image = nib.load(path)
+            return tuple(int(n) for n in image.shape[:3]), np.asarray(image.affine, dtype=np.float64)
+        import SimpleITK as sitk
+
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(path))
+        reader.ReadImageInformation()
+        dim = reader.GetDimension()
+        if dim < 3:
+            raise InputError(f"{path}: a {dim}D image, expected 3D")
+        direction = np.asarray(reader.GetDirection(), dtype=np.float64).reshape(dim, dim)[:3, :3]
+        affine = np.eye(4)
+        affine[:3, :3] = direction * np.asarray(reader.GetSpacing()[:3])
+        affine[:3, 3] = reader.GetOrigin()[:3]
+        affine[:2] *= -1  # ITK's LPS world → RAS
+        return tuple(int(n) for n in reader.GetSize()[:3]), affine
+    except InputError:
+        raise
+    except Exception as error:  # nibabel and SimpleITK raise many types for a corrupt file
+        raise InputError(f"{path}: not a readable image ({_reason(error)})") from error
+
+
+def same_grid(a: Grid, b: Grid) -> bool:
+    return a[0] == b[0] and bool(np.allclose(a[1], b[1], atol=AFFINE_TOLERANCE))
+
+
+def read_label_values(path: Path) -> np.ndarray:
+    """The distinct values of a label map (needs its voxels)."""
+    try:
+        if _is_nifti(path):
+            data = np.asarray(nib.load(path).dataobj)
+        else:
+            import SimpleITK as sitk
+
+            data = sitk.GetArrayViewFromImage(sitk.ReadImage(str(path)))
+    except Exception as error:
+        raise InputError(f"{path}: not a readable label map ({_reason(error)})") from error
+    values = np.unique(data)
+    if not np.all(values == np.round(values)):
+        raise InputError(f"{path}: label map holds non-integer values (e.g. {values[values != np.round(values)][0]})")
+    return values.astype(np.int64)
+
+
+def _check_case(case: Case, label_values: Collection[int] | None) -> None:
+    grids = [read_grid(p) for p in case.images]
+    for path, grid in zip(case.images[1:], grids[1:]):
+        if not same_grid(grid, grids[0]):
+            raise InputError(f"{path}: channel on another grid than {case.images[0].name} (shape {grid[0]} vs {grids[0][0]} or affine)")
+    if case.label is None:
+        return
+    label = read_grid(case.label)
+    if label[0] != grids[0][0]:
+        raise InputError(f"{case.label}: label shape {label[0]} differs from its image's {grids[0][0]} ({case.images[0]})")
+    if not same_grid(label, grids[0]):
+        raise InputError(f"{case.label}: label affine differs from its image's ({case.images[0]}): not the same grid")
+    if label_values is not None:
+        unknown = sorted(set(read_label_values(case.label).tolist()) - set(label_values))
+        if unknown:
+            raise InputError(f"{case.label}: label values {unknown} are not in the task (known: {sorted(label_values)})")
+
+
+def check_cases(cases: Sequence[Case], label_values: Collection[int] | None = None, workers: int = 4) -> None:
+    """Raise InputError naming the first file that is unreadable, off-grid or has unknown labels."""
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        for future in [pool.submit(_check_case, case, label_values) for case in cases]:
+            future.result()

@@ -1,0 +1,131 @@
+"""Loading and preprocessing with MONAI dictionary transforms, and the CT/MRI intensity presets.
+
+Intensity normalisation is decided here once, for pre-training and fine-tuning alike:
+
+- CT: a HU window [a, b] mapped to [0, 1] and clipped (pre-training uses [-1000, 1000], AMOS
+  fine-tuning [-175, 250]);
+- MRI: z-score per channel over the non-zero voxels (the background stays 0).
+
+Pipelines: :func:`load_transforms` (read, channels first, reorient, resample, normalise: the
+deterministic part worth caching), :func:`augment_transforms` (random crops around labels, flips,
+intensity jitter), and :class:`LabelsToRegionsd` / ``MapLabelValued`` to turn label maps into the
+task's training targets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from monai.config import KeysCollection
+from monai.data import MetaTensor
+from monai.transforms import (
+    EnsureChannelFirstd,
+    EnsureTyped,
+    LoadImaged,
+    MapTransform,
+    NormalizeIntensityd,
+    Orientationd,
+    RandCropByPosNegLabeld,
+    RandFlipd,
+    RandScaleIntensityd,
+    RandShiftIntensityd,
+    ScaleIntensityRanged,
+    Spacingd,
+    SpatialPadd,
+)
+
+__all__ = [
+    "CT_PRETRAIN_WINDOW",
+    "LabelsToRegionsd",
+    "Preprocessing",
+    "augment_transforms",
+    "intensity_transform",
+    "load_transforms",
+]
+
+#: The HU window of GMIM pre-training on CT (spec §6).
+CT_PRETRAIN_WINDOW = (-1000.0, 1000.0)
+
+
+@dataclass
+class Preprocessing:
+    """How a scan becomes network input; stored with every run so that inference repeats it."""
+
+    modality: Literal["ct", "mri"] = "mri"
+    #: CT only: the HU window mapped to [0, 1].
+    window: tuple[float, float] = (-175.0, 250.0)
+    #: Voxel spacing in mm to resample to; null keeps each scan's own.
+    spacing: tuple[float, float, float] | None = None
+    orientation: str = "RAS"
+
+
+def intensity_transform(keys: KeysCollection, preprocessing: Preprocessing) -> MapTransform:
+    """The modality's intensity normalisation (see the module docstring)."""
+    if preprocessing.modality == "ct":
+        low, high = preprocessing.window
+        return ScaleIntensityRanged(keys, a_min=low, a_max=high, b_min=0.0, b_max=1.0, clip=True)
+    return NormalizeIntensityd(keys, nonzero=True, channel_wise=True)
+
+
+def load_transforms(preprocessing: Preprocessing, label: bool = True) -> list[Any]:
+    """Read ``image`` (a list of channel files) and optionally ``label``, reorient, resample, normalise.
+
+    The image is resampled linearly, the label with nearest neighbours. Each step is invertible
+    (MONAI records it), which is how predictions go back to the input's grid.
+    """
+    keys = ["image", "label"] if label else ["image"]
+    steps: list[Any] = [
+        LoadImaged(keys, image_only=True),
+        EnsureChannelFirstd(keys),
+        Orientationd(keys, axcodes=preprocessing.orientation, labels=None),
+    ]
+    if preprocessing.spacing is not None:
+        modes = ("bilinear", "nearest") if label else "bilinear"
+        steps.append(Spacingd(keys, pixdim=preprocessing.spacing, mode=modes))
+    steps.append(intensity_transform("image", preprocessing))
+    steps.append(EnsureTyped(keys, dtype=torch.float32, track_meta=True))
+    return steps
+
+
+def augment_transforms(roi: Sequence[int], samples: int) -> list[Any]:
+    """Random ``roi`` crops, half centred on foreground, with flips and intensity jitter.
+
+    Images smaller than ``roi`` are padded first. These are the Swin UNETR fine-tuning
+    augmentations (random flips on each axis, intensity scale and shift by up to 10 %).
+    """
+    keys = ["image", "label"]
+    return [
+        SpatialPadd(keys, spatial_size=roi),
+        RandCropByPosNegLabeld(
+            keys, label_key="label", spatial_size=roi, pos=1, neg=1, num_samples=samples, image_key="image", image_threshold=0
+        ),
+        RandFlipd(keys, prob=0.5, spatial_axis=0),
+        RandFlipd(keys, prob=0.5, spatial_axis=1),
+        RandFlipd(keys, prob=0.5, spatial_axis=2),
+        RandScaleIntensityd("image", factors=0.1, prob=1.0),
+        RandShiftIntensityd("image", offsets=0.1, prob=1.0),
+    ]
+
+
+class LabelsToRegionsd(MapTransform):
+    """A label map → one binary channel per region, each region a set of label values.
+
+    BraTS: ``{"TC": [1, 4], "WT": [1, 2, 4], "ET": [4]}``. Regions may overlap, which is why they are
+    trained with sigmoid outputs rather than softmax.
+    """
+
+    def __init__(self, keys: KeysCollection, regions: Mapping[str, Sequence[int]]) -> None:
+        super().__init__(keys)
+        self.regions = [torch.as_tensor(list(values)) for values in regions.values()]
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        out = dict(data)
+        for key in self.key_iterator(out):
+            label = out[key]
+            values = torch.as_tensor(label)[0]  # (1, D, H, W) → (D, H, W), without metadata
+            regions = torch.stack([torch.isin(values, v.to(values.device)) for v in self.regions]).float()
+            out[key] = MetaTensor(regions, meta=label.meta) if isinstance(label, MetaTensor) else regions
+        return out
