@@ -52,14 +52,14 @@ def axis_cells(size: int, grid: int, device: torch.device | str | None = None) -
 
 
 def _dense_ids(keys: Tensor) -> tuple[Tensor, int]:
-    """Map int32 ``keys`` to int64 ids 0..U-1, equal ids exactly for equal keys, without sorting.
+    """Map int32 ``keys`` to int32 ids 0..U-1, equal ids exactly for equal keys, without sorting.
 
     Each round hashes the unresolved keys into a table and keeps every bucket whose smallest and
     largest key agree (a single distinct key); keys of shared buckets go to the next round with
     another hash. Images hold few distinct values, so the first round usually resolves everything.
     Continuous-valued data, where hashing cannot win, goes through :func:`torch.unique`.
     """
-    ids = torch.empty(keys.shape, dtype=torch.int64, device=keys.device)
+    ids = torch.empty(keys.shape, dtype=torch.int32, device=keys.device)
     todo: Tensor | None = None  # positions still unresolved; None means all of them
     pending = keys
     next_id = 0
@@ -75,10 +75,10 @@ def _dense_ids(keys: Tensor) -> tuple[Tensor, int]:
         low.scatter_reduce_(0, bucket, pending, "amin")
         high.scatter_reduce_(0, bucket, pending, "amax")
         single = low == high  # empty buckets have low > high, shared ones low < high
-        compact = torch.cumsum(single, 0) - 1 + next_id
+        compact = (torch.cumsum(single, 0, dtype=torch.int32) - 1 + next_id).to(torch.int32)
         next_id += int(single.sum())
         if todo is None and not bool((low < high).any()):
-            return compact[bucket], next_id
+            return compact.index_select(0, bucket), next_id
         resolved = single[bucket]
         positions = resolved.nonzero().squeeze(1) if todo is None else todo[resolved]
         ids[positions] = compact[bucket[resolved]]
@@ -88,7 +88,7 @@ def _dense_ids(keys: Tensor) -> tuple[Tensor, int]:
         if pending.numel() == 0:
             return ids, next_id
     unique, inverse = torch.unique(pending, return_inverse=True)
-    ids[todo] = inverse + next_id
+    ids[todo] = (inverse + next_id).to(torch.int32)
     return ids, next_id + unique.numel()
 
 
@@ -117,6 +117,12 @@ def _nests(spatial: Sequence[int], fine: int, coarse: int) -> bool:
     return fine % coarse == 0 and all(n % fine == 0 for n in spatial)
 
 
+def _c_log_c(counts: Tensor) -> Tensor:
+    """c·ln c of integer counts (0 for 0), float64, through a table of all counts up to the largest."""
+    values = torch.arange(int(counts.max()) + 1, dtype=torch.float64, device=counts.device)
+    return torch.xlogy(values, values)[counts]
+
+
 def _entropy_bits(sum_c_log_c: Tensor, n: Tensor) -> Tensor:
     """Shannon entropy in bits from Σ c·ln c over a cell's value counts c and its size n."""
     return ((torch.log(n) - sum_c_log_c / n) / math.log(2.0)).clamp_min(0.0)
@@ -131,12 +137,12 @@ class _CellCounter:
         self.value_ids, self.n_values = _dense_ids(_value_keys(x).reshape(-1))
         self._tables: dict[int, Tensor] = {}  # grid -> (B, g, g, g, U) dense counts
 
-    def _voxel_cells(self, grid: int) -> Tensor:
-        """(B·C·D·H·W,) flat cell index of each voxel, samples numbered one after the other."""
-        batch, channels = self.shape[:2]
-        spatial = _spatial_cells(self.shape[2:], grid, self.device)
-        sample = torch.arange(batch, device=self.device).view(-1, 1, 1, 1, 1) * grid**3
-        return (sample + spatial).expand(self.shape).reshape(-1)
+    def _cell_value_keys(self, grid: int, dtype: torch.dtype) -> Tensor:
+        """(B·C·D·H·W,) key cell·U + value id of each voxel, samples' cells numbered one after the other."""
+        batch = self.shape[0]
+        spatial = _spatial_cells(self.shape[2:], grid, self.device).to(dtype) * self.n_values
+        sample = torch.arange(batch, device=self.device, dtype=dtype).view(-1, 1, 1, 1, 1) * (grid**3 * self.n_values)
+        return (self.value_ids.view(self.shape).to(dtype) + spatial + sample).reshape(-1)
 
     def _dense_table(self, grid: int) -> Tensor | None:
         batch = self.shape[0]
@@ -146,9 +152,8 @@ class _CellCounter:
             if _nests(self.shape[2:], fine, grid):
                 f = fine // grid
                 table = table.view(batch, grid, f, grid, f, grid, f, self.n_values)
-                return table.sum(dim=(2, 4, 6))
-        keys = self._voxel_cells(grid) * self.n_values + self.value_ids
-        counts = torch.bincount(keys, minlength=batch * grid**3 * self.n_values)
+                return table.sum(6).sum(4).sum(2)  # one axis at a time: several times faster on a CPU
+        counts = torch.bincount(self._cell_value_keys(grid, torch.int32), minlength=batch * grid**3 * self.n_values)
         return counts.view(batch, grid, grid, grid, self.n_values)
 
     def entropy(self, grid: int) -> Tensor:
@@ -158,13 +163,10 @@ class _CellCounter:
         table = self._dense_table(grid)
         if table is not None:
             self._tables[grid] = table
-            counts = table.reshape(n_cells, self.n_values).double()
-            sum_c_log_c = torch.xlogy(counts, counts).sum(1)
+            sum_c_log_c = _c_log_c(table.reshape(n_cells, self.n_values)).sum(1)
         else:  # too many distinct values for a dense table: count only the (cell, value) pairs present
-            cells = self._voxel_cells(grid)
-            pairs, counts = torch.unique(cells * self.n_values + self.value_ids, return_counts=True)
-            counts = counts.double()
-            sum_c_log_c = torch.bincount(pairs // self.n_values, weights=torch.xlogy(counts, counts), minlength=n_cells)
+            pairs, counts = torch.unique(self._cell_value_keys(grid, torch.int64), return_counts=True)
+            sum_c_log_c = torch.bincount(pairs // self.n_values, weights=_c_log_c(counts), minlength=n_cells)
         n = (_cell_sizes(self.shape[2:], grid, self.device) * channels).double().repeat(batch)
         return _entropy_bits(sum_c_log_c, n).view(batch, grid**3)
 
@@ -335,7 +337,8 @@ class GridMaskPlanner:
             raise ValueError(f"x must have B, C >= 1 and D, H, W divisible by 32, got shape {tuple(x.shape)}")
         if max(self.grids) > min(spatial):
             raise ValueError(f"grid {max(self.grids)} is finer than the crop {spatial}: each cell needs a voxel")
-        if not bool(torch.isfinite(x).all()):
+        low, high = torch.aminmax(x)  # NaN propagates into both, ±inf shows at an end
+        if not bool(torch.isfinite(low) & torch.isfinite(high)):
             raise ValueError("x contains NaN or infinite voxels")
 
     def plan(self, x: Tensor) -> GridMaskPlan:
