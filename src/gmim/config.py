@@ -11,11 +11,17 @@ Layers apply in order: the dataclass defaults, the preset or file (``source``: a
 ``key.sub=value`` whose values are parsed as YAML (``3``, ``1e-4``, ``true``, ``[96, 96, 64]``,
 ``null``). An unknown key or a value of the wrong type is refused with an
 :class:`~gmim.errors.InputError` that names the key and the file or option it came from.
+
+Commands share the options: :func:`add_config_arguments` adds ``--config`` and ``--set``;
+:func:`flag_overrides` turns direct flags (``--lr 2e-4``) into overrides applied before ``--set``;
+:func:`parse_roi` reads ``--roi 96`` or ``--roi 96,96,64``.
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
+import json
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -28,7 +34,15 @@ import yaml
 from gmim.atomic import atomic_path
 from gmim.errors import InputError
 
-__all__ = ["dump_config", "load_config", "preset_names", "to_dict"]
+__all__ = [
+    "add_config_arguments",
+    "dump_config",
+    "flag_overrides",
+    "load_config",
+    "parse_roi",
+    "preset_names",
+    "to_dict",
+]
 
 T = TypeVar("T")
 
@@ -39,6 +53,34 @@ def preset_names(presets: str) -> list[str]:
     if not folder.is_dir():
         return []
     return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, presets: str) -> None:
+    """``--config PRESET|FILE.yaml`` and repeatable ``--set key.sub=value``."""
+    names = ", ".join(preset_names(presets)) or "none"
+    parser.add_argument("--config", metavar="PRESET|FILE.yaml", help=f"a shipped preset ({names}) or a YAML file")
+    parser.add_argument(
+        "--set", dest="overrides", metavar="KEY=VALUE", action="append", default=[],
+        help="override a config value, e.g. --set train.lr=2e-4 (repeatable; applied last)",
+    )
+
+
+def flag_overrides(args: argparse.Namespace, flags: Mapping[str, str]) -> list[str]:
+    """``key=value`` overrides for the direct flags given on the command line (flag dest → config key)."""
+    return [f"{key}={json.dumps(getattr(args, dest))}" for dest, key in flags.items() if getattr(args, dest, None) is not None]
+
+
+def parse_roi(text: str) -> list[int]:
+    """An argparse type: ``96`` → [96, 96, 96]; ``96,96,64`` → [96, 96, 64]."""
+    try:
+        sizes = [int(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected N or D,H,W integers, got {text!r}") from None
+    if len(sizes) == 1:
+        sizes *= 3
+    if len(sizes) != 3:
+        raise argparse.ArgumentTypeError(f"expected N or D,H,W, got {text!r}")
+    return sizes
 
 
 def _read_source(source: str | Path, presets: str) -> tuple[dict[str, Any], str]:

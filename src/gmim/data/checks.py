@@ -16,7 +16,7 @@ import numpy as np
 from gmim.data.sources import Case
 from gmim.errors import InputError
 
-__all__ = ["Grid", "check_cases", "read_grid", "read_label_values", "same_grid"]
+__all__ = ["Grid", "check_cases", "read_array", "read_grid", "read_label_values", "same_grid", "voxel_spacing"]
 
 #: Tolerance (mm) for affines to count as equal: header round-off, not different grids.
 AFFINE_TOLERANCE = 1e-3
@@ -59,22 +59,30 @@ def read_grid(path: Path) -> Grid:
         raise InputError(f"{path}: not a readable image ({_reason(error)})") from error
 
 
+def voxel_spacing(affine: np.ndarray) -> tuple[float, float, float]:
+    """Voxel sizes in mm along the array axes."""
+    return tuple(float(v) for v in np.sqrt((affine[:3, :3] ** 2).sum(0)))
+
+
 def same_grid(a: Grid, b: Grid) -> bool:
     return a[0] == b[0] and bool(np.allclose(a[1], b[1], atol=AFFINE_TOLERANCE))
 
 
-def read_label_values(path: Path) -> np.ndarray:
-    """The distinct values of a label map (needs its voxels)."""
+def read_array(path: Path) -> np.ndarray:
+    """The voxels of an image file, axes in nibabel's (i, j, k) order whatever the format."""
     try:
         if _is_nifti(path):
-            data = np.asarray(nib.load(path).dataobj)
-        else:
-            import SimpleITK as sitk
+            return np.asarray(nib.load(path).dataobj)
+        import SimpleITK as sitk
 
-            data = sitk.GetArrayViewFromImage(sitk.ReadImage(str(path)))
+        return sitk.GetArrayFromImage(sitk.ReadImage(str(path))).transpose(2, 1, 0)
     except Exception as error:
-        raise InputError(f"{path}: not a readable label map ({_reason(error)})") from error
-    values = np.unique(data)
+        raise InputError(f"{path}: not a readable image ({_reason(error)})") from error
+
+
+def read_label_values(path: Path) -> np.ndarray:
+    """The distinct values of a label map, refused when they are not integers."""
+    values = np.unique(read_array(path))
     if not np.all(values == np.round(values)):
         raise InputError(f"{path}: label map holds non-integer values (e.g. {values[values != np.round(values)][0]})")
     return values.astype(np.int64)

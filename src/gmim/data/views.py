@@ -1,0 +1,78 @@
+"""The two overlapping views of a volume that GMIM's Siamese branches see (spec §4).
+
+From each volume one region of ``roi + margin`` voxels per axis is taken at random (the volume
+padded symmetrically where it is smaller), then two ``roi`` crops at random inside that region: x
+for the online branch and y for the target branch. They overlap by at least ``roi - margin`` voxels
+per axis; ``offset`` = start of y − start of x is kept with the sample, so that tokens can be
+matched over the overlap. The target view then gets the prototype's intensity augmentation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from monai.transforms import (
+    Compose,
+    MapTransform,
+    RandAdjustContrastd,
+    Randomizable,
+    RandGaussianNoised,
+    RandShiftIntensityd,
+    SpatialPad,
+)
+from monai.utils import convert_to_tensor
+
+__all__ = ["SiameseViewsd", "target_augmentation"]
+
+
+class SiameseViewsd(Randomizable, MapTransform):
+    """``image`` (C, D, H, W) → ``x`` and ``y``, each (C, *roi), and ``offset`` (3,) int64.
+
+    ``margin`` is the extra size of the region per axis: 32 in the prototype, and (32, 32, 0) for
+    BraTS-like MRI, whose views then share their depth range.
+    """
+
+    def __init__(self, roi: Sequence[int], margin: Sequence[int] = (32, 32, 32), key: str = "image") -> None:
+        MapTransform.__init__(self, key)
+        if len(roi) != 3 or len(margin) != 3 or min(roi) < 1 or min(margin) < 0:
+            raise ValueError(f"roi must be three positive sizes and margin three sizes >= 0, got {roi} and {margin}")
+        self.key = key
+        self.roi = tuple(int(n) for n in roi)
+        self.margin = tuple(int(n) for n in margin)
+        self.region = tuple(r + m for r, m in zip(self.roi, self.margin))
+        self._pad = SpatialPad(self.region, method="symmetric")
+
+    def randomize(self, spatial: Sequence[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        region_start = np.array([self.R.randint(0, n - r + 1) for n, r in zip(spatial, self.region)])
+        x_start = np.array([self.R.randint(0, m + 1) for m in self.margin])
+        y_start = np.array([self.R.randint(0, m + 1) for m in self.margin])
+        return region_start, x_start, y_start
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        out = dict(data)
+        image = convert_to_tensor(self._pad(out.pop(self.key)), track_meta=False)
+        region_start, x_start, y_start = self.randomize(image.shape[1:])
+
+        def crop(start: np.ndarray) -> torch.Tensor:
+            begin = region_start + start
+            return image[(slice(None), *(slice(b, b + r) for b, r in zip(begin, self.roi)))].clone()
+
+        out["x"] = crop(x_start)
+        out["y"] = crop(y_start)
+        out["offset"] = torch.as_tensor(y_start - x_start, dtype=torch.int64)
+        return out
+
+
+def target_augmentation(key: str = "y") -> Compose:
+    """The prototype's intensity augmentation of the target view: contrast gamma in 0.7–1.5
+    (p 0.7), intensity shift up to ±0.4 (p 0.4), Gaussian noise of mean 0.05 and std 0.05 (p 0.5)."""
+    return Compose(
+        [
+            RandAdjustContrastd(key, gamma=(0.7, 1.5), prob=0.7),
+            RandShiftIntensityd(key, offsets=0.4, prob=0.4),
+            RandGaussianNoised(key, prob=0.5, mean=0.05, std=0.05),
+        ]
+    )

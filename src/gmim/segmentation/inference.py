@@ -1,0 +1,119 @@
+"""Prediction with a fine-tuned run: preprocessing as in training, Gaussian-weighted sliding windows,
+optional mirroring test-time augmentation, and the result back in the input file's own grid.
+
+Reorientation and resampling are undone with MONAI's ``Invertd`` on the probabilities (linear
+interpolation), before the argmax or threshold, so the label map has the input's shape and affine.
+"""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import torch
+from monai.data import MetaTensor
+from monai.transforms import Compose, Invertd
+
+from gmim.atomic import atomic_path
+from gmim.config import load_config
+from gmim.data.checks import check_cases, read_grid
+from gmim.data.sources import Case
+from gmim.data.transforms import load_transforms
+from gmim.engine.precision import MixedPrecision
+from gmim.errors import InputError
+from gmim.segmentation.config import FinetuneConfig
+from gmim.segmentation.network import build_network, load_run_weights
+from gmim.segmentation.train import sliding_window
+
+__all__ = ["Predictor", "find_run"]
+
+
+def find_run(model: Path) -> tuple[Path, Path]:
+    """(config.yaml, weights) of a run folder (``best.pt``, else ``last.pt``) or of a weights file in one."""
+    if model.is_dir():
+        weights = next((model / n for n in ("best.pt", "last.pt") if (model / n).is_file()), None)
+        if weights is None:
+            raise InputError(f"{model}: no best.pt or last.pt in this folder (a gmim finetune --out folder?)")
+        folder = model
+    elif model.is_file():
+        weights, folder = model, model.parent
+    else:
+        raise InputError(f"{model}: no such model folder or file")
+    config = folder / "config.yaml"
+    if not config.is_file():
+        raise InputError(f"{config}: not found; a model needs the config.yaml of its run beside it")
+    return config, weights
+
+
+class Predictor:
+    """A fine-tuned network with its run's task, preprocessing and inference settings."""
+
+    def __init__(self, model: Path, device: torch.device, flip_tta: bool | None = None, overlap: float | None = None) -> None:
+        config_path, weights = find_run(Path(model))
+        self.config = load_config(FinetuneConfig, config_path)
+        if flip_tta is not None:
+            self.config.inference.flip_tta = flip_tta
+        if overlap is not None:
+            if not 0 <= overlap < 1:
+                raise InputError(f"--overlap {overlap}: must be in [0, 1)")
+            self.config.inference.overlap = overlap
+        self.task = self.config.task
+        self.device = device
+        self.network = build_network(self.config.model, self.task.out_channels)
+        load_run_weights(self.network, weights)
+        self.network.to(device).eval()
+        self.precision = MixedPrecision(device, self.config.train.mixed_precision)
+        self.transform = Compose(load_transforms(self.config.preprocessing, label=False))
+        self.invert = Invertd("pred", transform=self.transform, orig_keys="image", nearest_interp=False)
+
+    def check(self, case: Case) -> None:
+        """Raise InputError when ``case`` cannot be predicted (unreadable, off-grid, wrong channels)."""
+        expected = self.config.model.in_channels
+        if len(case.images) != expected:
+            names = ", ".join(self.task.channels)
+            raise InputError(f"{case.images[0]}: case {case.id} has {len(case.images)} channel(s), the model takes {expected} ({names})")
+        check_cases([case], workers=1)
+
+    def probabilities(self, case: Case) -> torch.Tensor:
+        """Class or region probabilities (C, ...) on the grid of the case's first channel file."""
+        data = self.transform(case.as_dict())
+        image = data["image"][None].to(self.device)
+        axes = [(), *(c for n in (1, 2, 3) for c in itertools.combinations((2, 3, 4), n))] if self.config.inference.flip_tta else [()]
+        total = torch.zeros((), device=self.device)
+        for flip in axes:
+            flipped = image.flip(flip) if flip else image
+            probabilities = self.task.probabilities(sliding_window(self.network, flipped, self.config, self.precision))
+            total = total + (probabilities.flip(flip) if flip else probabilities)
+        mean = (total / len(axes))[0].cpu()
+        data["pred"] = MetaTensor(mean, meta=data["image"].meta, applied_operations=data["image"].applied_operations)
+        return self.invert(data)["pred"].as_tensor()
+
+    def predict(self, case: Case, out: Path, save_probabilities: bool = False) -> Path:
+        """Write ``out/<id>.nii.gz`` (a label map; with ``save_probabilities`` also
+        ``out/probabilities/<id>.nii.gz``) in the grid of the case's first channel file."""
+        self.check(case)
+        probabilities = self.probabilities(case)
+        shape, affine = read_grid(case.images[0])
+        if tuple(probabilities.shape[1:]) != shape:
+            raise RuntimeError(f"{case.id}: inverted prediction has shape {tuple(probabilities.shape[1:])}, input {shape}")
+        labels = self.task.to_label_map(probabilities).numpy()
+        dtype = np.uint8 if max(self.task.label_values) < 256 else np.int16
+        target = out / f"{case.id}.nii.gz"
+        _save(labels.astype(dtype), affine, case.images[0], target)
+        if save_probabilities:
+            _save(np.moveaxis(probabilities.numpy(), 0, -1).astype(np.float32), affine, case.images[0], out / "probabilities" / f"{case.id}.nii.gz")
+        return target
+
+
+def _save(array: np.ndarray, affine: np.ndarray, like: Path, path: Path) -> None:
+    """A NIfTI with ``affine``; the input's header (orientation codes) is kept when it is a NIfTI."""
+    header = None
+    if like.name.lower().endswith((".nii", ".nii.gz")):
+        header = nib.load(like).header.copy()
+    image = nib.Nifti1Image(array, affine, header=header)
+    image.set_data_dtype(array.dtype)
+    image.header.set_slope_inter(1, 0)
+    with atomic_path(path) as tmp:
+        nib.save(image, tmp)

@@ -1,0 +1,57 @@
+"""The network of a fine-tuning configuration: MONAI's Swin UNETR, with its encoder as a parameter group."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from monai.networks.nets import SwinUNETR
+
+from gmim.engine.checkpoint import load_checkpoint
+from gmim.errors import InputError
+from gmim.segmentation.config import ModelConfig
+
+__all__ = ["build_network", "check_model_config", "load_run_weights", "parameter_groups"]
+
+
+def check_model_config(model: ModelConfig) -> None:
+    if model.feature_size <= 0 or model.feature_size % 12:
+        raise InputError(f"--feature-size {model.feature_size}: must be a positive multiple of 12 (Swin UNETR)")
+    if any(n <= 0 or n % 32 for n in model.roi):
+        raise InputError(f"--roi {list(model.roi)}: each size must be a positive multiple of 32 (Swin UNETR)")
+
+
+def build_network(model: ModelConfig, out_channels: int) -> SwinUNETR:
+    check_model_config(model)
+    assert model.in_channels is not None, "in_channels is resolved from the data first"
+    return SwinUNETR(
+        in_channels=model.in_channels,
+        out_channels=out_channels,
+        feature_size=model.feature_size,
+        use_checkpoint=model.gradient_checkpointing,
+    )
+
+
+def parameter_groups(network: SwinUNETR, lr: float, encoder_lr_multiplier: float, freeze_encoder: bool) -> list[dict[str, Any]]:
+    """Optimizer groups: the encoder (``swinViT``) at ``lr × multiplier`` or frozen, the rest at ``lr``."""
+    encoder = list(network.swinViT.parameters())
+    for parameter in encoder:
+        parameter.requires_grad_(not freeze_encoder)
+    ids = {id(p) for p in encoder}
+    groups = [{"params": [p for p in network.parameters() if id(p) not in ids], "lr": lr, "name": "decoder"}]
+    if not freeze_encoder:
+        groups.append({"params": encoder, "lr": lr * encoder_lr_multiplier, "name": "encoder"})
+    return groups
+
+
+def load_run_weights(network: torch.nn.Module, path: Path) -> dict[str, Any]:
+    """Load a checkpoint this package wrote (``best.pt``/``last.pt``) strictly; returns the checkpoint."""
+    checkpoint = load_checkpoint(path)
+    if "model" not in checkpoint:
+        raise InputError(f"{path}: not a gmim fine-tuning checkpoint (no 'model')")
+    try:
+        network.load_state_dict(checkpoint["model"])
+    except RuntimeError as error:
+        raise InputError(f"{path}: weights do not fit the network of its config.yaml ({str(error).splitlines()[1].strip() if len(str(error).splitlines()) > 1 else error})") from error
+    return checkpoint
