@@ -13,7 +13,7 @@ import numpy as np
 
 from gmim.atomic import atomic_path
 from gmim.config import load_config
-from gmim.data.checks import read_array
+from gmim.data.checks import read_array, read_grid, voxel_spacing
 from gmim.data.sources import discover_cases
 from gmim.errors import InputError
 from gmim.segmentation.config import FinetuneConfig
@@ -94,7 +94,8 @@ def run(args: argparse.Namespace) -> int:
             image = read_array(images[case_id]).astype(np.float32) if case_id in images else None
             if image is not None and image.shape[:3] != read_array(ref).shape[:3]:
                 raise InputError(f"{images[case_id]}: --images scan not on the grid of {ref}")
-            save_overlay(out / "overlays" / f"{case_id}.png", read_array(pred), read_array(ref), image, title=case_id)
+            spacing = voxel_spacing(read_grid(ref)[1])
+            save_overlay(out / "overlays" / f"{case_id}.png", read_array(pred), read_array(ref), spacing, image, title=case_id)
     print(f"{len(result.dice)} case(s) scored; metrics.csv and metrics.json in {out}")
     if result.unpaired:
         print(f"predictions without a reference (not scored): {', '.join(result.unpaired)}")

@@ -91,7 +91,8 @@ def load_transforms(preprocessing: Preprocessing, label: bool = True) -> list[An
 
 
 def augment_transforms(roi: Sequence[int], samples: int) -> list[Any]:
-    """Random ``roi`` crops, half centred on foreground, with flips and intensity jitter.
+    """Random ``roi`` crops, half centred on foreground (label > 0), half on background, with flips
+    and intensity jitter.
 
     Images smaller than ``roi`` are padded first. These are the Swin UNETR fine-tuning
     augmentations (random flips on each axis, intensity scale and shift by up to 10 %).
@@ -100,7 +101,7 @@ def augment_transforms(roi: Sequence[int], samples: int) -> list[Any]:
     return [
         SpatialPadd(keys, spatial_size=roi),
         RandCropByPosNegLabeld(
-            keys, label_key="label", spatial_size=roi, pos=1, neg=1, num_samples=samples, image_key="image", image_threshold=0
+            keys, label_key="label", spatial_size=roi, pos=1, neg=1, num_samples=samples
         ),
         RandFlipd(keys, prob=0.5, spatial_axis=0),
         RandFlipd(keys, prob=0.5, spatial_axis=1),

@@ -79,15 +79,19 @@ class Predictor:
     def probabilities(self, case: Case) -> torch.Tensor:
         """Class or region probabilities (C, ...) on the grid of the case's first channel file."""
         data = self.transform(case.as_dict())
-        image = data["image"][None].to(self.device)
+        image = data["image"].as_tensor()[None].to(self.device)  # no MetaTensor bookkeeping in the network
         axes = [(), *(c for n in (1, 2, 3) for c in itertools.combinations((2, 3, 4), n))] if self.config.inference.flip_tta else [()]
         total = torch.zeros((), device=self.device)
         for flip in axes:
             flipped = image.flip(flip) if flip else image
             probabilities = self.task.probabilities(sliding_window(self.network, flipped, self.config, self.precision))
             total = total + (probabilities.flip(flip) if flip else probabilities)
-        mean = (total / len(axes))[0].cpu()
-        data["pred"] = MetaTensor(mean, meta=data["image"].meta, applied_operations=data["image"].applied_operations)
+        return self.to_input_grid(data, (total / len(axes))[0].cpu())
+
+    def to_input_grid(self, data: dict, values: torch.Tensor) -> torch.Tensor:
+        """``values`` (C, ...) on the preprocessed grid of ``data["image"]`` → on the input file's grid,
+        undoing resampling and reorientation with linear interpolation."""
+        data = {**data, "pred": MetaTensor(values, meta=data["image"].meta, applied_operations=data["image"].applied_operations)}
         return self.invert(data)["pred"].as_tensor()
 
     def predict(self, case: Case, out: Path, save_probabilities: bool = False) -> Path:

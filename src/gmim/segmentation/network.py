@@ -20,6 +20,8 @@ def check_model_config(model: ModelConfig) -> None:
         raise InputError(f"--feature-size {model.feature_size}: must be a positive multiple of 12 (Swin UNETR)")
     if any(n <= 0 or n % 32 for n in model.roi):
         raise InputError(f"--roi {list(model.roi)}: each size must be a positive multiple of 32 (Swin UNETR)")
+    if all(n == 32 for n in model.roi):
+        raise InputError(f"--roi {list(model.roi)}: Swin UNETR's bottleneck would be one voxel, too few for instance norm; make a size 64")
 
 
 def build_network(model: ModelConfig, out_channels: int) -> SwinUNETR:

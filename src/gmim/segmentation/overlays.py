@@ -15,16 +15,24 @@ from gmim.atomic import atomic_path  # noqa: E402
 __all__ = ["save_overlay"]
 
 
-def save_overlay(path: Path, prediction: np.ndarray, reference: np.ndarray, image: np.ndarray | None = None, title: str = "") -> None:
+def save_overlay(
+    path: Path,
+    prediction: np.ndarray,
+    reference: np.ndarray,
+    spacing: tuple[float, float, float],
+    image: np.ndarray | None = None,
+    title: str = "",
+) -> None:
     """Slices through the reference's foreground centre: reference contours green, prediction red,
-    on the image (or the reference in grey when no image is given)."""
+    on the image (or the reference in grey when no image is given), in true proportions."""
     foreground = np.argwhere(reference > 0)
     centre = foreground.mean(0).round().astype(int) if len(foreground) else np.array(reference.shape) // 2
     background = image if image is not None else reference
     figure, axes = plt.subplots(1, 3, figsize=(12, 4.4))
     for axis, ax in enumerate(axes):
         take = lambda a: np.take(a, centre[axis], axis=axis).T  # noqa: E731
-        ax.imshow(take(background), cmap="gray", origin="lower")
+        columns, rows = (spacing[a] for a in range(3) if a != axis)
+        ax.imshow(take(background), cmap="gray", origin="lower", aspect=rows / columns)
         for data, colour in ((reference, "lime"), (prediction, "red")):
             section = take(data)
             for value in np.unique(section[section > 0]):

@@ -19,7 +19,7 @@ import torch
 from monai.data import CacheDataset, Dataset, PersistentDataset
 from monai.inferers import sliding_window_inference
 from monai.losses import DiceCELoss, DiceLoss
-from monai.transforms import Compose
+from monai.transforms import Compose, EnsureTyped
 
 from gmim.atomic import atomic_path
 from gmim.config import dump_config, load_config, to_dict
@@ -206,12 +206,14 @@ def _run(
     loss_function = _loss(task)
 
     load = load_transforms(config.preprocessing, label=True)
+    # Plain tensors for the network: MetaTensor's per-operation bookkeeping costs more than the model on a CPU.
+    plain = EnsureTyped(["image", "label"], track_meta=False)
     train_data = SeededDataset(
         _cached([c.as_dict() for c in train_cases], Compose(load), config, out),
-        Compose([*augment_transforms(config.model.roi, train.samples_per_volume), task.target_transform()]),
+        Compose([*augment_transforms(config.model.roi, train.samples_per_volume), task.target_transform(), plain]),
         seed=train.seed,
     )
-    val_data = _cached([c.as_dict() for c in val_cases], Compose([*load, task.target_transform()]), config, out)
+    val_data = _cached([c.as_dict() for c in val_cases], Compose([*load, task.target_transform(), plain]), config, out)
     sampler = ResumableSampler(len(train_data), context.rank, context.world_size, train.seed)
     per_epoch = math.ceil(len(sampler) / train.batch_size)
     total = train.steps if train.steps is not None else train.epochs * per_epoch
