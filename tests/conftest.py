@@ -60,3 +60,70 @@ def crop(volume: np.ndarray, start: tuple[int, int, int], size: tuple[int, int, 
     part = volume[region]
     out[tuple(slice(0, n) for n in part.shape)] = part
     return torch.from_numpy(out)
+
+
+@pytest.fixture(scope="session")
+def brain_extraction(tmp_path_factory, itk_paths, mni):
+    """A brain-extraction task on real T1 MRIs: a datalist (``brain.json``) of four cases with brain masks.
+
+    The ITK example T1 (2×2×3 mm, LSA on disk) with its skull-strip mask, a noisy copy stored with
+    permuted axes, and the ICBM152 T1 at 2 mm with its brain mask, plain and with an intensity bias
+    on a 10 % larger grid. Folds: the ITK T1 is fold 0, the others fold 1.
+    """
+    import json
+
+    root = tmp_path_factory.mktemp("brain")
+    rng = np.random.default_rng(0)
+    itk_t1 = nib.load(itk_paths["t1"])
+    itk_mask = (np.asarray(nib.load(itk_paths["skull_strip"]).dataobj) > 0).astype(np.uint8)
+    mni_t1 = np.asarray(mni["t1"].get_fdata(), dtype=np.float32)[::2, ::2, ::2]
+    mni_mask = np.asarray(mni["brain_mask"].dataobj, dtype=np.uint8)[::2, ::2, ::2]
+    mni_affine = mni["t1"].affine @ np.diag([2.0, 2.0, 2.0, 1.0])
+    permute = np.eye(4)[[2, 0, 1, 3]].T  # voxel (k, i, j) of the copy is voxel (i, j, k) of the original
+    bias = np.linspace(0.8, 1.2, mni_t1.shape[0], dtype=np.float32)[:, None, None]
+    images = {
+        "itk_t1": (np.asarray(itk_t1.dataobj, dtype=np.float32), itk_mask, itk_t1.affine),
+        "itk_noisy": (
+            np.transpose(np.asarray(itk_t1.dataobj, dtype=np.float32) + rng.normal(0, 8, itk_t1.shape).astype(np.float32), (2, 0, 1)),
+            np.transpose(itk_mask, (2, 0, 1)),
+            itk_t1.affine @ permute,
+        ),
+        "mni": (mni_t1, mni_mask, mni_affine),
+        "mni_bias": (mni_t1 * bias, mni_mask, mni_affine @ np.diag([1.1, 1.1, 1.1, 1.0])),
+    }
+    entries = []
+    for name, (image, mask, affine) in images.items():
+        nib.save(nib.Nifti1Image(image, affine), root / f"{name}.nii.gz")
+        nib.save(nib.Nifti1Image(mask, affine), root / f"{name}_mask.nii.gz")
+        entries.append({"image": f"{name}.nii.gz", "label": f"{name}_mask.nii.gz", "fold": 0 if name == "itk_t1" else 1})
+    (root / "brain.json").write_text(json.dumps({"training": entries}))
+    return root
+
+
+#: A tiny Swin UNETR fine-tuning on the CPU: feature size 12, 64×64×32 crops of scans at 4 mm.
+TINY_FINETUNE = ["--roi", "64,64,32", "--feature-size", "12", "--device", "cpu", "--workers", "0",
+                 "--set", "preprocessing.spacing=[4, 4, 4]", "--set", "train.samples_per_volume=1"]
+
+
+@pytest.fixture(scope="session")
+def gmim_encoder(tmp_path_factory):
+    """A ``gmim`` encoder.pt: the state_dict of ``SwinUNETR(...).swinViT`` (feature size 12, 1 channel)."""
+    from monai.networks.nets import SwinUNETR
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("encoder") / "encoder.pt"
+    torch.save(SwinUNETR(in_channels=1, out_channels=2, feature_size=12).swinViT.state_dict(), path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def finetuned_run(tmp_path_factory, brain_extraction, gmim_encoder):
+    """A run folder of ``gmim finetune`` on the brain-extraction task from a gmim encoder: 3 steps,
+    validated on fold 0 (the ITK T1)."""
+    from gmim.cli import main
+
+    out = tmp_path_factory.mktemp("runs") / "from_encoder"
+    code = main(["finetune", str(brain_extraction / "brain.json"), "--out", str(out), "--pretrained", str(gmim_encoder),
+                 "--steps", "3", "--fold", "0", *TINY_FINETUNE])
+    assert code == 0
+    return out

@@ -67,6 +67,6 @@ def run(args: argparse.Namespace) -> int:
     if args.epochs is not None:
         overrides.append("train.steps=null")
     config = load_config(FinetuneConfig, args.config, [*overrides, *args.overrides], presets="finetune")
-    best = finetune(config, args.data, args.out, args.pretrained, args.resume)
-    print(f"run folder: {args.out} (best weights: {best.name}; predict with: gmim predict {args.out} INPUT... --out DIR)")
+    weights = finetune(config, args.data, args.out, args.pretrained, args.resume)
+    print(f"run folder: {args.out} (weights: {weights.name}; predict with: gmim predict {args.out} INPUT... --out DIR)")
     return 0

@@ -42,6 +42,9 @@ class TrainConfig:
     validate_every: int = 1
     #: Save the resumable ``last.pt`` every this many steps (and at the end).
     checkpoint_every: int = 200
+    #: Stop (with ``last.pt`` saved) after this many steps, to go on later with ``--resume``: for
+    #: jobs with a time limit. The schedule still runs to the full length.
+    stop_after: int | None = None
     seed: int = 0
     device: str = "auto"
     workers: int = 4

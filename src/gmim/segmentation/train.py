@@ -44,7 +44,7 @@ from gmim.weights import load_pretrained
 __all__ = ["finetune", "resolve_config", "sliding_window"]
 
 #: Settings that may change when a run is resumed; any other difference is refused.
-_RESUMABLE_CHANGES = ("train.device", "train.workers")
+_RESUMABLE_CHANGES = ("train.device", "train.workers", "train.stop_after")
 
 
 def _nnunet_folder(paths: Sequence[Path]) -> Path | None:
@@ -242,12 +242,16 @@ def _run(
                 validate = step == total or (step % per_epoch == 0 and (step // per_epoch) % train.validate_every == 0)
                 if validate and val_cases:
                     best = _after_validation(network, val_data, config, context, precision, progress, step, best, out)
-                if step == total or validate or step % train.checkpoint_every == 0:
+                stop = step == total or step == train.stop_after
+                if stop or validate or step % train.checkpoint_every == 0:
                     state = training_state(model, optimizer, scheduler, precision, step, context)
                     if context.is_main:
                         save_checkpoint(out / "last.pt", {**state, "best_dice": best})
-                if step == total:
+                if stop:
                     break
+            if step == train.stop_after and step < total:
+                progress.write(f"stopped after step {step} of {total} (train.stop_after); continue with --resume")
+                return out / "last.pt"
         if not val_cases and context.is_main:
             save_checkpoint(out / "best.pt", {"model": network.state_dict(), "step": step})
             progress.write("no validation cases (--fold all): best.pt holds the final weights")

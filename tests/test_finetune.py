@@ -1,0 +1,183 @@
+"""gmim finetune on real scans: a brain-extraction task from a gmim encoder and from scratch, exact
+resume, BraTS-style regions and multi-class labels, and bad input refused before any work."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from gmim.cli import main
+from gmim.config import load_config
+from gmim.segmentation.config import FinetuneConfig
+
+from conftest import TINY_FINETUNE
+
+
+def test_from_gmim_encoder(finetuned_run, gmim_encoder):
+    run = finetuned_run
+    for name in ("config.yaml", "splits.json", "weights_report.json", "best.pt", "last.pt", "best.json"):
+        assert (run / name).is_file(), name
+    assert list((run / "tensorboard").glob("events.out.tfevents.*"))
+    report = json.loads((run / "weights_report.json").read_text())
+    encoder = torch.load(gmim_encoder, weights_only=True)
+    assert sorted(report["matched"]) == sorted(f"swinViT.{k}" for k in encoder)
+    assert report["missing"] and not report["unexpected"] and not report["shape_mismatched"]
+    assert json.loads((run / "splits.json").read_text()) == {"training": ["itk_noisy", "mni", "mni_bias"], "validation": ["itk_t1"]}
+    config = load_config(FinetuneConfig, run / "config.yaml")  # what gmim predict will read
+    assert config.task.labels == {"background": 0, "foreground": 1} and config.task.channels == ["channel0"]
+    assert config.model.in_channels == 1 and config.preprocessing.spacing == (4.0, 4.0, 4.0)
+    best = json.loads((run / "best.json").read_text())
+    assert 0 <= best["mean_dice"] <= 1 and set(best["cases"]) == {"itk_t1"}
+    last = torch.load(run / "last.pt", weights_only=True)
+    assert last["step"] == 3 and {"optimizer", "scheduler", "rng"} <= set(last)
+
+
+def test_from_scratch_frozen_options_and_report_absent(tmp_path, brain_extraction, capsys):
+    out = tmp_path / "scratch"
+    code = main(["finetune", str(brain_extraction / "brain.json"), "--out", str(out), "--steps", "2", "--fold", "all",
+                 "--labelled-cases", "2", *TINY_FINETUNE])
+    assert code == 0
+    assert "no validation cases" in capsys.readouterr().out
+    assert not (out / "weights_report.json").exists()
+    assert len(json.loads((out / "splits.json").read_text())["training"]) == 2
+    assert torch.load(out / "best.pt", weights_only=True)["step"] == 2
+
+
+def test_resume_continues_exactly(tmp_path, brain_extraction):
+    data = str(brain_extraction / "brain.json")
+    options = ["--steps", "4", "--fold", "all", "--label-fraction", "0.5", *TINY_FINETUNE]
+    assert main(["finetune", data, "--out", str(tmp_path / "straight"), *options]) == 0
+    assert main(["finetune", data, "--out", str(tmp_path / "split"), *options, "--set", "train.stop_after=2"]) == 0
+    assert torch.load(tmp_path / "split" / "last.pt", weights_only=True)["step"] == 2
+    assert main(["finetune", data, "--out", str(tmp_path / "split"), *options, "--resume"]) == 0
+    straight = torch.load(tmp_path / "straight" / "last.pt", weights_only=True)
+    resumed = torch.load(tmp_path / "split" / "last.pt", weights_only=True)
+    assert resumed["step"] == 4
+    for key, value in straight["model"].items():
+        torch.testing.assert_close(resumed["model"][key], value, rtol=0, atol=1e-6, msg=key)
+
+
+def _brats_case(folder, name, t1, affine, seed):
+    """Four MRI channels from a real T1 crop (noisy variants) and nested generated tumour labels 2 ⊃ 1 ⊃ 4."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True)
+    for index, modality in enumerate(("flair", "t1", "t1ce", "t2")):
+        channel = t1 * (1 + 0.2 * index) + rng.normal(0, 5, t1.shape).astype(np.float32)
+        nib.save(nib.Nifti1Image(channel, affine), folder / f"{name}_{modality}.nii.gz")
+    grid = np.stack(np.meshgrid(*[np.arange(n) for n in t1.shape], indexing="ij"))
+    centre = np.array(t1.shape)[:, None, None, None] / 2 + rng.integers(-3, 4, (3, 1, 1, 1))
+    distance = np.sqrt(((grid - centre) ** 2).sum(0))
+    seg = np.select([distance < 4, distance < 7, distance < 11], [4, 1, 2], 0).astype(np.uint8)
+    nib.save(nib.Nifti1Image(seg, affine), folder / f"{name}_seg.nii.gz")
+
+
+def test_brats_regions_finetune_predict_evaluate(tmp_path, mni_t1, capsys):
+    affine = np.diag([1.0, 1.0, 1.0, 1.0])
+    for i, start in enumerate(((60, 70, 60), (70, 80, 70), (50, 90, 80))):
+        d, h, w = start
+        _brats_case(tmp_path / "brats" / f"BraTS2021_0000{i}", f"BraTS2021_0000{i}", mni_t1[d : d + 48, h : h + 48, w : w + 40].copy(), affine, i)
+    run = tmp_path / "run"
+    options = ["--roi", "64,64,32", "--feature-size", "12", "--device", "cpu", "--workers", "0", "--steps", "2",
+               "--set", "data.folds=3", "--set", "preprocessing.spacing=null", "--set", "train.samples_per_volume=1"]
+    assert main(["finetune", str(tmp_path / "brats"), "--out", str(run), "--config", "brats2021", *options]) == 0
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    assert config["task"]["kind"] == "regions" and config["model"]["in_channels"] == 4
+    assert config["task"]["channels"] == ["flair", "t1", "t1ce", "t2"]
+    assert set(json.loads((run / "best.json").read_text())["dice"]) == {"TC", "WT", "ET"}
+    capsys.readouterr()
+
+    assert main(["predict", str(run), str(tmp_path / "brats"), "--out", str(tmp_path / "pred"), "--device", "cpu"]) == 0
+    prediction = nib.load(tmp_path / "pred" / "BraTS2021_00000.nii.gz")
+    assert prediction.shape == (48, 48, 40) and set(np.unique(np.asarray(prediction.dataobj))) <= {0, 1, 2, 4}
+    assert main(["evaluate", str(tmp_path / "pred"), str(tmp_path / "brats"), "--task", str(run)]) == 0
+    table = capsys.readouterr().out
+    assert all(region in table for region in ("TC", "WT", "ET", "mean"))
+    metrics = json.loads((tmp_path / "pred" / "metrics.json").read_text())
+    assert set(metrics["cases"]) == {f"BraTS2021_0000{i}" for i in range(3)} and metrics["names"] == ["TC", "WT", "ET"]
+
+
+def test_nnunet_multiclass_labels_from_dataset_json(tmp_path, mni, capsys):
+    root = tmp_path / "Dataset002_Tissue"
+    for folder in ("imagesTr", "labelsTr"):
+        (root / folder).mkdir(parents=True)
+    (root / "dataset.json").write_text(json.dumps({
+        "channel_names": {"0": "T1"}, "labels": {"background": 0, "grey_matter": 1, "white_matter": 2},
+        "numTraining": 2, "file_ending": ".nii.gz",
+    }))
+    t1 = np.asarray(mni["t1"].dataobj, dtype=np.float32)[::3, ::3, ::3]
+    tissue = np.select([np.asarray(mni["wm"].dataobj)[::3, ::3, ::3] > 0.5, np.asarray(mni["gm"].dataobj)[::3, ::3, ::3] > 0.5], [2, 1], 0)
+    affine = mni["t1"].affine @ np.diag([3.0, 3.0, 3.0, 1.0])
+    for case, scale in (("mni_001", 1.0), ("mni_002", 1.3)):
+        nib.save(nib.Nifti1Image(t1 * scale, affine), root / "imagesTr" / f"{case}_0000.nii.gz")
+        nib.save(nib.Nifti1Image(tissue.astype(np.uint8), affine), root / "labelsTr" / f"{case}.nii.gz")
+    run = tmp_path / "run"
+    assert main(["finetune", str(root), "--out", str(run), "--steps", "2", "--fold", "all", *TINY_FINETUNE]) == 0
+    config = load_config(FinetuneConfig, run / "config.yaml")
+    assert config.task.labels == {"background": 0, "grey_matter": 1, "white_matter": 2} and config.task.channels == ["T1"]
+    assert main(["predict", str(run), str(root / "imagesTr"), "--out", str(tmp_path / "pred"), "--device", "cpu"]) == 0
+    assert sorted(p.name for p in (tmp_path / "pred").glob("*.nii.gz")) == ["mni_001.nii.gz", "mni_002.nii.gz"]
+    capsys.readouterr()
+    assert main(["evaluate", str(tmp_path / "pred"), str(root), "--task", str(run)]) == 0
+    assert "grey_matter" in capsys.readouterr().out
+
+
+def _error(capsys, argv) -> str:
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in captured.err, captured.err
+    return lines[0]
+
+
+def _datalist(tmp_path, brain_extraction, label_for_first):
+    entries = json.loads((brain_extraction / "brain.json").read_text())["training"]
+    entries = [{**e, "image": str(brain_extraction / e["image"]), "label": str(brain_extraction / e["label"])} for e in entries]
+    entries[0]["label"] = str(label_for_first)
+    path = tmp_path / "list.json"
+    path.write_text(json.dumps({"training": entries}))
+    return str(path)
+
+
+def test_bad_input_is_one_line_exit_2(tmp_path, brain_extraction, gmim_encoder, capsys):
+    itk = nib.load(brain_extraction / "itk_t1_mask.nii.gz")
+    mask = np.asarray(itk.dataobj)
+    out = ["--out", str(tmp_path / "run"), "--steps", "1", *TINY_FINETUNE]
+
+    nib.save(nib.Nifti1Image(mask[:, :, :40], itk.affine), tmp_path / "short.nii.gz")
+    line = _error(capsys, ["finetune", _datalist(tmp_path, brain_extraction, tmp_path / "short.nii.gz"), *out])
+    assert "short.nii.gz: label shape (128, 128, 40) differs from its image's (128, 128, 62)" in line
+
+    nib.save(nib.Nifti1Image(mask, itk.affine @ np.diag([1.0, 1.0, 1.5, 1.0])), tmp_path / "moved.nii.gz")
+    assert "moved.nii.gz: label affine differs" in _error(capsys, ["finetune", _datalist(tmp_path, brain_extraction, tmp_path / "moved.nii.gz"), *out])
+
+    nib.save(nib.Nifti1Image(mask * 3, itk.affine), tmp_path / "values.nii.gz")
+    line = _error(capsys, ["finetune", _datalist(tmp_path, brain_extraction, tmp_path / "values.nii.gz"), *out])
+    assert "values.nii.gz: label values [3] are not in the task" in line
+
+    (tmp_path / "corrupt.nii.gz").write_bytes(b"\x1f\x8b" + b"broken" * 10)
+    assert "corrupt.nii.gz: not a readable image" in _error(capsys, ["finetune", _datalist(tmp_path, brain_extraction, tmp_path / "corrupt.nii.gz"), *out])
+
+    brats = tmp_path / "brats" / "case1"
+    brats.mkdir(parents=True)
+    for modality in ("flair", "t1", "t1ce", "seg"):
+        shutil.copy(brain_extraction / "itk_t1_mask.nii.gz", brats / f"case1_{modality}.nii.gz")
+    assert "without its *_t2 file" in _error(capsys, ["finetune", str(tmp_path / "brats"), *out])
+
+    data = str(brain_extraction / "brain.json")
+    assert "model.in_channels 4: the data have 1 channel" in _error(capsys, ["finetune", data, *out, "--set", "model.in_channels=4"])
+    assert "--roi [48, 64, 32]: each size must be a positive multiple of 32" in _error(capsys, ["finetune", data, *out, "--roi", "48,64,32"])
+    assert "unknown key 'train.learning_rate'" in _error(capsys, ["finetune", data, *out, "--set", "train.learning_rate=1"])
+    assert "--resume: " in _error(capsys, ["finetune", data, *out, "--resume"])
+    torch.save(torch.load(gmim_encoder, weights_only=True) | {}, tmp_path / "enc.pt")
+    wrong = tmp_path / "f24.pt"
+    from monai.networks.nets import SwinUNETR
+
+    torch.save(SwinUNETR(in_channels=1, out_channels=2, feature_size=24).swinViT.state_dict(), wrong)
+    assert "another --feature-size" in _error(capsys, ["finetune", data, *out, "--pretrained", str(wrong)])
+    assert not (tmp_path / "run" / "last.pt").exists()
