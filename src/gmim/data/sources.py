@@ -211,7 +211,7 @@ def _from_nnunet(folder: Path) -> list[Case]:
                     f"dataset.json names {n_channels} ({', '.join(expected)})"
                 )
             label = None
-            if labels_dir is not None:
+            if labels_dir is not None and (folder / labels_dir).is_dir():  # no labelsTr/: unlabelled images
                 label = folder / labels_dir / f"{cid}{ending}"
                 if not label.is_file():
                     raise InputError(f"{folder / labels_dir}: label missing for case {cid}: {label.name}")
@@ -236,15 +236,15 @@ def _group_channels(folder: Path, ending: str) -> dict[str, dict[int, Path]]:
 
 def _brats_case(folder: Path) -> Case | None:
     files = {case_id(p).lower(): p for p in folder.iterdir() if p.is_file() and is_image_file(p)}
+    matches = {key: [p for name, p in files.items() if name.endswith(f"_{key}")] for key in (*BRATS_MODALITIES, "seg")}
+    if not matches["flair"]:
+        return None  # not a BraTS case: a plain folder may well hold several *_t1 files
     found = {}
-    for key in (*BRATS_MODALITIES, "seg"):
-        matches = [p for name, p in files.items() if name.endswith(f"_{key}")]
-        if len(matches) > 1:
+    for key, paths in matches.items():
+        if len(paths) > 1:
             raise InputError(f"{folder}: several *_{key} files")
-        if matches:
-            found[key] = matches[0]
-    if "flair" not in found:
-        return None
+        if paths:
+            found[key] = paths[0]
     missing = [m for m in BRATS_MODALITIES if m not in found]
     if missing:
         raise InputError(f"{folder}: BraTS case without its {', '.join('*_' + m for m in missing)} file")

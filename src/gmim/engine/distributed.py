@@ -14,7 +14,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from gmim.engine.device import prepare_device, resolve_device
+from gmim.engine.device import resolve_device
 
 __all__ = ["DistributedContext", "all_reduce_mean", "gather_objects", "init_distributed", "unwrap", "wrap_ddp"]
 
@@ -46,10 +46,8 @@ class DistributedContext:
 
 
 def init_distributed(device_name: str = "auto") -> DistributedContext:
-    """The context from ``torchrun``'s environment (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``), with
-    the device prepared (:func:`~gmim.engine.device.prepare_device`)."""
+    """The context from ``torchrun``'s environment (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``)."""
     device = resolve_device(device_name)
-    prepare_device(device)
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size <= 1:
         return DistributedContext(device)

@@ -21,7 +21,6 @@ from gmim.config import load_config
 from gmim.data.checks import check_cases, read_grid
 from gmim.data.sources import Case
 from gmim.data.transforms import load_transforms
-from gmim.engine.device import prepare_device
 from gmim.engine.precision import MixedPrecision
 from gmim.errors import InputError
 from gmim.segmentation.config import FinetuneConfig
@@ -62,7 +61,6 @@ class Predictor:
             self.config.inference.overlap = overlap
         self.task = self.config.task
         self.device = device
-        prepare_device(device)
         self.network = build_network(self.config.model, self.task.out_channels)
         load_run_weights(self.network, weights)
         self.network.to(device).eval()
