@@ -174,3 +174,22 @@ def test_bad_mask_options_are_refused(mni_t1):
         plan.token_mask((16, 16, 16), ratio_scale=float("nan"))
     with pytest.raises(ValueError, match="grid 64"):
         GridMaskPlanner(grids=(4, 64)).plan(torch.rand(1, 1, 32, 32, 32))
+
+
+def test_sample_generators_make_masks_independent_of_the_batch(mni_t1):
+    x = torch.stack([crop(mni_t1, (40, 50, 30), (64, 64, 64)), crop(mni_t1, (70, 60, 40), (64, 64, 64))])[:, None]
+    plan = GridMaskPlanner().plan(x)
+    seeds = (11, 12)
+
+    def masks_of(plan, seeds):
+        return plan.hierarchical_masks(
+            (64, 64, 64), drop_probability=1.0, generator=torch.Generator().manual_seed(0),
+            sample_generators=[torch.Generator().manual_seed(s) for s in seeds],
+        )
+
+    together = masks_of(plan, seeds)
+    alone = masks_of(GridMaskPlanner().plan(x[1:]), seeds[1:])
+    for both, single in zip(together, alone):
+        assert torch.equal(both[1:], single)
+    with pytest.raises(ValueError, match="sample_generators"):
+        masks_of(plan, seeds[:1])

@@ -143,8 +143,11 @@ def test_reconstruction_loss_against_direct_formula():
     prediction = torch.randn(2, 2, 4, 4, 4, generator=generator, requires_grad=True)
     target = torch.randn(2, 2, 4, 4, 4, generator=generator)
     mask = torch.rand(2, 1, 4, 4, 4, generator=generator) > 0.5
-    errors = [float((prediction.detach()[b, c] - target[b, c])[mask[b, 0]].pow(2).sum()) for b in range(2) for c in range(2)]
-    expected = sum(errors) / (2 * int(mask.sum()))
+    errors = [
+        sum(float((prediction.detach()[b, c] - target[b, c])[mask[b, 0]].pow(2).sum()) for c in range(2)) / (2 * int(mask[b].sum()))
+        for b in range(2)
+    ]
+    expected = sum(errors) / 2
     loss = reconstruction_loss(prediction, target, mask)
     assert float(loss) == pytest.approx(expected, rel=1e-6)
     assert float(reconstruction_loss(prediction, target)) == pytest.approx(float(((prediction - target) ** 2).mean()), rel=1e-6)

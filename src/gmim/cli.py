@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from gmim import __version__
 
 #: Modules that each define ``add_parser(subparsers)``; the parser's ``run`` default does the work.
-COMMAND_MODULES = ("gmim.demo", "gmim.finetune", "gmim.predict", "gmim.evaluate")
+COMMAND_MODULES = ("gmim.demo", "gmim.pretrain", "gmim.finetune", "gmim.predict", "gmim.evaluate")
 
 
 def build_parser() -> argparse.ArgumentParser:

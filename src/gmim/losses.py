@@ -36,9 +36,12 @@ def cross_correlation_loss(
 
 
 def reconstruction_loss(prediction: Tensor, target: Tensor, voxel_mask: Tensor | None = None) -> Tensor:
-    """Mean squared error, over the voxels where ``voxel_mask`` (B, 1, D, H, W) is True, or over all.
+    """Mean squared error over the voxels where ``voxel_mask`` (B, 1, D, H, W) is True, or over all.
 
-    With no masked voxel at all (tiny cells can round to zero masked tokens) the loss is 0.
+    The mean is taken per sample, then over the batch, so that a sample weighs the same whether it
+    shares its batch or is split over processes (the prototype pools the batch: the same when
+    samples mask equally many voxels). A sample with no masked voxel (tiny cells can round to zero
+    masked tokens) contributes 0.
     """
     if prediction.shape != target.shape:
         raise ValueError(f"prediction {tuple(prediction.shape)} and target {tuple(target.shape)} differ in shape")
@@ -46,7 +49,8 @@ def reconstruction_loss(prediction: Tensor, target: Tensor, voxel_mask: Tensor |
     if voxel_mask is None:
         return squared.mean()
     weight = voxel_mask.to(squared.dtype).expand_as(squared)
-    return (squared * weight).sum() / weight.sum().clamp_min(1.0)
+    per_sample = (squared * weight).flatten(1).sum(1) / weight.flatten(1).sum(1).clamp_min(1.0)
+    return per_sample.mean()
 
 
 class GMIMLoss(nn.Module):

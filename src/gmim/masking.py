@@ -252,21 +252,35 @@ class GridMaskPlan:
         masked[order] = rank_in_cell < n_masked[sorted_cells]
         return masked.view(batch, nd, nh, nw)
 
+    def sample(self, index: int) -> GridMaskPlan:
+        """The plan of sample ``index`` alone, as a batch of one."""
+        return GridMaskPlan(
+            grid=self.grid[index : index + 1],
+            entropy=[self.entropy[index]],
+            ratio=[self.ratio[index]],
+            score=self.score[index : index + 1],
+        )
+
     def hierarchical_masks(
         self,
         crop_shape: Sequence[int],
         drop_probability: float = 0.3,
         decay: float = 0.5,
         generator: torch.Generator | None = None,
+        sample_generators: Sequence[torch.Generator] | None = None,
     ) -> list[Tensor | None]:
         """Masks for the application points a0–a3 of a crop of ``crop_shape`` (spec §3).
 
         a0 is always masked at ratio r; a1–a3 each with probability ``drop_probability`` (one draw
-        per batch) at ratio r·decay^i, and only when ``decay`` > 0. Like the prototype, the ratio
-        decays at every point whether or not that point masked. None where a point does not mask.
+        per batch, from ``generator``) at ratio r·decay^i, and only when ``decay`` > 0. Like the
+        prototype, the ratio decays at every point whether or not that point masked. None where a
+        point does not mask. Token positions come from ``generator`` too, or from one generator per
+        sample in ``sample_generators``: then a sample's masks do not depend on its batch.
         """
         _check_probability("drop_probability", drop_probability)
         _check_probability("decay", decay)
+        if sample_generators is not None and len(sample_generators) != self.grid.numel():
+            raise ValueError(f"sample_generators has {len(sample_generators)} generators for {self.grid.numel()} samples")
         masks: list[Tensor | None] = []
         device = self.grid.device
         for index, (_, stride) in enumerate(APPLICATION_POINTS):
@@ -276,7 +290,17 @@ class GridMaskPlan:
                 if decay == 0 or bool(draw >= drop_probability):
                     masks.append(None)
                     continue
-            masks.append(self.token_mask(token_shape, ratio_scale=decay**index, generator=generator))
+            if sample_generators is None:
+                masks.append(self.token_mask(token_shape, ratio_scale=decay**index, generator=generator))
+            else:
+                masks.append(
+                    torch.cat(
+                        [
+                            self.sample(b).token_mask(token_shape, ratio_scale=decay**index, generator=g)
+                            for b, g in enumerate(sample_generators)
+                        ]
+                    )
+                )
         return masks
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import matplotlib
 
@@ -61,6 +61,26 @@ def save_masking_figure(
         axis.set_axis_off()
     if title:
         figure.suptitle(title, fontsize=9)
+    figure.tight_layout()
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, dpi=110, format="png")
+    plt.close(figure)
+
+
+def save_loss_curve(path: str | os.PathLike[str], records: Sequence[Mapping[str, float]]) -> None:
+    """Write a PNG of the training (and, where logged, validation) loss terms against the step."""
+    panels = ("loss", "cross_correlation", "reconstruction")
+    figure, axes = plt.subplots(1, len(panels), figsize=(4.0 * len(panels), 3.0))
+    for axis, term in zip(axes, panels):
+        for split, style in (("train", "-"), ("val", "o-")):
+            points = [(r["step"], r[f"{split}/{term}"]) for r in records if f"{split}/{term}" in r]
+            if points:
+                steps, values = zip(*points)
+                axis.plot(steps, values, style, label=split, markersize=3, linewidth=1)
+        axis.set_title(term.replace("_", " "), fontsize=9)
+        axis.set_xlabel("step", fontsize=8)
+        axis.set_yscale("log")
+        axis.legend(fontsize=7)
     figure.tight_layout()
     with atomic_path(path) as tmp:
         figure.savefig(tmp, dpi=110, format="png")

@@ -1,0 +1,103 @@
+"""The pre-training configuration. Defaults are the prototype's (spec §2–§6) for a CT collection;
+the presets ``brats2021``, ``ct`` and ``cpu-small`` ship in ``gmim/presets/pretrain/``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from gmim.data.transforms import CT_PRETRAIN_WINDOW, Preprocessing
+
+__all__ = ["DataConfig", "LossConfig", "MaskingConfig", "ModelConfig", "PretrainConfig", "TrainConfig"]
+
+
+@dataclass
+class ModelConfig:
+    feature_size: int = 48
+    roi: tuple[int, int, int] = (128, 128, 128)
+    #: Input channels; null: from the data (the resolved config always has it).
+    in_channels: int | None = None
+    projection_dim: int = 512
+    #: 0: the target encoder is the online one at every step (the prototype); m > 0: an EMA of it.
+    target_momentum: float = 0.0
+    #: Fill masked tokens with a learned vector per application point instead of zeros.
+    learned_mask_token: bool = False
+    #: Recompute activations in the backward pass: less memory, about a third slower.
+    gradient_checkpointing: bool = False
+    dropout_path_rate: float = 0.0
+    #: Encoder weights to start from (a gmim encoder.pt or Swin UNETR's model_swinvit.pt).
+    init: str | None = None
+
+
+@dataclass
+class MaskingConfig:
+    grids: tuple[int, ...] = (4, 8, 16)
+    base_ratio: float = 0.5
+    #: Spread s of the per-cell ratios base·(1 ± s) by entropy rank.
+    scale: float = 0.3
+    dynamic: bool = True
+    #: Probability that each of a1, a2, a3 masks in a step.
+    drop_probability: float = 0.3
+    #: Hierarchical factor h: the ratio at a_i is r·h^i; 0 masks at a0 only.
+    decay: float = 0.5
+
+
+@dataclass
+class LossConfig:
+    alpha_cc: float = 0.005
+    alpha_rec: float = 1.0
+    #: λ, the weight of the off-diagonal cross-correlation terms.
+    off_diagonal_weight: float = 0.005
+    #: Reconstruction loss on the voxels of masked a0 tokens only (the prototype's choice).
+    masked_only: bool = True
+    #: Standardise each projected dimension along the tokens before correlating (Barlow Twins).
+    standardize: bool = False
+
+
+@dataclass
+class DataConfig:
+    #: The view region is roi + margin per axis; BraTS-like MRI uses (32, 32, 0).
+    margin: tuple[int, int, int] = (32, 32, 32)
+    #: Crop each volume to its foreground (non-zero after normalisation) before taking views.
+    crop_foreground: bool = True
+    #: Cache the preprocessed volumes: ``memory``, ``disk`` (in the run folder) or ``none``.
+    cache: Literal["memory", "disk", "none"] = "memory"
+    #: Volumes held out for the validation loss: the datalist's ``validation`` section when it has
+    #: one, else this many volumes of the collection (0: no validation).
+    validation_volumes: int = 0
+    #: Go on past unreadable or invalid volumes, with a warning and a count at the end.
+    skip_bad: bool = False
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 4000
+    batch_size: int = 2
+    lr: float = 4e-4
+    weight_decay: float = 1e-5
+    warmup_steps: int = 500
+    #: Clip the gradient norm to this (null: no clipping, as in the prototype).
+    grad_clip: float | None = None
+    mixed_precision: bool = True
+    #: Every this many steps: validation loss, pictures, checkpoint (0: only at the end).
+    validate_every: int = 500
+    picture_every: int = 500
+    checkpoint_every: int = 500
+    seed: int = 0
+    #: Deterministic kernels, so that reruns and resumed runs repeat bit for bit: true, false, or
+    #: null for "on the CPU only" (cheap there; on a GPU some kernels slow down).
+    deterministic: bool | None = None
+    device: str = "auto"
+    workers: int = 4
+
+
+@dataclass
+class PretrainConfig:
+    preprocessing: Preprocessing = field(
+        default_factory=lambda: Preprocessing(modality="ct", window=CT_PRETRAIN_WINDOW)
+    )
+    model: ModelConfig = field(default_factory=ModelConfig)
+    masking: MaskingConfig = field(default_factory=MaskingConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)

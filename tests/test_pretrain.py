@@ -1,0 +1,210 @@
+"""GMIM pre-training end to end on real scans: the CLI, outputs, exact resume, torchrun, inputs."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from monai.networks.nets import SwinUNETR
+
+from gmim.cli import main
+from gmim.config import load_config, preset_names
+from gmim.data.sources import discover_cases
+from gmim.pretraining.config import PretrainConfig
+from gmim.engine.device import seed_everything
+from gmim.pretraining.data import load_volumes, view_transforms
+from gmim.pretraining.train import build_model
+
+SMALL = ["--roi", "64", "32", "32", "--feature-size", "12", "--batch-size", "2", "--workers", "0", "--device", "cpu",
+         "--set", "data.margin=[8,8,8]", "--set", "train.warmup_steps=1", "--set", "train.mixed_precision=false"]
+
+
+def save(path: Path, array: np.ndarray, affine: np.ndarray | None = None) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(array.astype(np.float32), np.diag([1.5, 1.5, 1.5, 1.0]) if affine is None else affine), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def brains(tmp_path_factory, mni_t1, itk_t1) -> Path:
+    """A folder of four small real brain volumes: ICBM152 T1 crops and ITK example T1 crops."""
+    folder = tmp_path_factory.mktemp("brains")
+    save(folder / "icbm_a.nii.gz", mni_t1[40:150:2, 50:170:2, 30:140:2])
+    save(folder / "icbm_b.nii.gz", mni_t1[50:160:2, 40:160:2, 50:160:2])
+    save(folder / "sub" / "itk_a.nii.gz", itk_t1[10:110, 10:110, 5:55])
+    save(folder / "sub" / "itk_b.nii.gz", itk_t1[20:120, 15:115, 10:60])
+    return folder
+
+
+def run_cli(*args: str) -> int:
+    return main([str(a) for a in args])
+
+
+def test_three_step_run_through_the_cli(brains, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert run_cli("pretrain", brains, "--out", out, "--config", "cpu-small", "--steps", "3", *SMALL,
+                   "--set", "train.picture_every=3", "--set", "data.validation_volumes=1", "--set", "train.validate_every=3") == 0
+    assert {"config.yaml", "encoder.pt", "last.pt", "metrics.jsonl", "loss_curve.png", "pictures", "tensorboard"} <= {p.name for p in out.iterdir()}
+    weights = torch.load(out / "encoder.pt", weights_only=True)
+    swin = SwinUNETR(in_channels=1, out_channels=2, feature_size=12).swinViT
+    swin.load_state_dict(weights, strict=True)
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "train/loss" in r] == [1, 2, 3]
+    assert any("val/loss" in r for r in records)
+    assert all(np.isfinite(r["train/loss"]) for r in records if "train/loss" in r)
+    assert (out / "pictures" / "step000003.png").stat().st_size > 0
+    config = load_config(PretrainConfig, out / "config.yaml")
+    assert config.model.in_channels == 1 and config.model.roi == (64, 32, 32) and config.train.steps == 3
+    assert str(out / "encoder.pt") in capsys.readouterr().out
+    # the run folder is not overwritten by accident
+    assert run_cli("pretrain", brains, "--out", out, "--steps", "3", *SMALL) == 2
+    assert "holds a run already" in capsys.readouterr().err
+
+
+def test_interrupt_then_resume_continues_exactly(brains, tmp_path):
+    """Ctrl-C during a 4-step run writes a checkpoint; resuming it gives the weights of 4 steps straight."""
+    common = ["pretrain", str(brains), "--config", "cpu-small", *SMALL, "--steps", "4"]
+    assert run_cli(*common, "--out", tmp_path / "straight") == 0
+    split = tmp_path / "split"
+    process = subprocess.Popen([sys.executable, "-m", "gmim.cli", *common, "--out", str(split)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while not ((split / "metrics.jsonl").is_file() and (split / "metrics.jsonl").read_text().strip()):
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()[1][-2000:]
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=300)
+    assert process.returncode == 130, err[-2000:]
+    assert "interrupted" in err and "Traceback" not in err
+    stopped = torch.load(split / "last.pt", weights_only=True)["step"]
+    assert 1 <= stopped < 4
+    assert run_cli(*common, "--out", split, "--resume") == 0
+    straight = torch.load(tmp_path / "straight" / "last.pt", weights_only=True)
+    resumed = torch.load(split / "last.pt", weights_only=True)
+    assert straight["step"] == resumed["step"] == 4
+    for key, value in straight["model"].items():
+        torch.testing.assert_close(resumed["model"][key], value, rtol=0, atol=0, msg=key)
+    steps = [json.loads(line)["step"] for line in (split / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4]
+
+
+def test_two_processes_match_one_with_the_same_global_batch(brains, tmp_path):
+    common = ["pretrain", str(brains), "--config", "cpu-small", *SMALL, "--steps", "2"]
+    assert run_cli(*common, "--out", tmp_path / "one") == 0
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "gmim.cli"]
+    result = subprocess.run([*torchrun, *common, "--out", str(tmp_path / "two")], env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    losses = [[json.loads(line)["train/loss"] for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
+              for run in ("one", "two")]
+    np.testing.assert_allclose(losses[1], losses[0], rtol=1e-5)
+    # Adam turns float round-off in near-zero gradients into visible steps, so compare the whole
+    # update of the weights: it must agree to well under 1 %.
+    config = load_config(PretrainConfig, tmp_path / "one" / "config.yaml")
+    seed_everything(config.train.seed)
+    initial = build_model(config).encoder.state_dict()
+    one, two = (torch.load(tmp_path / run / "encoder.pt", weights_only=True) for run in ("one", "two"))
+    update_one = torch.cat([(one[k] - initial[k]).flatten() for k in initial])
+    update_two = torch.cat([(two[k] - initial[k]).flatten() for k in initial])
+    assert float((update_one - update_two).norm() / update_one.norm()) < 0.01
+
+
+def test_each_input_format_gives_views(tmp_path, mni_t1, itk_t1):
+    """Image folder, MSD datalist, nnU-Net raw folder and BraTS-style case folders, through the data pipeline."""
+    a, b = mni_t1[60:124:2, 60:124:2, 50:114:2], itk_t1[30:94, 30:94, 10:42]
+    save(tmp_path / "folder" / "a.nii.gz", a)
+    save(tmp_path / "folder" / "b.nii.gz", b)
+    save(tmp_path / "msd" / "imagesTr" / "a.nii.gz", a)
+    save(tmp_path / "msd" / "imagesTr" / "b.nii.gz", b)
+    (tmp_path / "msd" / "dataset.json").write_text(json.dumps(
+        {"training": [{"image": "imagesTr/a.nii.gz"}], "validation": [{"image": "imagesTr/b.nii.gz"}]}))
+    for case, volume in (("case_a", a), ("case_b", b)):
+        for channel in range(2):
+            save(tmp_path / "nnunet" / "imagesTr" / f"{case}_{channel:04d}.nii.gz", volume + channel)
+        for modality in ("flair", "t1", "t1ce", "t2"):
+            save(tmp_path / "brats" / case / f"{case}_{modality}.nii.gz", volume)
+    (tmp_path / "nnunet" / "dataset.json").write_text(json.dumps(
+        {"channel_names": {"0": "T1", "1": "T1b"}, "labels": {"background": 0}, "numTraining": 2, "file_ending": ".nii.gz"}))
+    config = load_config(PretrainConfig, "cpu-small", ["model.roi=[64,32,32]", "data.margin=[8,8,8]", "train.workers=0"], presets="pretrain")
+    for name, channels in (("folder", 1), ("msd/dataset.json", 1), ("nnunet", 2), ("brats", 4)):
+        cases = discover_cases([tmp_path / name], splits=("training", "validation"))
+        assert len(cases) == 2 and all(len(c.images) == channels for c in cases), name
+        volumes, skipped = load_volumes(cases, config, channels, progress=False)
+        assert not skipped
+        item = view_transforms(config)({**volumes[0]})
+        assert item["x"].shape == item["y"].shape == (channels, 64, 32, 32), name
+        assert torch.all(item["offset"].abs() <= 8)
+        assert type(item["x"]) is torch.Tensor
+
+
+def test_views_overlap_by_their_offset(mni_t1):
+    """Without target augmentation, y equals x shifted by the offset over their overlap."""
+    from gmim.data.views import SiameseViewsd
+
+    views = SiameseViewsd((32, 32, 32), (8, 8, 8))
+    views.set_random_state(seed=3)
+    image = torch.from_numpy(mni_t1[50:100, 60:110, 40:90].copy())[None]
+    for _ in range(5):
+        item = views({"image": image})
+        dz, dy, dx = item["offset"].tolist()
+        x, y = item["x"][0], item["y"][0]
+        sx = [slice(max(d, 0), 32 + min(d, 0)) for d in (dz, dy, dx)]
+        sy = [slice(max(-d, 0), 32 + min(-d, 0)) for d in (dz, dy, dx)]
+        torch.testing.assert_close(x[tuple(sx)], y[tuple(sy)])
+    small = views({"image": image[:, :20, :20, :20]})  # smaller than the region: padded
+    assert small["x"].shape == (1, 32, 32, 32)
+
+
+@pytest.mark.parametrize("name", preset_names("pretrain"))
+def test_presets_parse(name):
+    config = load_config(PretrainConfig, name, presets="pretrain")
+    assert all(n % 32 == 0 for n in config.model.roi)
+    assert set(preset_names("pretrain")) >= {"brats2021", "ct", "cpu-small"}
+
+
+def test_bad_inputs_exit_2_with_one_line(brains, tmp_path, capsys, mni_t1):
+    corrupt = tmp_path / "corrupt"
+    shutil.copytree(brains, corrupt)
+    (corrupt / "broken.nii.gz").write_bytes((brains / "icbm_a.nii.gz").read_bytes()[:200])
+    nan = mni_t1[60:124:2, 60:124:2, 50:114:2].copy()
+    nan[3, 3, 3] = np.nan
+    save(tmp_path / "nan" / "nan.nii.gz", nan)
+    save(tmp_path / "nan" / "ok.nii.gz", mni_t1[60:124:2, 60:124:2, 50:114:2])
+    (tmp_path / "empty").mkdir()
+    cases = [
+        ([corrupt], [], "broken.nii.gz"),
+        ([tmp_path / "nan"], [], "NaN"),
+        ([tmp_path / "empty"], [], "empty"),
+        ([tmp_path / "missing"], [], "missing"),
+        ([brains], ["--set", "train.stepz=3"], "unknown key 'train.stepz'"),
+        ([brains], ["--set", "train.lr=fast"], "train.lr"),
+        ([brains], ["--roi", "48"], "model.roi"),
+        ([brains], ["--config", "nope"], "nope"),
+        ([brains], ["--set", "masking.decay=2"], "masking.decay"),
+    ]
+    for data, extra, expected in cases:
+        code = run_cli("pretrain", *data, "--out", tmp_path / "out_bad", "--steps", "1", *SMALL, *extra)
+        err = capsys.readouterr().err
+        last = err.replace("\r", "\n").strip().splitlines()[-1]  # after any progress bar
+        assert code == 2, (expected, err)
+        assert last.startswith("gmim pretrain: error:") and expected in last and "Traceback" not in err, (expected, err)
+    assert not (tmp_path / "out_bad" / "last.pt").exists()
+
+
+def test_skip_bad_goes_on_and_counts(brains, tmp_path, capsys):
+    corrupt = tmp_path / "corrupt"
+    shutil.copytree(brains, corrupt)
+    (corrupt / "broken.nii.gz").write_bytes(b"not an image at all")
+    with pytest.warns(UserWarning, match="broken.nii.gz"):
+        assert run_cli("pretrain", corrupt, "--out", tmp_path / "run", "--steps", "1", *SMALL, "--skip-bad") == 0
+    assert "skipped 1 bad volume(s)" in capsys.readouterr().out
