@@ -33,7 +33,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     predictor = Predictor(args.model, resolve_device(args.device), flip_tta=args.tta, overlap=args.overlap)
-    cases = discover_cases(args.inputs)
+    cases = discover_cases(args.inputs, same_channels=False)  # each case is checked against the model
     ids = [c.id for c in cases]
     duplicates = sorted({i for i in ids if ids.count(i) > 1})
     if duplicates:

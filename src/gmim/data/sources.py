@@ -90,8 +90,11 @@ def case_id(path: str | os.PathLike[str]) -> str:
     return Path(name).stem
 
 
-def discover_cases(paths: Iterable[str | os.PathLike[str]], splits: Sequence[str] = SPLITS) -> list[Case]:
-    """All cases under ``paths``, keeping only those whose ``split`` is in ``splits``."""
+def discover_cases(
+    paths: Iterable[str | os.PathLike[str]], splits: Sequence[str] = SPLITS, same_channels: bool = True
+) -> list[Case]:
+    """All cases under ``paths``, keeping only those whose ``split`` is in ``splits``; with
+    ``same_channels``, refused unless all have the same number of channels."""
     cases: list[Case] = []
     for raw in paths:
         path = Path(raw).expanduser()
@@ -101,7 +104,8 @@ def discover_cases(paths: Iterable[str | os.PathLike[str]], splits: Sequence[str
         cases.extend(found)
     if not cases:
         raise InputError("no DATA paths given")
-    _check_channels(cases)
+    if same_channels:
+        _check_channels(cases)
     return cases
 
 
@@ -176,7 +180,7 @@ def _channels_id(images: Sequence[Path]) -> str:
     match = _NNUNET_CHANNEL.match(ids[0])
     if match and all(_NNUNET_CHANNEL.match(i) and _NNUNET_CHANNEL.match(i)["case"] == match["case"] for i in ids):
         return match["case"]
-    if len(ids) > 1:
+    if len(set(ids)) > 1:
         common = os.path.commonprefix(ids)
         cut = max(common.rfind(sep) for sep in "_-.")
         if cut > 0:
