@@ -208,3 +208,31 @@ def test_skip_bad_goes_on_and_counts(brains, tmp_path, capsys):
     with pytest.warns(UserWarning, match="broken.nii.gz"):
         assert run_cli("pretrain", corrupt, "--out", tmp_path / "run", "--steps", "1", *SMALL, "--skip-bad") == 0
     assert "skipped 1 bad volume(s)" in capsys.readouterr().out
+
+
+def test_init_from_swin_unetr_self_supervised_weights(brains, tmp_path, capsys):
+    """Continue pre-training from weights in the layout of Swin UNETR's model_swinvit.pt."""
+    torch.manual_seed(1)
+    swin = SwinUNETR(in_channels=1, out_channels=2, feature_size=12).swinViT
+    state = {f"module.{k}": v for k, v in swin.state_dict().items()}
+    state["module.rotation_head.weight"] = torch.zeros(4, 8)
+    torch.save({"state_dict": state, "epoch": 3}, tmp_path / "model_swinvit.pt")
+    assert run_cli("pretrain", brains, "--out", tmp_path / "run", "--steps", "1", *SMALL,
+                   "--set", "train.lr=1e-12", "--init", tmp_path / "model_swinvit.pt") == 0
+    out = capsys.readouterr().out
+    total = len(swin.state_dict())
+    assert f"{total} of {total} tensors loaded" in out and "unexpected (ignored): 1" in out
+    trained = torch.load(tmp_path / "run" / "encoder.pt", weights_only=True)
+    torch.testing.assert_close(trained["patch_embed.proj.weight"], swin.state_dict()["patch_embed.proj.weight"], rtol=0, atol=1e-6)
+    assert run_cli("pretrain", brains, "--out", tmp_path / "bad", "--steps", "1", *SMALL, "--init", tmp_path / "nope.pt") == 2
+    assert "nope.pt" in capsys.readouterr().err
+
+
+def test_wrong_channel_count_is_refused(brains, tmp_path, capsys, mni_t1):
+    mixed = tmp_path / "mixed"
+    shutil.copytree(brains, mixed)
+    two_channels = np.stack([mni_t1[60:124:2, 60:124:2, 50:114:2]] * 2, axis=-1)
+    save(mixed / "two_channels.nii.gz", two_channels)
+    assert run_cli("pretrain", mixed, "--out", tmp_path / "run", "--steps", "1", *SMALL) == 2
+    last = capsys.readouterr().err.replace("\r", "\n").strip().splitlines()[-1]
+    assert "two_channels" in last and "2 channels, expected 1" in last

@@ -38,8 +38,10 @@ _GRID_SCORE_EXPONENT = -0.1
 # Odd multipliers for Fibonacci hashing, one per hash round (32-bit golden ratio first).
 _HASH_MULTIPLIERS = (-1640531535, 1540483477, -862048943, 461845907)
 _FIRST_TABLE_BITS = 20
-# A dense (cell, value) count table is used up to this many entries per voxel of the batch.
-_DENSE_TABLE_PER_VOXEL = 2
+# A dense (cell, value) count table is used up to this many entries per voxel of the batch (or up
+# to _DENSE_TABLE_MIN entries): counting into it beats sorting the (cell, value) pairs.
+_DENSE_TABLE_PER_VOXEL = 8
+_DENSE_TABLE_MIN = 1 << 22
 
 
 def axis_cells(size: int, grid: int, device: torch.device | str | None = None) -> Tensor:
@@ -146,7 +148,7 @@ class _CellCounter:
 
     def _dense_table(self, grid: int) -> Tensor | None:
         batch = self.shape[0]
-        if batch * grid**3 * self.n_values > _DENSE_TABLE_PER_VOXEL * self.value_ids.numel():
+        if batch * grid**3 * self.n_values > max(_DENSE_TABLE_PER_VOXEL * self.value_ids.numel(), _DENSE_TABLE_MIN):
             return None
         for fine, table in self._tables.items():
             if _nests(self.shape[2:], fine, grid):

@@ -14,6 +14,8 @@ import os
 from pathlib import Path
 
 import nibabel as nib
+import numpy as np
+from monai.transforms import Compose, Rand3DElasticd, RandAdjustContrastd, RandBiasFieldd, RandGaussianNoised
 
 from gmim.errors import InputError
 
@@ -51,3 +53,33 @@ def mni152() -> dict[str, nib.Nifti1Image]:
         "wm": datasets.load_mni152_wm_template(resolution=1),
         "brain_mask": datasets.load_mni152_brain_mask(resolution=1),
     }
+
+
+def deformed_copies(
+    image: np.ndarray, count: int, seed: int = 0, labels: np.ndarray | None = None
+) -> list[tuple[np.ndarray, np.ndarray | None]]:
+    """``count`` new subjects made from one real (D, H, W) scan: a smooth random deformation (applied
+    to ``labels`` alike, nearest neighbour), then a bias field, a contrast change and noise on the
+    image. Deterministic given ``seed``."""
+    keys = ["image", "label"] if labels is not None else ["image"]
+    modes = ["bilinear", "nearest"] if labels is not None else ["bilinear"]
+    transform = Compose(
+        [
+            Rand3DElasticd(keys, sigma_range=(6, 9), magnitude_range=(40, 120), prob=1.0, rotate_range=(0.15, 0.15, 0.15),
+                           scale_range=(0.08, 0.08, 0.08), mode=modes, padding_mode="zeros"),
+            RandBiasFieldd("image", coeff_range=(0.1, 0.3), prob=1.0),
+            RandAdjustContrastd("image", gamma=(0.8, 1.25), prob=1.0),
+            RandGaussianNoised("image", std=0.02 * float(np.abs(image).max() or 1.0), prob=1.0),
+        ]
+    )
+    transform.set_random_state(seed=seed)
+    data = {"image": image[None].astype(np.float32)}
+    if labels is not None:
+        data["label"] = labels[None].astype(np.float32)
+    copies = []
+    for _ in range(count):
+        out = transform(dict(data))
+        new_image = np.asarray(out["image"][0], dtype=np.float32)
+        new_labels = np.rint(np.asarray(out["label"][0])).astype(labels.dtype) if labels is not None else None
+        copies.append((new_image, new_labels))
+    return copies

@@ -1,0 +1,178 @@
+"""Pre-training step: GMIM's step split into its parts, side by side with a plain Swin UNETR step.
+
+On views of the ICBM152 T1 (PyPI package nilearn), times per step: data (two views and the target
+augmentation per volume), masking (plan and masks a0–a3), target forward (no gradient), online
+forward + backward with the losses, and the whole GMIM step with the optimiser; then a plain
+``monai.networks.nets.SwinUNETR`` forward + backward + optimiser step on the same crop and batch.
+Prints the overhead ratio GMIM / plain (target: ≤ 1.6) and the peak memory of each, each measured in
+a process of its own.
+
+    python benchmarks/pretrain_step.py                                   # CPU: 64³, F 24, batch 2
+    python benchmarks/pretrain_step.py --device cuda --roi 128 --feature-size 48 --bf16
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import resource
+import statistics
+import time
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timed(function: Callable[[], object], device: torch.device, repeats: int) -> float:
+    """Median seconds of ``repeats`` calls after one warm-up call."""
+    function()
+    times = []
+    for _ in range(repeats):
+        _sync(device)
+        start = time.perf_counter()
+        function()
+        _sync(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def _views(args: argparse.Namespace) -> tuple[torch.Tensor, torch.Tensor, list, object]:
+    from gmim.config import load_config
+    from gmim.pretraining.config import PretrainConfig
+    from gmim.pretraining.data import view_transforms
+    from gmim.sample_data import mni152
+
+    config = load_config(PretrainConfig, None, [f"model.roi=[{args.roi}, {args.roi}, {args.roi}]"])
+    t1 = np.asarray(mni152()["t1"].get_fdata(), dtype=np.float32)
+    t1 = (t1 - t1[t1 > 0].mean()) / t1[t1 > 0].std() * (t1 > 0)
+    volume = {"image": torch.from_numpy(t1)[None], "index": 0}
+    transform = view_transforms(config)
+
+    def draw() -> list[dict]:
+        return [transform(dict(volume)) for _ in range(args.batch_size)]
+
+    items = draw()
+    x = torch.stack([item["x"] for item in items])
+    y = torch.stack([item["y"] for item in items])
+    return x, y, draw, config
+
+
+def _measure(args: argparse.Namespace, variant: str) -> dict[str, float]:
+    from monai.networks.nets import SwinUNETR
+
+    from gmim.losses import GMIMLoss
+    from gmim.masking import GridMaskPlanner, voxel_mask
+    from gmim.model import GMIM, GMIMOutput
+
+    torch.manual_seed(0)
+    device = torch.device(args.device)
+    x, y, draw, _ = _views(args)
+    x, y = x.to(device), y.to(device)
+    dtype = torch.bfloat16 if args.bf16 else None
+
+    def autocast():
+        return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
+
+    results: dict[str, float] = {}
+    if variant == "plain":
+        network = SwinUNETR(in_channels=1, out_channels=1, feature_size=args.feature_size).to(device)
+        optimizer = torch.optim.AdamW(network.parameters(), lr=1e-4)
+
+        def plain_step() -> None:
+            with autocast():
+                prediction = network(x)
+            loss = (prediction.float() - x).pow(2).mean()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+
+        results["step"] = _timed(plain_step, device, args.repeats)
+    else:
+        model = GMIM(1, args.feature_size).to(device)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+        planner, loss_function = GridMaskPlanner(), GMIMLoss()
+        generator = torch.Generator(device=device).manual_seed(0)
+
+        def masks() -> list:
+            return planner.plan(x).hierarchical_masks(x.shape[2:], generator=generator)
+
+        fixed = masks()
+
+        def target_forward() -> None:
+            with torch.no_grad(), autocast():
+                model.encoder(y)
+
+        def online() -> None:
+            with autocast():
+                states = model.encoder(x, masks=fixed)[-1]
+                tokens = model.online_head(states.flatten(2).transpose(1, 2))
+                output = GMIMOutput(online=tokens, target=tokens.detach(), reconstruction=model.decoder(states))
+            loss = loss_function(output, x, voxel_mask(fixed[0]))["loss"]
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+
+        def gmim_step() -> None:
+            step_masks = masks()
+            with autocast():
+                output = model(x, y, step_masks)
+            loss = loss_function(output, x, voxel_mask(step_masks[0]))["loss"]
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+
+        results["data"] = _timed(draw, torch.device("cpu"), args.repeats)
+        results["masking"] = _timed(masks, device, args.repeats)
+        results["target forward"] = _timed(target_forward, device, args.repeats)
+        results["online forward+backward+losses"] = _timed(online, device, args.repeats)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        results["step"] = _timed(gmim_step, device, args.repeats)
+    if device.type == "cuda":
+        results["peak memory (GiB)"] = torch.cuda.max_memory_allocated(device) / 2**30
+    else:
+        results["peak memory (GiB)"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    return results
+
+
+def _worker(args: argparse.Namespace, variant: str, queue: multiprocessing.Queue) -> None:
+    queue.put(_measure(args, variant))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--roi", type=int, default=64)
+    parser.add_argument("--feature-size", type=int, default=24)
+    parser.add_argument("--batch-size", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3, help="timed steps per measurement (median)")
+    parser.add_argument("--bf16", action="store_true", help="bf16 autocast (CUDA)")
+    args = parser.parse_args()
+    context = multiprocessing.get_context("spawn")
+    print(f"roi {args.roi}³, feature size {args.feature_size}, batch {args.batch_size}, {args.device}"
+          f"{', bf16' if args.bf16 else ''}; torch {torch.__version__}, {torch.get_num_threads()} threads")
+    results = {}
+    for variant in ("gmim", "plain"):
+        queue = context.Queue()
+        process = context.Process(target=_worker, args=(args, variant, queue))
+        process.start()
+        results[variant] = queue.get()
+        process.join()
+    for name, seconds in results["gmim"].items():
+        if name not in ("step", "peak memory (GiB)"):
+            print(f"  GMIM {name:34s} {seconds * 1e3:10.1f} ms")
+    gmim, plain = results["gmim"]["step"], results["plain"]["step"]
+    print(f"  GMIM step (all of it, optimiser too)   {gmim * 1e3:10.1f} ms   {args.batch_size / gmim:6.2f} volumes/s   "
+          f"peak {results['gmim']['peak memory (GiB)']:.2f} GiB")
+    print(f"  plain Swin UNETR step                  {plain * 1e3:10.1f} ms   {args.batch_size / plain:6.2f} volumes/s   "
+          f"peak {results['plain']['peak memory (GiB)']:.2f} GiB")
+    print(f"  overhead GMIM / plain: {gmim / plain:.2f}×   masking: {results['gmim']['masking'] / gmim:.1%} of the GMIM step")
+
+
+if __name__ == "__main__":
+    main()
