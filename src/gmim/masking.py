@@ -370,7 +370,6 @@ class GridMaskPlanner:
     def plan(self, x: Tensor) -> GridMaskPlan:
         """Plan the masks of a batch ``x`` (B, C, D, H, W)."""
         self._check_input(x)
-        batch = x.shape[0]
         counter = _CellCounter(x)
         # finest grid first, so coarser ones can be summed from its count table
         by_grid = {g: counter.entropy(g) for g in sorted(set(self.grids), reverse=True)}

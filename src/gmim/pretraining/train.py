@@ -29,7 +29,7 @@ from gmim.config import dump_config, load_config, to_dict
 from gmim.data.sources import Case, discover_cases
 from gmim.engine.checkpoint import load_checkpoint, restore_training_state, save_checkpoint, training_state
 from gmim.engine.device import seed_everything
-from gmim.engine.distributed import DistributedContext, all_reduce_mean, init_distributed, unwrap, wrap_ddp
+from gmim.engine.distributed import DistributedContext, all_reduce_mean, init_distributed, wrap_ddp
 from gmim.engine.optim import adamw, warmup_cosine
 from gmim.engine.precision import MixedPrecision
 from gmim.engine.progress import Progress
