@@ -38,15 +38,25 @@ def test_from_gmim_encoder(finetuned_run, gmim_encoder):
     assert last["step"] == 3 and {"optimizer", "scheduler", "rng"} <= set(last)
 
 
-def test_from_scratch_frozen_options_and_report_absent(tmp_path, brain_extraction, capsys):
+def test_from_scratch_with_gradient_checkpointing(tmp_path, brain_extraction, capsys):
     out = tmp_path / "scratch"
     code = main(["finetune", str(brain_extraction / "brain.json"), "--out", str(out), "--steps", "2", "--fold", "all",
-                 "--labelled-cases", "2", *TINY_FINETUNE])
+                 "--labelled-cases", "2", "--set", "model.gradient_checkpointing=true", *TINY_FINETUNE])
     assert code == 0
     assert "no validation cases" in capsys.readouterr().out
     assert not (out / "weights_report.json").exists()
     assert len(json.loads((out / "splits.json").read_text())["training"]) == 2
     assert torch.load(out / "best.pt", weights_only=True)["step"] == 2
+
+
+def test_frozen_encoder_keeps_the_pretrained_weights(tmp_path, brain_extraction, gmim_encoder):
+    out = tmp_path / "frozen"
+    assert main(["finetune", str(brain_extraction / "brain.json"), "--out", str(out), "--pretrained", str(gmim_encoder),
+                 "--freeze-encoder", "--steps", "1", "--fold", "all", "--labelled-cases", "1", *TINY_FINETUNE]) == 0
+    trained = torch.load(out / "best.pt", weights_only=True)["model"]
+    encoder = torch.load(gmim_encoder, weights_only=True)
+    assert all(torch.equal(trained[f"swinViT.{k}"], v) for k, v in encoder.items())
+    assert [g["name"] for g in torch.load(out / "last.pt", weights_only=True)["optimizer"]["param_groups"]] == ["decoder"]
 
 
 def test_resume_continues_exactly(tmp_path, brain_extraction):
@@ -181,3 +191,24 @@ def test_bad_input_is_one_line_exit_2(tmp_path, brain_extraction, gmim_encoder, 
     torch.save(SwinUNETR(in_channels=1, out_channels=2, feature_size=24).swinViT.state_dict(), wrong)
     assert "another --feature-size" in _error(capsys, ["finetune", data, *out, "--pretrained", str(wrong)])
     assert not (tmp_path / "run" / "last.pt").exists()
+
+
+def test_torchrun_two_processes(tmp_path, brain_extraction):
+    """Data parallel fine-tuning with torchrun (gloo on the CPU): shards, DDP, sharded validation."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    torchrun = Path(sys.executable).with_name("torchrun")
+    out = tmp_path / "ddp"
+    result = subprocess.run(
+        [str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "gmim.cli", "finetune", str(brain_extraction / "brain.json"),
+         "--out", str(out), "--steps", "2", "--fold", "0", *TINY_FINETUNE],
+        capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("run folder:") == 1
+    last = torch.load(out / "last.pt", weights_only=True)
+    assert last["step"] == 2 and len(last["rng"]) == 2  # both ranks' random states, for an exact resume
+    assert set(json.loads((out / "best.json").read_text())["cases"]) == {"itk_t1"}

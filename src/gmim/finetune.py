@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from gmim.config import add_config_arguments, flag_overrides, load_config, parse_roi
@@ -68,5 +69,6 @@ def run(args: argparse.Namespace) -> int:
         overrides.append("train.steps=null")
     config = load_config(FinetuneConfig, args.config, [*overrides, *args.overrides], presets="finetune")
     weights = finetune(config, args.data, args.out, args.pretrained, args.resume)
-    print(f"run folder: {args.out} (weights: {weights.name}; predict with: gmim predict {args.out} INPUT... --out DIR)")
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, one summary
+        print(f"run folder: {args.out} (weights: {weights.name}; predict with: gmim predict {args.out} INPUT... --out DIR)")
     return 0
