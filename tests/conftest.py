@@ -101,7 +101,7 @@ def brain_extraction(tmp_path_factory, itk_paths, mni):
 
 
 #: A tiny Swin UNETR fine-tuning on the CPU: feature size 12, 64×64×32 crops of scans at 4 mm.
-TINY_FINETUNE = ["--roi", "64,64,32", "--feature-size", "12", "--device", "cpu", "--workers", "0",
+TINY_FINETUNE = ["--roi", "64", "64", "32", "--feature-size", "12", "--device", "cpu", "--workers", "0",
                  "--set", "preprocessing.spacing=[4, 4, 4]", "--set", "train.samples_per_volume=1"]
 
 

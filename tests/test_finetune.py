@@ -93,7 +93,7 @@ def test_brats_regions_finetune_predict_evaluate(tmp_path, mni_t1, capsys):
         d, h, w = start
         _brats_case(tmp_path / "brats" / f"BraTS2021_0000{i}", f"BraTS2021_0000{i}", mni_t1[d : d + 48, h : h + 48, w : w + 40].copy(), affine, i)
     run = tmp_path / "run"
-    options = ["--roi", "64,64,32", "--feature-size", "12", "--device", "cpu", "--workers", "0", "--steps", "2",
+    options = ["--roi", "64", "64", "32", "--feature-size", "12", "--device", "cpu", "--workers", "0", "--steps", "2",
                "--set", "data.folds=3", "--set", "preprocessing.spacing=null", "--set", "train.samples_per_volume=1"]
     assert main(["finetune", str(tmp_path / "brats"), "--out", str(run), "--config", "brats2021", *options]) == 0
     config = yaml.safe_load((run / "config.yaml").read_text())
@@ -181,7 +181,7 @@ def test_bad_input_is_one_line_exit_2(tmp_path, brain_extraction, gmim_encoder, 
 
     data = str(brain_extraction / "brain.json")
     assert "model.in_channels 4: the data have 1 channel" in _error(capsys, ["finetune", data, *out, "--set", "model.in_channels=4"])
-    assert "--roi [48, 64, 32]: each size must be a positive multiple of 32" in _error(capsys, ["finetune", data, *out, "--roi", "48,64,32"])
+    assert "--roi [48, 64, 32]: each size must be a positive multiple of 32" in _error(capsys, ["finetune", data, *out, "--roi", "48", "64", "32"])
     assert "unknown key 'train.learning_rate'" in _error(capsys, ["finetune", data, *out, "--set", "train.learning_rate=1"])
     assert "--resume: " in _error(capsys, ["finetune", data, *out, "--resume"])
     torch.save(torch.load(gmim_encoder, weights_only=True) | {}, tmp_path / "enc.pt")

@@ -13,8 +13,7 @@ Layers apply in order: the dataclass defaults, the preset or file (``source``: a
 :class:`~gmim.errors.InputError` that names the key and the file or option it came from.
 
 Commands share the options: :func:`add_config_arguments` adds ``--config`` and ``--set``;
-:func:`flag_overrides` turns direct flags (``--lr 2e-4``) into overrides applied before ``--set``;
-:func:`parse_roi` reads ``--roi 96`` or ``--roi 96,96,64``.
+:func:`flag_overrides` turns direct flags (``--lr 2e-4``) into overrides applied before ``--set``.
 """
 
 from __future__ import annotations
@@ -39,7 +38,6 @@ __all__ = [
     "dump_config",
     "flag_overrides",
     "load_config",
-    "parse_roi",
     "preset_names",
     "to_dict",
 ]
@@ -68,19 +66,6 @@ def add_config_arguments(parser: argparse.ArgumentParser, presets: str) -> None:
 def flag_overrides(args: argparse.Namespace, flags: Mapping[str, str]) -> list[str]:
     """``key=value`` overrides for the direct flags given on the command line (flag dest → config key)."""
     return [f"{key}={json.dumps(getattr(args, dest))}" for dest, key in flags.items() if getattr(args, dest, None) is not None]
-
-
-def parse_roi(text: str) -> list[int]:
-    """An argparse type: ``96`` → [96, 96, 96]; ``96,96,64`` → [96, 96, 64]."""
-    try:
-        sizes = [int(v) for v in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected N or D,H,W integers, got {text!r}") from None
-    if len(sizes) == 1:
-        sizes *= 3
-    if len(sizes) != 3:
-        raise argparse.ArgumentTypeError(f"expected N or D,H,W, got {text!r}")
-    return sizes
 
 
 def _read_source(source: str | Path, presets: str) -> tuple[dict[str, Any], str]:

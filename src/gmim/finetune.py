@@ -6,9 +6,9 @@ import argparse
 import os
 from pathlib import Path
 
-from gmim.config import add_config_arguments, flag_overrides, load_config, parse_roi
+from gmim.config import add_config_arguments, flag_overrides, load_config
+from gmim.errors import InputError
 from gmim.segmentation.config import FinetuneConfig
-from gmim.segmentation.train import finetune
 
 #: Direct flags → config keys (the ones ``gmim pretrain`` has too, then fine-tuning's own).
 FLAGS = {
@@ -44,7 +44,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--pretrained", type=Path, help="encoder.pt, model_swinvit.pt or a fine-tuned checkpoint to start from")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out exactly where last.pt left it")
     add_config_arguments(parser, "finetune")
-    parser.add_argument("--roi", type=parse_roi, help="crop size: N or D,H,W (multiples of 32)")
+    parser.add_argument("--roi", type=int, nargs="+", metavar="N", help="crop size: one size or three (D H W), multiples of 32")
     parser.add_argument("--feature-size", type=int, help="Swin UNETR feature size (a multiple of 12; 48 in the paper)")
     length = parser.add_mutually_exclusive_group()
     length.add_argument("--steps", type=int, help="optimizer steps")
@@ -62,6 +62,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from gmim.segmentation.train import finetune  # the training stack loads only when a run starts
+
+    if args.roi is not None:
+        if len(args.roi) not in (1, 3):
+            raise InputError(f"--roi takes one size or three, got {len(args.roi)}")
+        args.roi = args.roi * 3 if len(args.roi) == 1 else args.roi
     overrides = flag_overrides(args, FLAGS)
     if args.steps is not None:
         overrides.append("train.epochs=null")

@@ -11,7 +11,6 @@ from tqdm.auto import tqdm
 from gmim.data.sources import discover_cases
 from gmim.engine.device import resolve_device
 from gmim.errors import InputError
-from gmim.segmentation.inference import Predictor
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -32,6 +31,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from gmim.segmentation.inference import Predictor  # the network stack loads only when a run starts
+
     predictor = Predictor(args.model, resolve_device(args.device), flip_tta=args.tta, overlap=args.overlap)
     cases = discover_cases(args.inputs, same_channels=False)  # each case is checked against the model
     ids = [c.id for c in cases]
