@@ -173,6 +173,15 @@ def test_bad_input_is_one_line_exit_2(tmp_path, brain_extraction, gmim_encoder, 
     (tmp_path / "corrupt.nii.gz").write_bytes(b"\x1f\x8b" + b"broken" * 10)
     assert "corrupt.nii.gz: not a readable image" in _error(capsys, ["finetune", _datalist(tmp_path, brain_extraction, tmp_path / "corrupt.nii.gz"), *out])
 
+    whole = (brain_extraction / "itk_t1.nii.gz").read_bytes()
+    (tmp_path / "truncated.nii.gz").write_bytes(whole[: len(whole) // 2])  # a readable header, broken voxels
+    entries = json.loads((brain_extraction / "brain.json").read_text())["training"]
+    entries = [{"image": str(brain_extraction / e["image"]), "label": str(brain_extraction / e["label"])} for e in entries]
+    entries[0]["image"] = str(tmp_path / "truncated.nii.gz")
+    (tmp_path / "truncated.json").write_text(json.dumps({"training": entries}))
+    line = _error(capsys, ["finetune", str(tmp_path / "truncated.json"), *out, "--fold", "all"])
+    assert "truncated.nii.gz: cannot be loaded (Compressed file ended" in line
+
     brats = tmp_path / "brats" / "case1"
     brats.mkdir(parents=True)
     for modality in ("flair", "t1", "t1ce", "seg"):

@@ -69,15 +69,17 @@ def test_bad_cases_are_reported_at_the_end(tmp_path, finetuned_run, brain_extrac
     (folder / "corrupt.nii.gz").write_bytes(b"\x1f\x8b" + b"broken" * 10)
     itk = brain_extraction / "itk_t1.nii.gz"
     (folder / "good.nii.gz").write_bytes(itk.read_bytes())
+    (folder / "truncated.nii.gz").write_bytes(itk.read_bytes()[:100_000])  # a readable header, broken voxels
     (tmp_path / "two.json").write_text(json.dumps({"training": [{"image": [str(itk), str(itk)]}]}))
     code = main(["predict", str(finetuned_run), str(folder), str(tmp_path / "two.json"), "--out", str(tmp_path / "out"), "--device", "cpu"])
     captured = capsys.readouterr()
     assert code == 2 and "Traceback" not in captured.err
-    assert (tmp_path / "out" / "good.nii.gz").is_file() and "1 of 3 case(s) predicted" in captured.out
+    assert (tmp_path / "out" / "good.nii.gz").is_file() and "1 of 4 case(s) predicted" in captured.out
     errors = [line for line in captured.err.splitlines() if line.startswith("gmim predict: error:")]
-    assert len(errors) == 2
+    assert len(errors) == 3
     assert "corrupt: " in errors[0] and "corrupt.nii.gz: not a readable image" in errors[0]
-    assert "itk_t1: " in errors[1]  # named after its (twice the same) channel file and "has 2 channel(s), the model takes 1" in errors[1]
+    assert "truncated: " in errors[1] and "truncated.nii.gz: cannot be loaded" in errors[1]
+    assert "itk_t1: " in errors[2] and "has 2 channel(s), the model takes 1" in errors[2]  # named after its channel file
 
 
 @pytest.mark.parametrize(

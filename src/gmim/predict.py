@@ -8,6 +8,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from gmim.data.caching import describe_load_error
 from gmim.data.sources import discover_cases
 from gmim.engine.device import resolve_device
 from gmim.errors import InputError
@@ -44,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             predictor.predict(case, args.out, args.probabilities)
         except (ValueError, OSError, RuntimeError) as error:  # MONAI wraps reader errors in RuntimeError
-            failed.append(f"{case.id}: {str(error).strip().splitlines()[0]}")
+            failed.append(f"{case.id}: {describe_load_error(case, error)}")
     print(f"{len(cases) - len(failed)} of {len(cases)} case(s) predicted into {args.out}")
     if failed:
         for line in failed:

@@ -16,13 +16,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from monai.data import CacheDataset, Dataset, PersistentDataset
 from monai.inferers import sliding_window_inference
 from monai.losses import DiceCELoss, DiceLoss
 from monai.transforms import Compose, EnsureTyped
 
 from gmim.atomic import atomic_path
 from gmim.config import dump_config, load_config, to_dict
+from gmim.data.caching import preload
 from gmim.data.checks import check_cases
 from gmim.data.sources import BRATS_MODALITIES, Case, discover_cases, nnunet_dataset_json
 from gmim.data.transforms import augment_transforms, load_transforms
@@ -110,14 +110,6 @@ def _loss(task: Task) -> torch.nn.Module:
     return DiceLoss(to_onehot_y=True, softmax=True) if task.loss == "dice" else DiceCELoss(to_onehot_y=True, softmax=True)
 
 
-def _cached(records: list[dict[str, Any]], transform: Compose, config: FinetuneConfig, out: Path) -> Dataset:
-    if config.data.cache == "memory":
-        return CacheDataset(records, transform, num_workers=max(1, config.train.workers), progress=False)
-    if config.data.cache == "disk":
-        return PersistentDataset(records, transform, cache_dir=out / "cache")
-    return Dataset(records, transform)
-
-
 def sliding_window(network: torch.nn.Module, image: torch.Tensor, config: FinetuneConfig, precision: MixedPrecision) -> torch.Tensor:
     """Logits of a whole volume (B, C, ...) from Gaussian-weighted overlapping ``roi`` windows."""
     with torch.no_grad(), precision.autocast():
@@ -127,7 +119,7 @@ def sliding_window(network: torch.nn.Module, image: torch.Tensor, config: Finetu
     return logits.float()
 
 
-def _validate(network: torch.nn.Module, dataset: Dataset, config: FinetuneConfig, context: DistributedContext, precision: MixedPrecision) -> dict[str, list[float]]:
+def _validate(network: torch.nn.Module, dataset: Sequence[dict[str, Any]], config: FinetuneConfig, context: DistributedContext, precision: MixedPrecision) -> dict[str, list[float]]:
     """Dice per scored class or region for every validation case (all ranks' shards gathered)."""
     task = config.task
     network.eval()
@@ -208,12 +200,13 @@ def _run(
     load = load_transforms(config.preprocessing, label=True)
     # Plain tensors for the network: MetaTensor's per-operation bookkeeping costs more than the model on a CPU.
     plain = EnsureTyped(["image", "label"], track_meta=False)
+    cache, workers = config.data.cache, train.workers
     train_data = SeededDataset(
-        _cached([c.as_dict() for c in train_cases], Compose(load), config, out),
+        preload(train_cases, [c.as_dict() for c in train_cases], Compose(load), cache, out / "cache", workers)[0],
         Compose([*augment_transforms(config.model.roi, train.samples_per_volume), task.target_transform(), plain]),
         seed=train.seed,
     )
-    val_data = _cached([c.as_dict() for c in val_cases], Compose([*load, task.target_transform(), plain]), config, out)
+    val_data = preload(val_cases, [c.as_dict() for c in val_cases], Compose([*load, task.target_transform(), plain]), cache, out / "cache", workers)[0]
     sampler = ResumableSampler(len(train_data), context.rank, context.world_size, train.seed)
     per_epoch = math.ceil(len(sampler) / train.batch_size)
     total = train.steps if train.steps is not None else train.epochs * per_epoch
@@ -263,7 +256,7 @@ def _run(
 
 def _after_validation(
     network: torch.nn.Module,
-    val_data: Dataset,
+    val_data: Sequence[dict[str, Any]],
     config: FinetuneConfig,
     context: DistributedContext,
     precision: MixedPrecision,

@@ -1,0 +1,77 @@
+"""Preprocess every case once, before training, and say which file a failure came from.
+
+MONAI wraps what a reader raises in ``RuntimeError("applying transform ...")``, and a cache built
+in a pool of threads does not say which item failed. :func:`preload` loads item by item, so that a
+corrupt file stops the run with one line naming it (or is skipped, with ``skip_bad``).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Literal
+
+from monai.data import Dataset, PersistentDataset
+from monai.transforms import Compose
+from torch.utils.data import Subset
+
+from gmim.data.checks import check_cases
+from gmim.data.sources import Case
+from gmim.errors import InputError
+
+__all__ = ["describe_load_error", "preload"]
+
+
+def describe_load_error(case: Case, error: BaseException) -> InputError:
+    """One line for a case that failed to load: our own message, or its reader's first words."""
+    cause: BaseException = error
+    while not isinstance(cause, InputError) and cause.__cause__ is not None:
+        cause = cause.__cause__
+    if isinstance(cause, InputError):
+        return cause
+    text = str(cause).strip()
+    reason = text.splitlines()[0][:200] if text else type(cause).__name__
+    return InputError(f"{case.images[0]}: cannot be loaded ({reason})")
+
+
+def preload(
+    cases: Sequence[Case],
+    records: Sequence[dict[str, Any]],
+    transform: Compose,
+    cache: Literal["memory", "disk", "none"],
+    cache_dir: Path | None = None,
+    workers: int = 1,
+    skip_bad: bool = False,
+) -> tuple[Sequence[Any], list[str]]:
+    """``transform`` applied to each of ``records`` (one per case): kept in memory, written to
+    ``cache_dir`` (MONAI's PersistentDataset), or — ``none`` — left to be done on the fly after only
+    the files' headers are checked. Returns the data and the messages of the cases skipped."""
+    if cache == "none":
+        check_cases(cases, workers=workers)
+        return Dataset(list(records), transform), []
+    if cache == "disk":
+        if cache_dir is None:
+            raise ValueError("the disk cache needs a cache_dir")
+        source: Dataset = PersistentDataset(list(records), transform, cache_dir=cache_dir)
+    else:
+        source = Dataset(list(records), transform)
+
+    def load(index: int) -> Any:
+        try:
+            return source[index]
+        except Exception as error:  # a corrupt file raises whatever its reader raises
+            return describe_load_error(cases[index], error)
+
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        results = list(pool.map(load, range(len(records))))
+    skipped = [str(r) for r in results if isinstance(r, InputError)]
+    if skipped and not skip_bad:
+        raise next(r for r in results if isinstance(r, InputError))
+    for message in skipped:
+        warnings.warn(f"skipped: {message}", stacklevel=2)
+    kept = [i for i, r in enumerate(results) if not isinstance(r, InputError)]
+    if cache == "memory":
+        return [results[i] for i in kept], skipped
+    return (source if not skipped else Subset(source, kept)), skipped
