@@ -221,3 +221,24 @@ def test_torchrun_two_processes(tmp_path, brain_extraction):
     last = torch.load(out / "last.pt", weights_only=True)
     assert last["step"] == 2 and len(last["rng"]) == 2  # both ranks' random states, for an exact resume
     assert set(json.loads((out / "best.json").read_text())["cases"]) == {"itk_t1"}
+
+
+def test_from_finetuned_checkpoint_and_from_a_one_channel_swinvit_for_two_channels(tmp_path, finetuned_run, brain_extraction, gmim_encoder, capsys):
+    data = str(brain_extraction / "brain.json")
+    short = ["--steps", "1", "--fold", "all", "--labelled-cases", "1", *TINY_FINETUNE]
+    assert main(["finetune", data, "--out", str(tmp_path / "again"), "--pretrained", str(finetuned_run / "best.pt"), *short]) == 0
+    report = json.loads((tmp_path / "again" / "weights_report.json").read_text())
+    assert not report["missing"] and not report["unexpected"] and not report["shape_mismatched"] and len(report["matched"]) == 159
+    assert "159 of 159 tensors loaded" in capsys.readouterr().out
+
+    swinvit = {f"module.{k}".replace(".mlp.linear", ".mlp.fc"): v for k, v in torch.load(gmim_encoder, weights_only=True).items()}
+    torch.save({"state_dict": swinvit | {"module.rotation_head.weight": torch.zeros(4, 192)}}, tmp_path / "model_swinvit.pt")
+    itk = brain_extraction / "itk_t1.nii.gz"
+    two = tmp_path / "two.json"  # a 2-channel case: the T1 twice
+    two.write_text(json.dumps({"training": [{"image": [str(itk), str(itk)], "label": str(brain_extraction / "itk_t1_mask.nii.gz")}]}))
+    with pytest.warns(UserWarning, match="input channels differ"):
+        assert main(["finetune", str(two), "--out", str(tmp_path / "two"), "--pretrained", str(tmp_path / "model_swinvit.pt"), *short]) == 0
+    report = json.loads((tmp_path / "two" / "weights_report.json").read_text())
+    assert [m["key"] for m in report["shape_mismatched"]] == ["swinViT.patch_embed.proj.weight"]
+    assert report["unexpected"] == ["module.rotation_head.weight"] and len(report["matched"]) == 125
+    assert "shape-mismatched (left as initialised): swinViT.patch_embed.proj.weight" in capsys.readouterr().out
