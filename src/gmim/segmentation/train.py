@@ -85,8 +85,20 @@ def resolve_config(config: FinetuneConfig, paths: Sequence[Path], cases: Sequenc
     train = config.train
     if (train.steps is None) == (train.epochs is None):
         raise InputError("train.steps and train.epochs: set exactly one (--steps or --epochs)")
-    if (train.steps or train.epochs or 0) <= 0 or train.batch_size <= 0 or train.samples_per_volume <= 0:
-        raise InputError("--steps/--epochs, --batch-size and train.samples_per_volume must be positive")
+    positive = {
+        "--steps/--epochs": train.steps or train.epochs or 0,
+        "--batch-size": train.batch_size,
+        "train.samples_per_volume": train.samples_per_volume,
+        "train.validate_every": train.validate_every,
+        "train.checkpoint_every": train.checkpoint_every,
+        "inference.sw_batch_size": config.inference.sw_batch_size,
+        "data.folds": config.data.folds - 1,
+    }
+    for name, value in positive.items():
+        if value <= 0:
+            raise InputError(f"{name}: must be positive (data.folds at least 2)" if name == "data.folds" else f"{name}: must be positive")
+    if not 0 <= config.inference.overlap < 1:
+        raise InputError(f"inference.overlap {config.inference.overlap}: must be in [0, 1)")
     return config
 
 
