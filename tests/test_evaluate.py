@@ -64,6 +64,7 @@ def test_cli_pairs_by_name_writes_table_csv_json_overlays(tmp_path, brain, itk_p
     _save(mask, affine, tmp_path / "pred" / "a.nii.gz")
     _save(np.roll(mask, 3, axis=0), affine, tmp_path / "pred" / "b.nii.gz")
     _save(mask, affine, tmp_path / "pred" / "extra.nii.gz")
+    _save(np.stack([mask, mask], -1), affine, tmp_path / "pred" / "probabilities" / "a.nii.gz")  # not a label map
     (tmp_path / "images").mkdir()
     (tmp_path / "images" / "a.nii.gz").write_bytes(itk_paths["t1"].read_bytes())
     code = main(["evaluate", str(tmp_path / "pred"), str(tmp_path / "ref"), "--out", str(tmp_path / "eval"),

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from gmim.data.checks import read_array, read_grid, same_grid, voxel_spacing
-from gmim.data.sources import Case, discover_cases
+from gmim.data.sources import case_id, discover_cases, is_image_file
 from gmim.errors import InputError
 from gmim.segmentation.metrics import dice_scores, hd95_scores
 from gmim.segmentation.task import Task
@@ -53,16 +53,35 @@ def _nanmean_rows(values: np.ndarray) -> np.ndarray:
     return np.where(counts > 0, np.nansum(values, 1) / np.maximum(counts, 1), np.nan)
 
 
+def _unique(pairs: list[tuple[str, Path]], where: Path) -> dict[str, Path]:
+    out: dict[str, Path] = {}
+    for key, path in pairs:
+        if key in out:
+            raise InputError(f"{where}: two files for case {key} ({out[key]}, {path})")
+        out[key] = path
+    return out
+
+
+def _predictions(path: Path) -> dict[str, Path]:
+    """Label maps directly in a folder (``probabilities/`` beside them is not one), or a datalist's images."""
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.is_file() and is_image_file(p))
+        if not files:
+            raise InputError(f"{path}: no label maps in this folder")
+        return _unique([(case_id(p), p) for p in files], path)
+    return _unique([(c.id, c.images[0]) for c in discover_cases([path])], path)
+
+
 def _references(path: Path) -> dict[str, Path]:
     cases = discover_cases([path])
     if any(c.label is not None for c in cases):  # a datalist or nnU-Net dataset: its labels
-        return {c.id: c.label for c in cases if c.label is not None}
-    return {c.id: c.images[0] for c in cases if len(c.images) == 1}  # a folder of label maps
+        return _unique([(c.id, c.label) for c in cases if c.label is not None], path)
+    return _unique([(c.id, c.images[0]) for c in cases if len(c.images) == 1], path)  # a folder of label maps
 
 
 def pair_cases(predictions: Path, references: Path) -> tuple[list[tuple[str, Path, Path]], list[str], list[str]]:
     """(id, prediction, reference) pairs, references without a prediction, predictions without a reference."""
-    preds = {c.id: c.images[0] for c in discover_cases([predictions])}
+    preds = _predictions(predictions)
     refs = _references(references)
     pairs = [(i, preds[i], refs[i]) for i in sorted(refs) if i in preds]
     if not pairs:
@@ -84,7 +103,7 @@ def evaluate(predictions: Path, references: Path, task: Task | None = None) -> t
     task = task or infer_task([r for _, _, r in pairs])
     allowed = set(task.label_values)
     result = Evaluation(list(task.scored), missing=missing, unpaired=unpaired)
-    for case_id, pred_path, ref_path in pairs:
+    for name, pred_path, ref_path in pairs:
         pred_grid, ref_grid = read_grid(pred_path), read_grid(ref_path)
         if not same_grid(pred_grid, ref_grid):
             raise InputError(f"{pred_path}: not on the grid of its reference {ref_path} (shape {pred_grid[0]} vs {ref_grid[0]}, or affine)")
@@ -95,6 +114,6 @@ def evaluate(predictions: Path, references: Path, task: Task | None = None) -> t
             if unknown:
                 raise InputError(f"{path}: label values {unknown} are not in the task (known: {sorted(allowed)})")
             arrays.append(task.masks(torch.from_numpy(array.astype(np.int64))))
-        result.dice[case_id] = dice_scores(*arrays).tolist()
-        result.hd95[case_id] = hd95_scores(*arrays, voxel_spacing(ref_grid[1])).tolist()
+        result.dice[name] = dice_scores(*arrays).tolist()
+        result.hd95[name] = hd95_scores(*arrays, voxel_spacing(ref_grid[1])).tolist()
     return result, pairs
