@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import crop
 from monai.transforms import Compose, RandFlipd, RandSpatialCropd
 
 from gmim.engine.checkpoint import load_checkpoint, restore_training_state, save_checkpoint, training_state
@@ -20,8 +21,6 @@ from gmim.engine.optim import adamw, warmup_cosine
 from gmim.engine.precision import MixedPrecision
 from gmim.engine.sampling import ResumableSampler, SeededDataset, epoch_loader
 from gmim.errors import InputError
-
-from conftest import crop
 
 
 def test_warmup_then_cosine():

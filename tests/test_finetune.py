@@ -11,12 +11,11 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from conftest import TINY_FINETUNE
 
 from gmim.cli import main
 from gmim.config import load_config
 from gmim.segmentation.config import FinetuneConfig
-
-from conftest import TINY_FINETUNE
 
 
 def test_from_gmim_encoder(finetuned_run, gmim_encoder):

@@ -15,6 +15,11 @@ from gmim.atomic import atomic_path  # noqa: E402
 __all__ = ["save_overlay"]
 
 
+def _slice(volume: np.ndarray, axis: int, index: int) -> np.ndarray:
+    """The slice ``index`` across ``axis``, transposed so that the first remaining axis runs across."""
+    return np.take(volume, index, axis=axis).T
+
+
 def save_overlay(
     path: Path,
     prediction: np.ndarray,
@@ -30,11 +35,10 @@ def save_overlay(
     background = image if image is not None else reference
     figure, axes = plt.subplots(1, 3, figsize=(12, 4.4))
     for axis, ax in enumerate(axes):
-        take = lambda a: np.take(a, centre[axis], axis=axis).T  # noqa: E731
         columns, rows = (spacing[a] for a in range(3) if a != axis)
-        ax.imshow(take(background), cmap="gray", origin="lower", aspect=rows / columns)
+        ax.imshow(_slice(background, axis, centre[axis]), cmap="gray", origin="lower", aspect=rows / columns)
         for data, colour in ((reference, "lime"), (prediction, "red")):
-            section = take(data)
+            section = _slice(data, axis, centre[axis])
             for value in np.unique(section[section > 0]):
                 ax.contour(section == value, levels=[0.5], colors=colour, linewidths=0.8)
         ax.set_title(f"axis {axis}, slice {centre[axis]}")

@@ -28,7 +28,7 @@ from gmim.data.sources import BRATS_MODALITIES, Case, discover_cases, nnunet_dat
 from gmim.data.transforms import augment_transforms, load_transforms
 from gmim.engine.checkpoint import load_checkpoint, restore_training_state, save_checkpoint, training_state
 from gmim.engine.device import seed_everything
-from gmim.engine.distributed import DistributedContext, all_reduce_mean, gather_objects, init_distributed, unwrap, wrap_ddp
+from gmim.engine.distributed import DistributedContext, all_reduce_mean, gather_objects, init_distributed, wrap_ddp
 from gmim.engine.optim import adamw, warmup_cosine
 from gmim.engine.precision import MixedPrecision
 from gmim.engine.progress import Progress
