@@ -7,7 +7,7 @@ from typing import Literal
 
 import pytest
 
-from gmim.config import dump_config, load_config, preset_names
+from gmim.config import check_run_folder, dump_config, load_config, preset_names
 from gmim.errors import InputError
 
 
@@ -62,3 +62,19 @@ def test_presets_are_found_by_name():
     assert {"amos2022", "brats2021"} <= set(preset_names("finetune"))
     with pytest.raises(InputError, match="neither a YAML file nor a finetune preset"):
         load_config(Example, "no-such-preset", presets="finetune")
+
+
+def test_run_folder_guard(tmp_path):
+    config = load_config(Example, None, ["optim.lr=0.1"])
+    check_run_folder(config, tmp_path, resume=False)  # an empty folder: fine
+    with pytest.raises(InputError, match="--resume: .*last.pt not found"):
+        check_run_folder(config, tmp_path, resume=True)
+    (tmp_path / "last.pt").write_bytes(b"")
+    dump_config(config, tmp_path / "config.yaml")
+    with pytest.raises(InputError, match="holds a run already"):
+        check_run_folder(config, tmp_path, resume=False)
+    check_run_folder(config, tmp_path, resume=True)
+    changed = load_config(Example, None, ["optim.lr=0.2", "labels={background: 0, x: 1}"])
+    with pytest.raises(InputError, match=r"--resume: labels.x is 1 now but None"):
+        check_run_folder(changed, tmp_path, resume=True, may_change=("optim.lr",))
+    check_run_folder(load_config(Example, None, ["optim.lr=0.2"]), tmp_path, resume=True, may_change=("optim.lr",))

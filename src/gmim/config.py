@@ -13,7 +13,9 @@ Layers apply in order: the dataclass defaults, the preset or file (``source``: a
 :class:`~gmim.errors.InputError` that names the key and the file or option it came from.
 
 Commands share the options: :func:`add_config_arguments` adds ``--config`` and ``--set``;
-:func:`flag_overrides` turns direct flags (``--lr 2e-4``) into overrides applied before ``--set``.
+:func:`flag_overrides` turns direct flags (``--lr 2e-4``) into overrides applied before ``--set``;
+:func:`check_run_folder` guards a run folder against overwriting and against resuming with settings
+that change what the run learns.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import dataclasses
 import json
 import types
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
@@ -35,6 +37,7 @@ from gmim.errors import InputError
 
 __all__ = [
     "add_config_arguments",
+    "check_run_folder",
     "dump_config",
     "flag_overrides",
     "load_config",
@@ -233,3 +236,29 @@ def _coerce(hint: Any, value: Any, key: str, where: str) -> Any:
             fail()
         return value
     raise TypeError(f"config type {hint!r} of '{key}' is not supported")
+
+
+def _flat(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        out |= _flat(value, f"{prefix}{key}.") if isinstance(value, Mapping) else {f"{prefix}{key}": value}
+    return out
+
+
+def check_run_folder(config: Any, out: Path, resume: bool, may_change: Collection[str] = ()) -> None:
+    """Refuse to start a run in a folder that holds one (``last.pt``) unless ``resume``, and to resume
+    with settings other than the folder's ``config.yaml``, except the keys in ``may_change`` (how
+    long and where a run goes on, not what it learns)."""
+    if not resume:
+        if (out / "last.pt").exists():
+            raise InputError(f"--out {out}: holds a run already (last.pt); pass --resume to continue it, or choose another folder")
+        return
+    if not (out / "last.pt").is_file():
+        raise InputError(f"--resume: {out / 'last.pt'} not found")
+    saved = _flat(to_dict(load_config(type(config), out / "config.yaml")))
+    now = _flat(to_dict(config))
+    for key in sorted(saved.keys() | now.keys()):
+        if key not in may_change and saved.get(key) != now.get(key):
+            raise InputError(
+                f"--resume: {key} is {now.get(key)!r} now but {saved.get(key)!r} in {out / 'config.yaml'}; resume with the run's settings"
+            )

@@ -21,7 +21,7 @@ from monai.losses import DiceCELoss, DiceLoss
 from monai.transforms import Compose, EnsureTyped
 
 from gmim.atomic import atomic_path
-from gmim.config import dump_config, load_config, to_dict
+from gmim.config import check_run_folder, dump_config
 from gmim.data.caching import preload
 from gmim.data.checks import check_cases
 from gmim.data.sources import BRATS_MODALITIES, Case, discover_cases, nnunet_dataset_json
@@ -102,20 +102,6 @@ def resolve_config(config: FinetuneConfig, paths: Sequence[Path], cases: Sequenc
     return config
 
 
-def _flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in data.items():
-        out |= _flat(value, f"{prefix}{key}.") if isinstance(value, dict) and key not in ("labels", "regions") else {f"{prefix}{key}": value}
-    return out
-
-
-def _check_resume(config: FinetuneConfig, out: Path) -> None:
-    saved = _flat(to_dict(load_config(FinetuneConfig, out / "config.yaml")))
-    for key, value in _flat(to_dict(config)).items():
-        if key not in _RESUMABLE_CHANGES and saved.get(key) != value:
-            raise InputError(f"--resume: {key} is {value!r} now but {saved.get(key)!r} in {out / 'config.yaml'}; resume with the run's settings")
-
-
 def _loss(task: Task) -> torch.nn.Module:
     if task.kind == "regions":
         return DiceLoss(sigmoid=True) if task.loss == "dice" else DiceCELoss(sigmoid=True)
@@ -164,12 +150,7 @@ def finetune(config: FinetuneConfig, data: Sequence[str | Path], out: Path, pret
     if not cases:
         raise InputError(f"{paths[0]}: no labelled cases; fine-tuning needs label maps")
     config = resolve_config(config, paths, cases)
-    if resume:
-        if not (out / "last.pt").is_file():
-            raise InputError(f"--resume: {out / 'last.pt'} not found")
-        _check_resume(config, out)
-    elif (out / "last.pt").exists():
-        raise InputError(f"--out {out}: holds a run already (last.pt); pass --resume to continue it, or choose another folder")
+    check_run_folder(config, out, resume, _RESUMABLE_CHANGES)
     if pretrained is not None and not Path(pretrained).is_file():
         raise InputError(f"--pretrained {pretrained}: file not found")
     train_cases, val_cases = split_cases(cases, config.data, config.train.seed)
