@@ -51,11 +51,9 @@ def _nnunet_folder(paths: Sequence[Path]) -> Path | None:
     return next((p for p in paths if p.is_dir() and (p / "dataset.json").is_file() and (p / "imagesTr").is_dir()), None)
 
 
-def resolve_config(config: FinetuneConfig, paths: Sequence[Path], cases: Sequence[Case]) -> FinetuneConfig:
-    """Fill what the data decide (labels and channel names of an nnU-Net dataset, input channels) and
-    check the whole configuration against the data."""
+def _resolve_task(task: Task, paths: Sequence[Path], cases: Sequence[Case]) -> None:
+    """Labels and channel names from an nnU-Net ``dataset.json`` or BraTS file names when not given."""
     n_channels = len(cases[0].images)
-    task = config.task
     nnunet = _nnunet_folder(paths)
     meta = nnunet_dataset_json(nnunet) if nnunet is not None else None
     if not task.labels:
@@ -68,7 +66,9 @@ def resolve_config(config: FinetuneConfig, paths: Sequence[Path], cases: Sequenc
     if not task.channels:
         if meta is not None:
             task.channels = [str(meta["channel_names"][k]) for k in sorted(meta["channel_names"], key=int)]
-        elif n_channels == len(BRATS_MODALITIES) and all(p.name.lower().split(".")[0].endswith(f"_{m}") for p, m in zip(cases[0].images, BRATS_MODALITIES)):
+        elif n_channels == len(BRATS_MODALITIES) and all(
+            p.name.lower().split(".")[0].endswith(f"_{m}") for p, m in zip(cases[0].images, BRATS_MODALITIES)
+        ):
             task.channels = list(BRATS_MODALITIES)
         else:
             task.channels = [f"channel{i}" for i in range(n_channels)]
@@ -76,29 +76,35 @@ def resolve_config(config: FinetuneConfig, paths: Sequence[Path], cases: Sequenc
         raise InputError(
             f"{cases[0].images[0]}: the data have {n_channels} channel(s), the task names {len(task.channels)} ({', '.join(task.channels)})"
         )
+    task.check()
+
+
+def resolve_config(config: FinetuneConfig, paths: Sequence[Path], cases: Sequence[Case]) -> FinetuneConfig:
+    """Fill what the data decide (task labels and channel names, input channels) and check the whole
+    configuration against the data, before any work."""
+    _resolve_task(config.task, paths, cases)
+    n_channels = len(cases[0].images)
     if config.model.in_channels is None:
         config.model.in_channels = n_channels
     elif config.model.in_channels != n_channels:
         raise InputError(f"model.in_channels {config.model.in_channels}: the data have {n_channels} channel(s) ({cases[0].images[0]})")
-    task.check()
     check_model_config(config.model)
-    train = config.train
+    train, overlap = config.train, config.inference.overlap
     if (train.steps is None) == (train.epochs is None):
         raise InputError("train.steps and train.epochs: set exactly one (--steps or --epochs)")
-    positive = {
-        "--steps/--epochs": train.steps or train.epochs or 0,
-        "--batch-size": train.batch_size,
-        "train.samples_per_volume": train.samples_per_volume,
-        "train.validate_every": train.validate_every,
-        "train.checkpoint_every": train.checkpoint_every,
-        "inference.sw_batch_size": config.inference.sw_batch_size,
-        "data.folds": config.data.folds - 1,
-    }
-    for name, value in positive.items():
-        if value <= 0:
-            raise InputError(f"{name}: must be positive (data.folds at least 2)" if name == "data.folds" else f"{name}: must be positive")
-    if not 0 <= config.inference.overlap < 1:
-        raise InputError(f"inference.overlap {config.inference.overlap}: must be in [0, 1)")
+    checks = [
+        ((train.steps or train.epochs or 0) > 0, "--steps/--epochs", "positive"),
+        (train.batch_size > 0, "--batch-size", "positive"),
+        (train.samples_per_volume > 0, "train.samples_per_volume", "positive"),
+        (min(train.validate_every, train.checkpoint_every) > 0, "train.validate_every and train.checkpoint_every", "positive"),
+        (train.workers >= 0, "--workers", ">= 0"),
+        (config.inference.sw_batch_size > 0, "inference.sw_batch_size", "positive"),
+        (config.data.folds >= 2, "data.folds", "at least 2"),
+        (0 <= overlap < 1, "inference.overlap", "in [0, 1)"),
+    ]
+    for ok, key, what in checks:
+        if not ok:
+            raise InputError(f"{key} must be {what}")
     return config
 
 
@@ -117,7 +123,13 @@ def sliding_window(network: torch.nn.Module, image: torch.Tensor, config: Finetu
     return logits.float()
 
 
-def _validate(network: torch.nn.Module, dataset: Sequence[dict[str, Any]], config: FinetuneConfig, context: DistributedContext, precision: MixedPrecision) -> dict[str, list[float]]:
+def _validate(
+    network: torch.nn.Module,
+    dataset: Sequence[dict[str, Any]],
+    config: FinetuneConfig,
+    context: DistributedContext,
+    precision: MixedPrecision,
+) -> dict[str, list[float]]:
     """Dice per scored class or region for every validation case (all ranks' shards gathered)."""
     task = config.task
     network.eval()
