@@ -78,3 +78,18 @@ def test_run_folder_guard(tmp_path):
     with pytest.raises(InputError, match=r"--resume: labels.x is 1 now but None"):
         check_run_folder(changed, tmp_path, resume=True, may_change=("optim.lr",))
     check_run_folder(load_config(Example, None, ["optim.lr=0.2"]), tmp_path, resume=True, may_change=("optim.lr",))
+
+
+def test_finetune_presets_follow_the_spec():
+    from gmim.segmentation.config import FinetuneConfig
+
+    brats = load_config(FinetuneConfig, "brats2021", presets="finetune")
+    brats.task.check()
+    assert brats.task.kind == "regions" and brats.task.regions == {"TC": [1, 4], "WT": [1, 2, 4], "ET": [4]}
+    assert brats.task.loss == "dice" and brats.task.channels == ["flair", "t1", "t1ce", "t2"]
+    assert brats.preprocessing.modality == "mri" and brats.model.roi == (128, 128, 128) and brats.model.feature_size == 48
+    amos = load_config(FinetuneConfig, "amos2022", presets="finetune")
+    amos.task.check()
+    assert amos.task.kind == "multiclass" and amos.task.out_channels == 16 and amos.task.loss == "dice_ce"
+    assert amos.preprocessing.window == (-175.0, 250.0) and amos.preprocessing.spacing == (1.5, 1.5, 2.0)
+    assert amos.model.roi == (128, 128, 128) and amos.model.feature_size == 48 and amos.inference.overlap == 0.5
