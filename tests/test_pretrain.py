@@ -139,7 +139,7 @@ def test_each_input_format_gives_views(tmp_path, mni_t1, itk_t1):
     for name, channels in (("folder", 1), ("msd/dataset.json", 1), ("nnunet", 2), ("brats", 4)):
         cases = discover_cases([tmp_path / name], splits=("training", "validation"))
         assert len(cases) == 2 and all(len(c.images) == channels for c in cases), name
-        volumes, skipped = load_volumes(cases, config, channels, progress=False)
+        volumes, skipped = load_volumes(cases, config, channels)
         assert not skipped
         item = view_transforms(config)({**volumes[0]})
         assert item["x"].shape == item["y"].shape == (channels, 64, 32, 32), name

@@ -8,18 +8,14 @@ in the loader's worker processes.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Hashable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import torch
-from monai.data import Dataset, PersistentDataset
 from monai.transforms import Compose, CropForegroundd, EnsureTyped, MapTransform, RandFlipd
-from tqdm.auto import tqdm
 
-from gmim.data.checks import check_cases
+from gmim.data.caching import preload
 from gmim.data.sources import Case
 from gmim.data.transforms import load_transforms
 from gmim.data.views import SiameseViewsd, target_augmentation
@@ -61,83 +57,18 @@ def _load_transform(config: PretrainConfig, channels: int) -> Compose:
     return Compose(steps)
 
 
-def _describe(case: Case, error: BaseException) -> str:
-    """One line for a volume that failed to load: our own message, or the reader's first words."""
-    while not isinstance(error, InputError) and error.__cause__ is not None:  # MONAI wraps what readers raise
-        error = error.__cause__
-    if isinstance(error, InputError):
-        return str(error)
-    text = str(error).strip()
-    reason = text.splitlines()[0][:200] if text else type(error).__name__
-    return f"{case.images[0]}: cannot be loaded ({reason})"
-
-
 def load_volumes(
-    cases: Sequence[Case], config: PretrainConfig, channels: int, cache_dir: Path | None = None, progress: bool = True
+    cases: Sequence[Case], config: PretrainConfig, channels: int, cache_dir: Path | None = None
 ) -> tuple[Sequence[dict[str, Any]], list[str]]:
-    """The preprocessed volumes of ``cases`` (each a dict with ``image``, ``id`` and ``index``) and
-    the messages of the volumes skipped as bad.
-
-    ``config.data.cache``: ``memory`` keeps every volume in memory, ``disk`` writes them under
-    ``cache_dir`` (MONAI's PersistentDataset, reused by later runs); both load every volume before
-    training, and a bad one stops the run with its message unless ``config.data.skip_bad`` is set.
-    ``none`` loads on the fly and checks only the files' headers beforehand.
-    """
-    transform = _load_transform(config, channels)
+    """The preprocessed volumes of ``cases``, each a dict with ``image``, ``id`` and ``index`` (the
+    case's place in ``cases``, which seeds its masks), and the messages of the volumes skipped as
+    bad. ``config.data.cache`` says where they are kept (see :func:`gmim.data.caching.preload`)."""
     records = [{**case.as_dict(), "index": i} for i, case in enumerate(cases)]
-    mode = config.data.cache
-    if mode == "none":
-        check_cases(cases, workers=config.train.workers)
-        return Dataset(records, transform), []
-    if mode == "disk":
-        if cache_dir is None:
-            raise ValueError("the disk cache needs a cache_dir")
-        source: Dataset = PersistentDataset(records, transform, cache_dir=cache_dir)
-    else:
-        source = Dataset(records, transform)
-
-    def load(i: int) -> dict[str, Any] | Exception:
-        try:
-            return source[i]
-        except Exception as error:  # a corrupt file raises whatever its reader raises
-            return error
-
-    with ThreadPoolExecutor(max(1, config.train.workers)) as pool:
-        results = list(tqdm(pool.map(load, range(len(records))), total=len(records), desc="preprocess",
-                            disable=not progress or len(records) < 2, leave=False))
-    skipped: list[str] = []
-    kept: list[int] = []
-    for i, result in enumerate(results):
-        if isinstance(result, Exception):
-            message = _describe(cases[i], result)
-            if not config.data.skip_bad:
-                raise InputError(message) from result
-            warnings.warn(f"skipped: {message}", stacklevel=2)
-            skipped.append(message)
-        else:
-            kept.append(i)
-    if not kept:
+    volumes, skipped = preload(cases, records, _load_transform(config, channels), config.data.cache, cache_dir,
+                               config.train.workers, config.data.skip_bad)
+    if len(volumes) == 0:
         raise InputError(f"no usable volume among {len(cases)} ({skipped[0] if skipped else 'none found'})")
-    if mode == "memory":
-        volumes: list[dict[str, Any]] = []
-        for position, i in enumerate(kept):
-            volumes.append({**results[i], "index": position})
-        return volumes, skipped
-    return _Reindexed(source, kept), skipped
-
-
-class _Reindexed(torch.utils.data.Dataset):
-    """The volumes ``kept`` of a lazily loading dataset, renumbered 0..n-1."""
-
-    def __init__(self, source: Dataset, kept: Sequence[int]) -> None:
-        self.source = source
-        self.kept = list(kept)
-
-    def __len__(self) -> int:
-        return len(self.kept)
-
-    def __getitem__(self, position: int) -> dict[str, Any]:
-        return {**self.source[self.kept[position]], "index": position}
+    return volumes, skipped
 
 
 def view_transforms(config: PretrainConfig) -> Compose:

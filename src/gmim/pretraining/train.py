@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from gmim.atomic import atomic_path
-from gmim.config import dump_config, load_config, to_dict
+from gmim.config import check_run_folder, dump_config
 from gmim.data.sources import Case, discover_cases
 from gmim.engine.checkpoint import load_checkpoint, restore_training_state, save_checkpoint, training_state
 from gmim.engine.device import seed_everything
@@ -113,30 +113,6 @@ def _check_config(config: PretrainConfig, world_size: int) -> None:
         raise InputError(f"masking.grids: grid {max(masking.grids)} is finer than the roi {model.roi}")
 
 
-def _flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in data.items():
-        if isinstance(value, dict):
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
-def _prepare_out(config: PretrainConfig, out: Path, resume: bool) -> None:
-    """Refuse to overwrite a run, and to resume one with settings that change what it learns."""
-    if not resume:
-        if (out / "last.pt").exists():
-            raise InputError(f"--out {out}: holds a run already (last.pt); pass --resume to continue it, or choose another folder")
-        return
-    if not (out / "last.pt").is_file():
-        raise InputError(f"--resume: {out / 'last.pt'} not found")
-    saved = _flat(to_dict(load_config(PretrainConfig, out / "config.yaml")))
-    for key, value in _flat(to_dict(config)).items():
-        if key not in _RESUMABLE_CHANGES and saved.get(key) != value:
-            raise InputError(f"--resume: {key} is {value!r} now but {saved.get(key)!r} in {out / 'config.yaml'}")
-
-
 def pretrain(config: PretrainConfig, data: Sequence[str | Path], out: Path, resume: bool = False) -> Path:
     """Pre-train on the volumes under ``data`` into the run folder ``out``; returns ``encoder.pt``."""
     cases = discover_cases([Path(p) for p in data], splits=("training", "validation"))
@@ -153,7 +129,7 @@ def pretrain(config: PretrainConfig, data: Sequence[str | Path], out: Path, resu
     torch.use_deterministic_algorithms(context.device.type == "cpu" if deterministic is None else deterministic, warn_only=True)
     try:
         _check_config(config, context.world_size)
-        _prepare_out(config, out, resume)
+        check_run_folder(config, out, resume, _RESUMABLE_CHANGES)
         return _run(config, train_cases, val_cases, out, resume, context)
     finally:
         torch.use_deterministic_algorithms(previous)
@@ -248,10 +224,10 @@ def _run(config: PretrainConfig, train_cases: list[Case], val_cases: list[Case],
     shared_cache = config.data.cache == "disk" and context.is_distributed
     if shared_cache and not context.is_main:
         context.barrier()  # rank 0 fills the disk cache first, the others then read it
-    volumes, skipped = load_volumes(train_cases, config, channels, out / "cache", progress=context.is_main)
+    volumes, skipped = load_volumes(train_cases, config, channels, out / "cache")
     if shared_cache and context.is_main:
         context.barrier()
-    val_volumes, val_skipped = (load_volumes(val_cases, config, channels, out / "cache", progress=False)
+    val_volumes, val_skipped = (load_volumes(val_cases, config, channels, out / "cache")
                                 if val_cases and context.is_main else ([], []))
     skipped += val_skipped
 
