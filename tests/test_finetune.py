@@ -39,13 +39,13 @@ def test_from_gmim_encoder(finetuned_run, gmim_encoder):
 
 def test_from_scratch_with_gradient_checkpointing(tmp_path, brain_extraction, capsys):
     out = tmp_path / "scratch"
-    code = main(["finetune", str(brain_extraction / "brain.json"), "--out", str(out), "--steps", "2", "--fold", "all",
+    code = main(["finetune", str(brain_extraction / "brain.json"), "--out", str(out), "--epochs", "1", "--fold", "all",
                  "--labelled-cases", "2", "--set", "model.gradient_checkpointing=true", *TINY_FINETUNE])
     assert code == 0
     assert "no validation cases" in capsys.readouterr().out
     assert not (out / "weights_report.json").exists()
     assert len(json.loads((out / "splits.json").read_text())["training"]) == 2
-    assert torch.load(out / "best.pt", weights_only=True)["step"] == 2
+    assert torch.load(out / "best.pt", weights_only=True)["step"] == 2  # one epoch of 2 cases, batch 1
 
 
 def test_frozen_encoder_keeps_the_pretrained_weights(tmp_path, brain_extraction, gmim_encoder):
