@@ -66,8 +66,18 @@ def add_config_arguments(parser: argparse.ArgumentParser, presets: str) -> None:
     )
 
 
+def add_roi_argument(parser: argparse.ArgumentParser) -> None:
+    """``--roi N`` or ``--roi D H W``, read back as three sizes by :func:`flag_overrides`."""
+    parser.add_argument("--roi", type=int, nargs="+", metavar="N", help="crop size: one size or three (D H W), multiples of 32")
+
+
 def flag_overrides(args: argparse.Namespace, flags: Mapping[str, str]) -> list[str]:
     """``key=value`` overrides for the direct flags given on the command line (flag dest → config key)."""
+    roi = getattr(args, "roi", None)
+    if roi is not None:
+        if len(roi) not in (1, 3):
+            raise InputError(f"--roi takes one size or three, got {len(roi)}")
+        args.roi = roi * 3 if len(roi) == 1 else roi
     return [f"{key}={json.dumps(getattr(args, dest))}" for dest, key in flags.items() if getattr(args, dest, None) is not None]
 
 

@@ -6,8 +6,7 @@ import argparse
 import os
 from pathlib import Path
 
-from gmim.config import add_config_arguments, flag_overrides, load_config
-from gmim.errors import InputError
+from gmim.config import add_config_arguments, add_roi_argument, flag_overrides, load_config
 from gmim.segmentation.config import FinetuneConfig
 
 #: Direct flags → config keys (the ones ``gmim pretrain`` has too, then fine-tuning's own).
@@ -44,7 +43,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--pretrained", type=Path, help="encoder.pt, model_swinvit.pt or a fine-tuned checkpoint to start from")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out exactly where last.pt left it")
     add_config_arguments(parser, "finetune")
-    parser.add_argument("--roi", type=int, nargs="+", metavar="N", help="crop size: one size or three (D H W), multiples of 32")
+    add_roi_argument(parser)
     parser.add_argument("--feature-size", type=int, help="Swin UNETR feature size (a multiple of 12; 48 in the paper)")
     length = parser.add_mutually_exclusive_group()
     length.add_argument("--steps", type=int, help="optimizer steps")
@@ -64,10 +63,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from gmim.segmentation.train import finetune  # the training stack loads only when a run starts
 
-    if args.roi is not None:
-        if len(args.roi) not in (1, 3):
-            raise InputError(f"--roi takes one size or three, got {len(args.roi)}")
-        args.roi = args.roi * 3 if len(args.roi) == 1 else args.roi
     overrides = flag_overrides(args, FLAGS)
     if args.steps is not None:
         overrides.append("train.epochs=null")
