@@ -14,7 +14,7 @@ $(VENV)/.torch:
 	if command -v nvidia-smi >/dev/null 2>&1; then \
 		$(PY) -m pip install "$(TORCH)"; \
 	else \
-		$(PY) -m pip install "$(TORCH)" --extra-index-url $(TORCH_CPU_INDEX); \
+		$(PY) -m pip install "$(TORCH)" --extra-index-url $(TORCH_CPU_INDEX) --retries 1; \
 	fi
 	touch $@
 
@@ -37,6 +37,7 @@ test: $(VENV)/.installed test-data
 
 benchmark: $(VENV)/.installed
 	$(PY) benchmarks/masking_speed.py
+	$(PY) benchmarks/pretrain_step.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
