@@ -10,7 +10,7 @@ from monai.networks.nets import SwinUNETR
 
 from conftest import crop
 from gmim.encoder import MaskedSwinEncoder
-from gmim.losses import GMIMLoss, cross_correlation_loss, reconstruction_loss
+from gmim.losses import GMIMLoss, align_to_online, cross_correlation_loss, reconstruction_loss
 from gmim.masking import GridMaskPlanner, voxel_mask
 from gmim.model import GMIM
 
@@ -150,7 +150,7 @@ def test_reconstruction_loss_against_direct_formula():
     expected = sum(errors) / 2
     loss = reconstruction_loss(prediction, target, mask)
     assert float(loss) == pytest.approx(expected, rel=1e-6)
-    assert float(reconstruction_loss(prediction, target)) == pytest.approx(float(((prediction - target) ** 2).mean()), rel=1e-6)
+    assert float(reconstruction_loss(prediction, target).detach()) == pytest.approx(float(((prediction - target) ** 2).mean().detach()), rel=1e-6)
     loss.backward()
     assert torch.isfinite(prediction.grad).all()
     assert torch.all(prediction.grad.permute(0, 2, 3, 4, 1)[~mask[:, 0]] == 0)
@@ -177,3 +177,48 @@ def test_bad_model_options_are_refused():
         GMIM(in_channels=1, feature_size=FEATURES, target_momentum=1.0)
     with pytest.raises(ValueError, match="alpha_cc"):
         GMIMLoss(alpha_cc=-1.0)
+
+
+def test_alignment_puts_target_tokens_at_the_online_places():
+    generator = torch.Generator().manual_seed(0)
+    token_shape = (3, 2, 2)
+    target = torch.randn(2, 12, 5, generator=generator)
+    grid = target.transpose(1, 2).reshape(2, 5, *token_shape)
+    same, weights = align_to_online(target, token_shape, torch.zeros(2, 3, dtype=torch.int64))
+    torch.testing.assert_close(same, target)
+    assert weights.all()
+    # y starts one token deeper than x: online token (i, j, k) sees target token (i - 1, j, k)
+    shifted, weights = align_to_online(target, token_shape, torch.tensor([[32, 0, 0], [0, -16, 0]]))
+    first = shifted[0].transpose(0, 1).reshape(5, *token_shape)
+    torch.testing.assert_close(first[:, 1:], grid[0, :, :-1])
+    assert not weights[0].view(token_shape)[0].any() and weights[0].view(token_shape)[1:].all()
+    # half a token the other way along h: the mean of two neighbours, or the edge token at the border
+    second = shifted[1].transpose(0, 1).reshape(5, *token_shape)
+    torch.testing.assert_close(second[:, :, 0], 0.5 * (grid[1, :, :, 0] + grid[1, :, :, 1]))
+    torch.testing.assert_close(second[:, :, 1], grid[1, :, :, 1])
+    assert weights[1].all()
+    _, weights = align_to_online(target, token_shape, torch.tensor([[0, 0, 17], [0, 40, 0]]))
+    assert not weights[0].view(token_shape)[:, :, 0].any() and weights[0].view(token_shape)[:, :, 1].all()
+    assert not weights[1].view(token_shape)[:, 0].any() and weights[1].view(token_shape)[:, 1].all()
+
+
+def test_cross_correlation_over_some_tokens_is_the_formula_on_those_tokens():
+    generator = torch.Generator().manual_seed(1)
+    zx, zy = torch.randn(2, 6, 3, generator=generator), torch.randn(2, 6, 3, generator=generator)
+    weights = torch.tensor([[1, 1, 0, 1, 0, 1], [0, 0, 0, 0, 0, 0]], dtype=torch.float32)
+    keep = weights[0].bool()
+    for standardize in (False, True):
+        expected = cross_correlation_loss(zx[:1, keep], zy[:1, keep], 0.01, standardize)
+        torch.testing.assert_close(cross_correlation_loss(zx, zy, 0.01, standardize, weights), expected)
+
+
+def test_aligned_loss_needs_the_offset(mni_t1):
+    torch.manual_seed(0)
+    model = GMIM(in_channels=1, feature_size=FEATURES)
+    x, y = t1_views(mni_t1)
+    output = model(x, y, [None] * 4)
+    loss = GMIMLoss(align_overlap=True)
+    terms = loss(output, x, None, torch.tensor([[32, 0, 0], [-8, 4, 0]]))
+    assert torch.isfinite(terms["loss"])
+    with pytest.raises(ValueError, match="offset"):
+        loss(output, x, None)

@@ -236,3 +236,16 @@ def test_wrong_channel_count_is_refused(brains, tmp_path, capsys, mni_t1):
     assert run_cli("pretrain", mixed, "--out", tmp_path / "run", "--steps", "1", *SMALL) == 2
     last = capsys.readouterr().err.replace("\r", "\n").strip().splitlines()[-1]
     assert "two_channels" in last and "2 channels, expected 1" in last
+
+
+def test_options_beyond_the_prototype_run_end_to_end(brains, tmp_path):
+    """Aligned and standardised correlation, an EMA target and learned mask tokens, all masks on."""
+    options = ["loss.align_overlap=true", "loss.standardize=true", "model.target_momentum=0.9",
+               "model.learned_mask_token=true", "masking.drop_probability=1.0"]
+    assert run_cli("pretrain", brains, "--out", tmp_path / "run", "--steps", "2", *SMALL,
+                   *[arg for option in options for arg in ("--set", option)]) == 0
+    checkpoint = torch.load(tmp_path / "run" / "last.pt", weights_only=True)["model"]
+    assert any(key.startswith("target_encoder.") for key in checkpoint)
+    assert any(key.startswith("mask_tokens.") for key in checkpoint)
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert all(np.isfinite(r["train/loss"]) for r in records)

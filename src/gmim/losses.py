@@ -2,37 +2,82 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
+
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gmim.model import GMIMOutput
 
-__all__ = ["GMIMLoss", "cross_correlation_loss", "reconstruction_loss"]
+__all__ = ["GMIMLoss", "align_to_online", "cross_correlation_loss", "reconstruction_loss"]
 
 
 def cross_correlation_loss(
-    online: Tensor, target: Tensor, off_diagonal_weight: float = 0.005, standardize: bool = False
+    online: Tensor,
+    target: Tensor,
+    off_diagonal_weight: float = 0.005,
+    standardize: bool = False,
+    token_weights: Tensor | None = None,
 ) -> Tensor:
     """Σ_i (1 − C_ii)² + λ Σ_{i≠j} C_ij² with C = Zxᵀ Zy / n per sample, averaged over the batch.
 
     ``online`` and ``target`` are (B, n, P) token projections. The prototype uses them as they are;
     ``standardize`` first brings each dimension to zero mean and unit (population) variance along
-    the tokens, as Barlow Twins does along the batch (needs n ≥ 2).
+    the tokens, as Barlow Twins does along the batch (needs n ≥ 2). ``token_weights`` (B, n), 0 or
+    1, restricts each sample to some tokens (those over the crops' overlap); a sample left with no
+    token does not count.
     """
     if online.shape != target.shape or online.dim() != 3:
         raise ValueError(f"online and target must be equal (B, n, P) shapes, got {tuple(online.shape)} and {tuple(target.shape)}")
     zx, zy = online.float(), target.float()
-    n = zx.shape[1]
+    weights = torch.ones(zx.shape[:2], device=zx.device) if token_weights is None else token_weights.float()
+    w = weights.unsqueeze(-1)
+    n = weights.sum(1).clamp_min(1.0).view(-1, 1, 1)
     if standardize:
-        if n < 2:
+        if zx.shape[1] < 2:
             raise ValueError("standardize needs at least 2 tokens per sample; use a larger crop")
-        zx = (zx - zx.mean(1, keepdim=True)) / zx.std(1, correction=0, keepdim=True).clamp_min(1e-6)
-        zy = (zy - zy.mean(1, keepdim=True)) / zy.std(1, correction=0, keepdim=True).clamp_min(1e-6)
-    c = zx.transpose(1, 2) @ zy / n
+
+        def standardized(z: Tensor) -> Tensor:
+            mean = (z * w).sum(1, keepdim=True) / n
+            variance = ((z - mean) * w).pow(2).sum(1, keepdim=True) / n
+            return (z - mean) / variance.clamp_min(1e-12).sqrt()  # clamped before the root: finite gradients
+
+        zx, zy = standardized(zx), standardized(zy)
+    c = (zx * w).transpose(1, 2) @ zy / n
     diagonal = torch.diagonal(c, dim1=1, dim2=2)
     on_diagonal = (1 - diagonal).pow(2).sum(-1)
     off_diagonal = c.pow(2).sum((1, 2)) - diagonal.pow(2).sum(-1)
-    return (on_diagonal + off_diagonal_weight * off_diagonal).mean()
+    per_sample = on_diagonal + off_diagonal_weight * off_diagonal
+    counted = (weights.sum(1) > 0).float()
+    return (per_sample * counted).sum() / counted.sum().clamp_min(1.0)
+
+
+def align_to_online(target: Tensor, token_shape: Sequence[int], offset: Tensor, token_size: int = 32) -> tuple[Tensor, Tensor]:
+    """The target tokens at the places of the online tokens, and which online tokens have one.
+
+    Online token i covers voxels [s·i, s·(i + 1)) of x along an axis (s = ``token_size``); with
+    ``offset`` = start of y − start of x (B, 3) in voxels, that place is at token i − offset/s of
+    y. The target's token grid is interpolated there (trilinearly, the edge tokens extended to the
+    crop's border; the projection is linear, so interpolating projected tokens is interpolating
+    features); online tokens whose centre lies outside y's crop get weight 0. Returns (B, n, P)
+    tokens and (B, n) weights.
+    """
+    batch, n, channels = target.shape
+    if math.prod(token_shape) != n or offset.shape != (batch, 3):
+        raise ValueError(f"token_shape {tuple(token_shape)} and offset {tuple(offset.shape)} do not fit {n} tokens of {batch} samples")
+    grid_y = target.transpose(1, 2).reshape(batch, channels, *token_shape).float()
+    coordinates, valid = [], []
+    for axis, size in enumerate(token_shape):
+        place = torch.arange(size, device=target.device) - offset[:, axis : axis + 1].to(target.device).float() / token_size
+        valid.append((place >= -0.5) & (place <= size - 0.5))
+        coordinates.append(2 * place / (size - 1) - 1 if size > 1 else torch.zeros_like(place))
+    d, h, w = coordinates  # grid_sample wants (x, y, z) = (w, h, d) in the last dimension
+    grid = torch.stack(torch.broadcast_tensors(w[:, None, None, :], h[:, None, :, None], d[:, :, None, None]), dim=-1)
+    aligned = F.grid_sample(grid_y, grid, mode="bilinear", padding_mode="border", align_corners=True)
+    weights = valid[0][:, :, None, None] & valid[1][:, None, :, None] & valid[2][:, None, None, :]
+    return aligned.flatten(2).transpose(1, 2), weights.flatten(1)
 
 
 def reconstruction_loss(prediction: Tensor, target: Tensor, voxel_mask: Tensor | None = None) -> Tensor:
@@ -54,7 +99,11 @@ def reconstruction_loss(prediction: Tensor, target: Tensor, voxel_mask: Tensor |
 
 
 class GMIMLoss(nn.Module):
-    """α1·L_cc + α2·L_rec (α1 = 0.005, α2 = 1, λ = 0.005 by default, reconstruction on masked voxels)."""
+    """α1·L_cc + α2·L_rec (α1 = 0.005, α2 = 1, λ = 0.005 by default, reconstruction on masked voxels).
+
+    ``align_overlap`` correlates each online token with the target at the same anatomical place
+    (see :func:`align_to_online`), over the crops' overlap, instead of the token at the same index.
+    """
 
     def __init__(
         self,
@@ -63,6 +112,7 @@ class GMIMLoss(nn.Module):
         off_diagonal_weight: float = 0.005,
         masked_only: bool = True,
         standardize: bool = False,
+        align_overlap: bool = False,
     ) -> None:
         super().__init__()
         for name, value in (("alpha_cc", alpha_cc), ("alpha_rec", alpha_rec), ("off_diagonal_weight", off_diagonal_weight)):
@@ -73,9 +123,19 @@ class GMIMLoss(nn.Module):
         self.off_diagonal_weight = off_diagonal_weight
         self.masked_only = masked_only
         self.standardize = standardize
+        self.align_overlap = align_overlap
 
-    def forward(self, output: GMIMOutput, x: Tensor, voxel_mask: Tensor | None) -> dict[str, Tensor]:
-        """Loss terms for the clean online view ``x`` and the voxel mask of point a0."""
-        cc = cross_correlation_loss(output.online, output.target, self.off_diagonal_weight, self.standardize)
+    def forward(
+        self, output: GMIMOutput, x: Tensor, voxel_mask: Tensor | None, offset: Tensor | None = None
+    ) -> dict[str, Tensor]:
+        """Loss terms for the clean online view ``x``, the voxel mask of point a0 and, with
+        ``align_overlap``, the views' ``offset`` (B, 3) in voxels."""
+        target, weights = output.target, None
+        if self.align_overlap:
+            if offset is None:
+                raise ValueError("align_overlap needs the offset of the two views")
+            token_shape = [n // 32 for n in x.shape[2:]]
+            target, weights = align_to_online(target, token_shape, offset)
+        cc = cross_correlation_loss(output.online, target, self.off_diagonal_weight, self.standardize, weights)
         rec = reconstruction_loss(output.reconstruction, x, voxel_mask if self.masked_only else None)
         return {"loss": self.alpha_cc * cc + self.alpha_rec * rec, "cross_correlation": cc, "reconstruction": rec}

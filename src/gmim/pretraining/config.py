@@ -52,6 +52,9 @@ class LossConfig:
     masked_only: bool = True
     #: Standardise each projected dimension along the tokens before correlating (Barlow Twins).
     standardize: bool = False
+    #: Correlate tokens at the same anatomical place, over the two crops' overlap, rather than
+    #: tokens at the same index (the prototype's choice).
+    align_overlap: bool = False
 
 
 @dataclass

@@ -273,7 +273,7 @@ def _run(config: PretrainConfig, train_cases: list[Case], val_cases: list[Case],
                     masks, grid = _step_masks(planner, x, batch["index"].tolist(), config, step)
                     with precision.autocast():
                         output = model(x, y, masks)
-                    terms = loss_function(output, x, voxel_mask(masks[0]))
+                    terms = loss_function(output, x, voxel_mask(masks[0]), batch["offset"])
                     precision.step(terms["loss"], optimizer, model.parameters(), train.grad_clip)
                     scheduler.step()
                     model_module.update_target()
@@ -324,7 +324,7 @@ def _validate(model: GMIM, volumes: Sequence[dict[str, Any]], planner: GridMaskP
             masks, _ = _step_masks(planner, x, [i], config, _VALIDATION_KEY)
             with precision.autocast():
                 output = model(x, y, masks)
-            for key, value in loss_function(output, x, voxel_mask(masks[0])).items():
+            for key, value in loss_function(output, x, voxel_mask(masks[0]), item["offset"][None]).items():
                 totals[key] = totals.get(key, 0.0) + float(value) / len(views)
     model.train()
     scalars = {f"val/{k}": v for k, v in totals.items()}
