@@ -181,7 +181,11 @@ def test_bad_inputs_exit_2_with_one_line(brains, tmp_path, capsys, mni_t1):
     save(tmp_path / "nan" / "nan.nii.gz", nan)
     save(tmp_path / "nan" / "ok.nii.gz", mni_t1[60:124:2, 60:124:2, 50:114:2])
     (tmp_path / "empty").mkdir()
+    flat = tmp_path / "flat"
+    shutil.copytree(brains, flat)
+    nib.save(nib.Nifti1Image(mni_t1[60:124, 60:124, 80].astype(np.float32), np.eye(4)), flat / "slice.nii.gz")
     cases = [
+        ([flat], [], "slice: a volume of 2 spatial dimensions, expected 3"),
         ([corrupt], [], "broken.nii.gz"),
         ([tmp_path / "nan"], [], "NaN"),
         ([tmp_path / "empty"], [], "empty"),
