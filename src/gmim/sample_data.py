@@ -83,3 +83,44 @@ def deformed_copies(
         new_labels = np.rint(np.asarray(out["label"][0])).astype(labels.dtype) if labels is not None else None
         copies.append((new_image, new_labels))
     return copies
+
+
+#: Values of the tissue label maps of :func:`brain_tissue`: outside the brain, brain that is neither
+#: grey nor white matter (CSF, deep nuclei below threshold), grey matter, white matter.
+TISSUE_VALUES = {"outside": 0, "other": 1, "grey_matter": 2, "white_matter": 3}
+
+
+def brain_tissue(source: str, stride: int = 2) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A real T1 brain MRI, its tissue label map (:data:`TISSUE_VALUES`) and its affine.
+
+    ``icbm152``: the template (already skull-stripped) every ``stride`` voxels; white matter where
+    its map exceeds 0.5, else grey matter where that map does, else ``other`` inside the brain mask.
+    ``itk``: the ITK example head (with its skull) at its own 2×2×3 mm; the brain is its
+    skull-strip mask, grey and white matter its k-means classes 5 and 6 (mean T1 76 and 101 there;
+    class 4, at 48, is CSF). One label map for both, so that :func:`deformed_copies` moves tissue and
+    brain outline together.
+    """
+    if source == "icbm152":
+        images = mni152()
+        t1 = np.asarray(images["t1"].get_fdata(), dtype=np.float32)
+        maps = {k: np.asarray(images[k].dataobj) for k in ("brain_mask", "gm", "wm")}
+        labels = np.select(
+            [maps["wm"] > 0.5, maps["gm"] > 0.5, maps["brain_mask"] > 0],
+            [TISSUE_VALUES["white_matter"], TISSUE_VALUES["grey_matter"], TISSUE_VALUES["other"]],
+            TISSUE_VALUES["outside"],
+        )
+        cut = (slice(None, None, stride),) * 3
+        affine = images["t1"].affine @ np.diag([stride, stride, stride, 1.0])
+        return t1[cut], labels[cut].astype(np.uint8), affine
+    if source == "itk":
+        paths = itk_example_paths()
+        image = nib.load(paths["t1"])
+        brain = np.asarray(nib.load(paths["skull_strip"]).dataobj) > 0
+        kmeans = np.asarray(nib.load(paths["labels"]).dataobj)
+        labels = np.select(
+            [brain & (kmeans == 6), brain & (kmeans == 5), brain],
+            [TISSUE_VALUES["white_matter"], TISSUE_VALUES["grey_matter"], TISSUE_VALUES["other"]],
+            TISSUE_VALUES["outside"],
+        )
+        return np.asarray(image.get_fdata(), dtype=np.float32), labels.astype(np.uint8), image.affine
+    raise InputError(f"brain_tissue: unknown source {source!r} (icbm152 or itk)")

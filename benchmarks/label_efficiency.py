@@ -1,0 +1,500 @@
+"""Label efficiency on real brain MRI: does GMIM pre-training beat training from scratch and plain
+random masking, most of all when labels are few?
+
+The task: grey / white matter segmentation of skull-stripped T1 brains (background, grey matter,
+white matter). Brain extraction is not the task because the ICBM152 template ships skull-stripped
+(only 0.04 % of its non-zero voxels lie outside its brain mask): there would be nothing to learn.
+
+Subjects (``gmim.sample_data``): smooth random deformations, bias fields, contrast changes and noise
+of two real brains, image and tissue labels alike, then skull-stripped with their own brain masks.
+
+- unlabelled pool (pre-training only): deformed ICBM152 subjects;
+- labelled pool: other ICBM152 seeds; a fine-tuning run draws 1, 2 or 4 of them (its seed decides which);
+- test set ``icbm152``: more ICBM152 seeds, the brain the labels were learned on;
+- test set ``itk``: the ITK example brain (another person, scanner and labelling: its k-means
+  classes) and deformed copies of it.
+
+Arms: no pre-training (``scratch``), GMIM as specified, random masking (one cell, no adaptive
+ratios, no hierarchy: a SimMIM-like baseline with the same Siamese losses), and the specification's
+options on top of GMIM; all pre-trained on the same volumes with the same step budget. Every arm is
+fine-tuned with each label count and seed, predicts the test sets and is scored (Dice, HD95).
+
+    python benchmarks/label_efficiency.py --preset smoke --out runs/le_smoke      # minutes
+    python benchmarks/label_efficiency.py --preset cpu                            # < 1 h, 2 cores
+    python benchmarks/label_efficiency.py --preset gpu --device cuda --docs docs  # then docs/results.md
+
+Runs that finished are reused: rerunning after an interruption goes on where it stopped (an
+interrupted pre-training resumes from its ``last.pt``). ``OUT`` holds ``results.json`` (every run's
+numbers), ``results.md`` (the tables), ``dice_vs_labels.png`` and ``examples.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import shlex
+import shutil
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+import yaml
+
+from gmim.atomic import atomic_path
+from gmim.errors import InputError
+from gmim.sample_data import TISSUE_VALUES, brain_tissue, deformed_copies
+
+PRESETS = Path(__file__).resolve().parent / "presets"
+
+#: Each arm's pre-training settings on top of the preset's (``None``: no pre-training).
+ARMS: dict[str, list[str] | None] = {
+    "scratch": None,
+    "gmim": [],
+    "random": ["masking.grids=[1]", "masking.dynamic=false", "masking.decay=0"],
+    "standardized": ["loss.standardize=true"],
+    "aligned": ["loss.align_overlap=true"],
+    "ema": ["model.target_momentum=0.99"],
+    "mask_token": ["model.learned_mask_token=true"],
+}
+
+#: The fine-tuning task; label files hold these values (``other`` brain tissue counts as background).
+TASK_LABELS = {"background": 0, "grey_matter": 1, "white_matter": 2}
+TEST_SETS = {"icbm152": "ICBM152, other seeds (the brain the labels come from)", "itk": "ITK example brain and copies (another brain)"}
+#: Seeds of the deformations: each pool its own, so no subject is in two pools.
+POOL_SEEDS = {"unlabelled": 1000, "labelled": 2000, "icbm152": 3000, "itk": 4000}
+
+
+@dataclasses.dataclass
+class Preset:
+    """A benchmark preset (``benchmarks/presets/<name>.yaml``): data sizes, arms, label counts, seeds,
+    and the ``pretrain`` / ``finetune`` configs (the layout of ``gmim pretrain/finetune --config``)."""
+
+    unlabelled: int
+    labelled: int
+    test_icbm152: int
+    test_itk: int
+    arms: list[str]
+    labels: list[int]
+    seeds: list[int]
+    pretrain: dict[str, Any]
+    finetune: dict[str, Any]
+    #: Arms of the preset's own: name → pre-training overrides on top of the preset's.
+    extra_arms: dict[str, list[str]] = dataclasses.field(default_factory=dict)
+
+    @classmethod
+    def load(cls, name_or_path: str) -> tuple[Preset, Path]:
+        path = Path(name_or_path)
+        if not path.suffix:
+            path = PRESETS / f"{name_or_path}.yaml"
+        if not path.is_file():
+            names = ", ".join(sorted(p.stem for p in PRESETS.glob("*.yaml")))
+            raise InputError(f"--preset {name_or_path}: neither a preset ({names}) nor a YAML file")
+        data = yaml.safe_load(path.read_text()) or {}
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        missing = sorted(f.name for f in dataclasses.fields(cls) if f.name not in data and f.default is dataclasses.MISSING
+                         and f.default_factory is dataclasses.MISSING)
+        if unknown or missing:
+            raise InputError(f"{path}: unknown keys {unknown}" if unknown else f"{path}: missing keys {missing}")
+        preset = cls(**data)
+        preset.check(path)
+        return preset, path
+
+    def check(self, where: Path) -> None:
+        counts = {"unlabelled": self.unlabelled, "labelled": self.labelled, "test_icbm152": self.test_icbm152, "test_itk": self.test_itk}
+        bad = [k for k, v in counts.items() if not isinstance(v, int) or v < 1]
+        if bad:
+            raise InputError(f"{where}: {bad[0]} must be a positive number of subjects")
+        if not self.labels or any(not 1 <= k <= self.labelled for k in self.labels):
+            raise InputError(f"{where}: labels {self.labels} must lie between 1 and labelled ({self.labelled})")
+        if not self.seeds:
+            raise InputError(f"{where}: seeds must list at least one seed")
+        clash = sorted(set(self.extra_arms) & set(ARMS))
+        if clash:
+            raise InputError(f"{where}: extra_arms {clash} are built-in arms")
+        self.arms = check_arms(self.arms, self.all_arms, str(where))
+
+    @property
+    def all_arms(self) -> dict[str, list[str] | None]:
+        return {**ARMS, **self.extra_arms}
+
+
+def check_arms(arms: Sequence[str], known: dict[str, Any], where: str) -> list[str]:
+    unknown = [a for a in arms if a not in known]
+    if unknown:
+        raise InputError(f"{where}: unknown arm {unknown[0]!r} (arms: {', '.join(known)})")
+    return list(dict.fromkeys(arms))
+
+
+def write_json(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=1))
+
+
+# --- data ------------------------------------------------------------------------------------------
+
+
+def _save_subject(folder: Path, name: str, image: np.ndarray, tissue: np.ndarray, affine: np.ndarray) -> dict[str, str]:
+    """Skull-strip with the subject's own brain, write image and task labels; a datalist entry."""
+    brain = tissue != TISSUE_VALUES["outside"]
+    labels = np.select([tissue == TISSUE_VALUES["grey_matter"], tissue == TISSUE_VALUES["white_matter"]],
+                       [TASK_LABELS["grey_matter"], TASK_LABELS["white_matter"]], 0).astype(np.uint8)
+    nib.save(nib.Nifti1Image((image * brain).astype(np.float32), affine), folder / f"{name}.nii.gz")
+    nib.save(nib.Nifti1Image(labels, affine), folder / f"{name}_tissue.nii.gz")
+    return {"image": f"{name}.nii.gz", "label": f"{name}_tissue.nii.gz"}
+
+
+def make_data(folder: Path, preset: Preset) -> dict[str, Path]:
+    """The four pools as datalists in ``folder`` (written once; reused when they exist)."""
+    counts = {"unlabelled": preset.unlabelled, "labelled": preset.labelled, "icbm152": preset.test_icbm152, "itk": preset.test_itk}
+    datalists = {pool: folder / f"{pool}.json" for pool in counts}
+    if all(p.is_file() for p in datalists.values()):
+        return datalists
+    folder.mkdir(parents=True, exist_ok=True)
+    icbm = brain_tissue("icbm152")
+    itk = brain_tissue("itk")
+    for pool, count in counts.items():
+        image, tissue, affine = itk if pool == "itk" else icbm
+        subjects = deformed_copies(image, count - (pool == "itk"), seed=POOL_SEEDS[pool], labels=tissue)
+        if pool == "itk":  # the real brain itself first
+            subjects.insert(0, (image, tissue))
+        entries = [_save_subject(folder, f"{pool}_{i:03d}", im, ti, affine) for i, (im, ti) in enumerate(subjects)]
+        if pool == "unlabelled":  # pre-training never sees a label
+            entries = [{"image": e["image"]} for e in entries]
+        write_json(datalists[pool], {"training": entries})
+    return datalists
+
+
+# --- runs ------------------------------------------------------------------------------------------
+
+
+def _config(cls: type, section: dict[str, Any], path: Path, overrides: Sequence[str], presets: str) -> Any:
+    """The preset's ``pretrain`` / ``finetune`` section as a config file in OUT, then ``overrides``."""
+    from gmim.config import load_config
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(section, sort_keys=False))
+    return load_config(cls, path, overrides, presets=presets)
+
+
+@dataclasses.dataclass
+class Benchmark:
+    """Where the runs go, what they learn from and on which device."""
+
+    out: Path
+    preset: Preset
+    datalists: dict[str, Path]
+    device: str
+
+    def run_folder(self, arm: str, labels: int, seed: int) -> Path:
+        return self.out / "finetune" / arm / f"labels{labels}_seed{seed}"
+
+    def pretrain(self, arm: str) -> Path | None:
+        """Pre-train ``arm`` once (resuming an interrupted run); the encoder, or None for ``scratch``."""
+        overrides = self.preset.all_arms[arm]
+        if overrides is None:
+            return None
+        from gmim.pretraining.config import PretrainConfig
+        from gmim.pretraining.train import pretrain
+
+        run = self.out / "pretrain" / arm
+        if (run / "done.json").is_file():
+            return run / "encoder.pt"
+        config = _config(PretrainConfig, self.preset.pretrain, self.out / "configs" / "pretrain.yaml",
+                         [*overrides, f"train.device={self.device}"], "pretrain")
+        print(f"pre-training {arm} ({config.train.steps} steps)", flush=True)
+        resume = (run / "last.pt").is_file()
+        start = time.perf_counter()
+        encoder = pretrain(config, [self.datalists["unlabelled"]], run, resume=resume)
+        write_json(run / "done.json", {"steps": config.train.steps, "seconds": time.perf_counter() - start, "resumed": resume})
+        return encoder
+
+    def finetune(self, arm: str, labels: int, seed: int, encoder: Path | None) -> dict[str, Any]:
+        """Fine-tune ``arm`` on ``labels`` labelled subjects with ``seed``, predict and score the test
+        sets; the scores (reused when the run folder has them)."""
+        run = self.run_folder(arm, labels, seed)
+        scores_path = run / "scores.json"
+        if scores_path.is_file():
+            return json.loads(scores_path.read_text())
+        from gmim.segmentation.config import FinetuneConfig
+        from gmim.segmentation.train import finetune
+
+        overrides = ["task.name=tissue", f"task.labels={json.dumps(TASK_LABELS)}", "data.fold=all",
+                     f"data.labelled_cases={labels}", f"train.seed={seed}", f"train.device={self.device}"]
+        config = _config(FinetuneConfig, self.preset.finetune, self.out / "configs" / "finetune.yaml", overrides, "finetune")
+        trained = run / "trained.json"
+        if not trained.is_file():
+            print(f"fine-tuning {arm}: {labels} labelled subject(s), seed {seed}", flush=True)
+            resume = (run / "last.pt").is_file()
+            start = time.perf_counter()
+            finetune(config, [self.datalists["labelled"]], run, pretrained=encoder, resume=resume)
+            write_json(trained, {"seconds": time.perf_counter() - start, "resumed": resume})
+        scores = {"arm": arm, "labels": labels, "seed": seed, "train_seconds": json.loads(trained.read_text())["seconds"],
+                  "steps": config.train.steps, "training": json.loads((run / "splits.json").read_text())["training"],
+                  "test": self.score(run)}
+        write_json(scores_path, scores)
+        return scores
+
+    def score(self, run: Path) -> dict[str, Any]:
+        """Predict every test set with the run's model; Dice and HD95 per subject and class."""
+        from gmim.data.sources import discover_cases
+        from gmim.engine.device import resolve_device
+        from gmim.segmentation.evaluation import evaluate
+        from gmim.segmentation.inference import Predictor
+
+        predictor = Predictor(run, resolve_device(self.device))
+        scores = {}
+        for test_set in TEST_SETS:
+            predictions = run / f"pred_{test_set}"
+            start = time.perf_counter()
+            cases = discover_cases([self.datalists[test_set]])
+            for case in cases:
+                predictor.predict(case, predictions)
+            seconds = (time.perf_counter() - start) / len(cases)
+            result, _ = evaluate(predictions, self.datalists[test_set], predictor.task)
+            mean = result.summary()["mean"]
+            scores[test_set] = {"names": result.names, "dice": result.dice, "hd95": result.hd95, "mean_dice": mean["dice"],
+                                "mean_hd95": mean["hd95"], "predict_seconds_per_case": seconds}
+        return scores
+
+
+# --- report ----------------------------------------------------------------------------------------
+
+
+def _stats(values: Sequence[float]) -> tuple[float, float]:
+    finite = np.asarray(values, dtype=np.float64)
+    finite = finite[~np.isnan(finite)]
+    return (float(finite.mean()), float(finite.std())) if len(finite) else (float("nan"), float("nan"))
+
+
+def aggregate(runs: list[dict[str, Any]], arms: Sequence[str], labels: Sequence[int]) -> dict[str, Any]:
+    """Per test set, arm and label count: mean and std over seeds of the runs' mean Dice and HD95."""
+    table: dict[str, Any] = {}
+    for test_set in TEST_SETS:
+        table[test_set] = {}
+        for arm in arms:
+            table[test_set][arm] = {}
+            for k in labels:
+                chosen = [r["test"][test_set] for r in runs if r["arm"] == arm and r["labels"] == k]
+                dice, dice_std = _stats([c["mean_dice"] for c in chosen])
+                hd95, hd95_std = _stats([c["mean_hd95"] for c in chosen])
+                table[test_set][arm][k] = {"dice": dice, "dice_std": dice_std, "hd95": hd95, "hd95_std": hd95_std, "seeds": len(chosen)}
+    return table
+
+
+def markdown(table: dict[str, Any], preset: Preset, command: str, timing: dict[str, Any], cases: dict[str, int]) -> str:
+    """The results as markdown: a Dice and an HD95 table per test set, how they were made, timings."""
+    labels = preset.labels
+    lines = [
+        "## Label efficiency on real brain MRI",
+        "",
+        f"Produced by `{command}`.",
+        "",
+        (f"Task: grey / white matter segmentation of skull-stripped T1 brains. Pre-training: {preset.unlabelled} unlabelled "
+        f"ICBM152 subjects; fine-tuning: {', '.join(map(str, labels))} of {preset.labelled} labelled ICBM152 subjects, "
+        f"seeds {', '.join(map(str, preset.seeds))} (the seed draws the subjects and the initialisation). Each cell: mean ± std over "
+        "seeds of the run's mean over test subjects and the two classes; best mean in bold."),
+        "",
+    ]
+    for test_set, description in TEST_SETS.items():
+        for metric, better, unit in (("dice", max, "Dice"), ("hd95", min, "HD95 (mm)")):
+            lines += [f"### {unit}, test set `{test_set}`: {description} ({cases[test_set]} subjects)", "",
+                      "| arm | " + " | ".join(f"{k} label{'s' * (k > 1)}" for k in labels) + " |",
+                      "| --- |" + " --- |" * len(labels)]
+            best = {k: better((row[k][metric] for row in table[test_set].values() if not np.isnan(row[k][metric])), default=None)
+                    for k in labels}
+            for arm, row in table[test_set].items():
+                cells = []
+                for k in labels:
+                    digits = 3 if metric == "dice" else 1
+                    text = f"{row[k][metric]:.{digits}f} ± {row[k][metric + '_std']:.{digits}f}"
+                    cells.append(f"**{text}**" if row[k][metric] == best[k] and len(table[test_set]) > 1 else text)
+                lines.append(f"| {arm} | " + " | ".join(cells) + " |")
+            lines.append("")
+    lines += ["![Dice against the number of labelled subjects](dice_vs_labels.png)", "",
+              "![A slice of a test subject: reference and predictions](examples.png)", "",
+              "### Time (this run's machine)", "", "| arm | pre-training s/step | fine-tuning s/step | prediction s/subject |",
+              "| --- | --- | --- | --- |"]
+    for arm, t in timing.items():
+        pre = f"{t['pretrain_s_per_step']:.2f}" if t["pretrain_s_per_step"] is not None else "–"
+        lines.append(f"| {arm} | {pre} | {t['finetune_s_per_step']:.2f} | {t['predict_s_per_case']:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def timings(out: Path, runs: list[dict[str, Any]], arms: Sequence[str]) -> dict[str, Any]:
+    result = {}
+    for arm in arms:
+        done = out / "pretrain" / arm / "done.json"
+        pre = json.loads(done.read_text()) if done.is_file() else None
+        mine = [r for r in runs if r["arm"] == arm]
+        result[arm] = {
+            "pretrain_s_per_step": pre["seconds"] / pre["steps"] if pre else None,
+            "finetune_s_per_step": float(np.mean([r["train_seconds"] / r["steps"] for r in mine])),
+            "predict_s_per_case": float(np.mean([t["predict_seconds_per_case"] for r in mine for t in r["test"].values()])),
+        }
+    return result
+
+
+def plot_dice(path: Path, table: dict[str, Any], labels: Sequence[int]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, len(TEST_SETS), figsize=(6 * len(TEST_SETS), 4.5), squeeze=False)
+    for ax, test_set in zip(axes[0], TEST_SETS, strict=True):
+        for index, (arm, row) in enumerate(table[test_set].items()):
+            shift = 1 + 0.015 * (index - len(table[test_set]) / 2)  # arms side by side, error bars apart
+            ax.errorbar([k * shift for k in labels], [row[k]["dice"] for k in labels], yerr=[row[k]["dice_std"] for k in labels],
+                        marker="o", capsize=3, label=arm, linestyle="--" if arm == "scratch" else "-")
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(list(labels), [str(k) for k in labels])
+        ax.set_xlabel("labelled subjects")
+        ax.set_ylabel("mean Dice (grey, white matter)")
+        ax.set_title(f"test set {test_set}")
+        ax.grid(alpha=0.3)
+    axes[0][-1].legend(fontsize=8)
+    figure.tight_layout()
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, dpi=110, format="png")
+    plt.close(figure)
+
+
+def _axial(path: Path, index: int | None = None) -> tuple[np.ndarray, float, int]:
+    """An axial slice of a volume in RAS orientation (the middle of the labels' extent when ``index``
+    is None), with its aspect ratio (voxels need not be square) and the slice index."""
+    image = nib.as_closest_canonical(nib.load(path))
+    volume = np.asarray(image.dataobj)
+    if index is None:
+        occupied = np.nonzero(volume.any(axis=(0, 1)))[0]
+        index = int(occupied.mean()) if len(occupied) else volume.shape[2] // 2
+    zooms = image.header.get_zooms()
+    return np.rot90(volume[:, :, index]), float(zooms[1] / zooms[0]), index
+
+
+def plot_examples(path: Path, benchmark: Benchmark, arms: Sequence[str], labels: int, seed: int) -> None:
+    """Per test set, its first subject: image, reference and each arm's prediction (fewest labels, first seed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import ListedColormap
+
+    tissue = ListedColormap(["tab:blue", "gold"])  # grey matter, white matter
+    columns = ["image", "reference", *arms]
+    figure, axes = plt.subplots(len(TEST_SETS), len(columns), figsize=(2.2 * len(columns), 2.4 * len(TEST_SETS)), squeeze=False)
+    for row, test_set in zip(axes, TEST_SETS, strict=True):
+        datalist = benchmark.datalists[test_set]
+        entry = json.loads(datalist.read_text())["training"][0]
+        _, _, index = _axial(datalist.parent / entry["label"])
+        image, aspect, _ = _axial(datalist.parent / entry["image"], index)
+        name = entry["image"].removesuffix(".nii.gz")
+        for ax, column in zip(row, columns, strict=True):
+            ax.imshow(image, cmap="gray", aspect=aspect)
+            if column != "image":
+                source = (datalist.parent / entry["label"] if column == "reference"
+                          else benchmark.run_folder(column, labels, seed) / f"pred_{test_set}" / f"{name}.nii.gz")
+                if source.is_file():
+                    ax.imshow(np.ma.masked_equal(_axial(source, index)[0], 0), cmap=tissue, vmin=1, vmax=2, alpha=0.6,
+                              interpolation="nearest", aspect=aspect)
+            ax.set_title(column if test_set == next(iter(TEST_SETS)) else "", fontsize=9)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        row[0].set_ylabel(test_set)
+    figure.suptitle(f"{labels} labelled subject(s), seed {seed}: grey matter (blue), white matter (gold)", fontsize=10)
+    figure.tight_layout()
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, dpi=110, format="png")
+    plt.close(figure)
+
+
+#: Where ``--docs`` puts the tables in ``results.md``, so that other sections of that file stay.
+DOCS_BEGIN, DOCS_END = "<!-- label_efficiency:begin -->", "<!-- label_efficiency:end -->"
+
+
+def write_docs(docs: Path, out: Path, text: str) -> None:
+    """``docs/results.md`` with this section (replacing the one between the markers) and the plots."""
+    docs.mkdir(parents=True, exist_ok=True)
+    for name in ("dice_vs_labels.png", "examples.png"):
+        shutil.copyfile(out / name, docs / name)
+    target = docs / "results.md"
+    section = f"{DOCS_BEGIN}\n{text}{DOCS_END}\n"
+    existing = target.read_text() if target.is_file() else "# Results\n\n"
+    if DOCS_BEGIN in existing and DOCS_END in existing:
+        head, rest = existing.split(DOCS_BEGIN, 1)
+        updated = head + section + rest.split(DOCS_END, 1)[1].lstrip("\n")
+    else:
+        updated = existing.rstrip("\n") + "\n\n" + section
+    with atomic_path(target) as tmp:
+        tmp.write_text(updated)
+
+
+# --- main ------------------------------------------------------------------------------------------
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", default="cpu", help="smoke, cpu, gpu (benchmarks/presets/) or a YAML file (default cpu)")
+    parser.add_argument("--out", type=Path, default=Path("runs/label_efficiency"), help="run folder (default runs/label_efficiency)")
+    parser.add_argument("--arms", nargs="+", metavar="ARM", help=f"a subset of the preset's arms ({', '.join(ARMS)})")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (default auto)")
+    parser.add_argument("--docs", type=Path, metavar="DIR", help="also write DIR/results.md (its label-efficiency section) and the plots")
+    return parser.parse_args(argv)
+
+
+def run(args: argparse.Namespace, command: str) -> int:
+    started = time.perf_counter()
+    preset, preset_path = Preset.load(args.preset)
+    arms = check_arms(args.arms, {a: None for a in preset.arms}, "--arms") if args.arms else preset.arms
+    out: Path = args.out
+    # Runs are reused by arm, label count and seed: the data and training settings must not change.
+    record, fixed = out / "preset.yaml", {k: v for k, v in dataclasses.asdict(preset).items() if k not in ("arms", "labels", "seeds")}
+    if record.is_file() and yaml.safe_load(record.read_text()) != fixed:
+        raise InputError(f"--out {out}: holds runs with other data or training settings than {preset_path} (see {record}); choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    record.write_text(yaml.safe_dump(fixed, sort_keys=False))
+
+    print(f"data: {preset.unlabelled} unlabelled, {preset.labelled} labelled, {preset.test_icbm152} + {preset.test_itk} test subjects", flush=True)
+    datalists = make_data(out / "data", preset)
+    benchmark = Benchmark(out, preset, datalists, args.device)
+    runs = []
+    for arm in arms:
+        encoder = benchmark.pretrain(arm)
+        runs += [benchmark.finetune(arm, k, seed, encoder) for k in preset.labels for seed in preset.seeds]
+
+    table = aggregate(runs, arms, preset.labels)
+    timing = timings(out, runs, arms)
+    cases = {t: len(json.loads(datalists[t].read_text())["training"]) for t in TEST_SETS}
+    text = markdown(table, preset, command, timing, cases)
+    write_json(out / "results.json", {"command": command, "preset": dataclasses.asdict(preset), "arms": arms,
+                                      "table": table, "timing": timing, "runs": runs})
+    with atomic_path(out / "results.md") as tmp:
+        tmp.write_text(text)
+    plot_dice(out / "dice_vs_labels.png", table, preset.labels)
+    plot_examples(out / "examples.png", benchmark, arms, min(preset.labels), preset.seeds[0])
+    if args.docs is not None:
+        write_docs(args.docs, out, text)
+    print(text)
+    print(f"wrote {out / 'results.md'}, results.json, dice_vs_labels.png, examples.png"
+          + (f" and {args.docs / 'results.md'}" if args.docs else "") + f" in {(time.perf_counter() - started) / 60:.1f} min")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = shlex.join(["python", "benchmarks/label_efficiency.py", *argv])
+    try:
+        return run(parse_args(argv), command)
+    except (ValueError, OSError) as error:  # InputError is a ValueError
+        print(f"label_efficiency: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
