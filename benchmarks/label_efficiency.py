@@ -83,6 +83,8 @@ class Preset:
     seeds: list[int]
     pretrain: dict[str, Any]
     finetune: dict[str, Any]
+    #: ICBM152 voxels kept per axis when subjects are made: 1 (1 mm, slower to make) or 2 (2 mm).
+    icbm152_stride: int = 2
     #: Arms of the preset's own: name → pre-training overrides on top of the preset's.
     extra_arms: dict[str, list[str]] = dataclasses.field(default_factory=dict)
 
@@ -107,9 +109,9 @@ class Preset:
 
     def check(self, where: Path) -> None:
         counts = {"unlabelled": self.unlabelled, "labelled": self.labelled, "test_icbm152": self.test_icbm152, "test_itk": self.test_itk}
-        bad = [k for k, v in counts.items() if not isinstance(v, int) or v < 1]
+        bad = [k for k, v in {**counts, "icbm152_stride": self.icbm152_stride}.items() if not isinstance(v, int) or v < 1]
         if bad:
-            raise InputError(f"{where}: {bad[0]} must be a positive number of subjects")
+            raise InputError(f"{where}: {bad[0]} must be a positive integer")
         if not self.labels or any(not 1 <= k <= self.labelled for k in self.labels):
             raise InputError(f"{where}: labels {self.labels} must lie between 1 and labelled ({self.labelled})")
         if not self.seeds:
@@ -140,13 +142,28 @@ def write_json(path: Path, data: Any) -> None:
 # --- data ------------------------------------------------------------------------------------------
 
 
-def _save_subject(folder: Path, name: str, image: np.ndarray, tissue: np.ndarray, affine: np.ndarray) -> dict[str, str]:
-    """Skull-strip with the subject's own brain, write image and task labels; a datalist entry."""
+#: Voxels kept around the brain when subjects are cropped to it (as skull-stripped data come).
+MARGIN = 4
+
+
+def _save_subject(folder: Path, name: str, image: np.ndarray, tissue: np.ndarray, affine: np.ndarray, labelled: bool) -> dict[str, str]:
+    """Skull-strip with the subject's own brain, crop to it, write the image (and the task labels when
+    ``labelled``); a datalist entry.
+
+    The crop keeps sliding-window prediction from spending most of its windows on empty background."""
     brain = tissue != TISSUE_VALUES["outside"]
+    occupied = np.argwhere(brain)
+    low = np.maximum(occupied.min(0) - MARGIN, 0)
+    high = np.minimum(occupied.max(0) + 1 + MARGIN, brain.shape)
+    box = tuple(slice(a, b) for a, b in zip(low, high, strict=True))
+    affine = affine.copy()
+    affine[:3, 3] += affine[:3, :3] @ low
+    nib.save(nib.Nifti1Image((image * brain)[box].astype(np.float32), affine), folder / f"{name}.nii.gz")
+    if not labelled:
+        return {"image": f"{name}.nii.gz"}
     labels = np.select([tissue == TISSUE_VALUES["grey_matter"], tissue == TISSUE_VALUES["white_matter"]],
                        [TASK_LABELS["grey_matter"], TASK_LABELS["white_matter"]], 0).astype(np.uint8)
-    nib.save(nib.Nifti1Image((image * brain).astype(np.float32), affine), folder / f"{name}.nii.gz")
-    nib.save(nib.Nifti1Image(labels, affine), folder / f"{name}_tissue.nii.gz")
+    nib.save(nib.Nifti1Image(labels[box], affine), folder / f"{name}_tissue.nii.gz")
     return {"image": f"{name}.nii.gz", "label": f"{name}_tissue.nii.gz"}
 
 
@@ -157,16 +174,15 @@ def make_data(folder: Path, preset: Preset) -> dict[str, Path]:
     if all(p.is_file() for p in datalists.values()):
         return datalists
     folder.mkdir(parents=True, exist_ok=True)
-    icbm = brain_tissue("icbm152")
+    icbm = brain_tissue("icbm152", preset.icbm152_stride)
     itk = brain_tissue("itk")
     for pool, count in counts.items():
         image, tissue, affine = itk if pool == "itk" else icbm
         subjects = deformed_copies(image, count - (pool == "itk"), seed=POOL_SEEDS[pool], labels=tissue)
         if pool == "itk":  # the real brain itself first
             subjects.insert(0, (image, tissue))
-        entries = [_save_subject(folder, f"{pool}_{i:03d}", im, ti, affine) for i, (im, ti) in enumerate(subjects)]
-        if pool == "unlabelled":  # pre-training never sees a label
-            entries = [{"image": e["image"]} for e in entries]
+        # pre-training never sees a label
+        entries = [_save_subject(folder, f"{pool}_{i:03d}", im, ti, affine, pool != "unlabelled") for i, (im, ti) in enumerate(subjects)]
         write_json(datalists[pool], {"training": entries})
     return datalists
 

@@ -1,0 +1,109 @@
+"""The label-efficiency benchmark's cheap parts: its presets, the subjects it makes from real brains,
+and its tables (the training runs are the library's, tested elsewhere)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from gmim.errors import InputError
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "label_efficiency.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("label_efficiency", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    yield module
+    del sys.modules[spec.name]
+
+
+@pytest.mark.parametrize("name", ["smoke", "cpu", "gpu"])
+def test_shipped_presets_give_valid_configs(bench, name, tmp_path):
+    from gmim.pretraining.config import PretrainConfig
+    from gmim.segmentation.config import FinetuneConfig
+
+    preset, _ = bench.Preset.load(name)
+    for arm in preset.arms:
+        if preset.all_arms[arm] is not None:
+            bench._config(PretrainConfig, preset.pretrain, tmp_path / "pretrain.yaml", preset.all_arms[arm], "pretrain")
+    config = bench._config(FinetuneConfig, preset.finetune, tmp_path / "finetune.yaml", ["data.fold=all"], "finetune")
+    assert config.train.steps and config.train.epochs is None
+
+
+def test_bad_presets_are_refused_in_one_line(bench, tmp_path):
+    good = (bench.PRESETS / "smoke.yaml").read_text()
+    (tmp_path / "typo.yaml").write_text(good + "seed: [1]\n")
+    with pytest.raises(InputError, match="unknown keys"):
+        bench.Preset.load(str(tmp_path / "typo.yaml"))
+    (tmp_path / "labels.yaml").write_text(good.replace("labels: [1, 2]", "labels: [1, 5]"))
+    with pytest.raises(InputError, match="between 1 and labelled"):
+        bench.Preset.load(str(tmp_path / "labels.yaml"))
+    with pytest.raises(InputError, match="neither a preset"):
+        bench.Preset.load("no-such-preset")
+    assert bench.main(["--preset", "smoke", "--arms", "gmim", "simclr", "--out", str(tmp_path / "out")]) == 2
+
+
+def test_subjects_from_two_real_brains(bench, tmp_path, itk_paths, mni):
+    preset, _ = bench.Preset.load("smoke")
+    datalists = bench.make_data(tmp_path, preset)
+    pools = {pool: json.loads(path.read_text())["training"] for pool, path in datalists.items()}
+    assert {pool: len(entries) for pool, entries in pools.items()} == {"unlabelled": 2, "labelled": 2, "icbm152": 1, "itk": 1}
+    assert all("label" not in entry for entry in pools["unlabelled"])  # pre-training sees no labels
+    images = [nib.load(tmp_path / e["image"]) for entries in pools.values() for e in entries]
+    assert len({img.get_fdata().tobytes() for img in images}) == len(images)  # every subject its own
+    for entry in [e for pool in ("labelled", "icbm152", "itk") for e in pools[pool]]:
+        image, label = nib.load(tmp_path / entry["image"]), nib.load(tmp_path / entry["label"])
+        assert image.shape == label.shape and np.allclose(image.affine, label.affine)
+        labels = np.asarray(label.dataobj)
+        assert set(np.unique(labels)) == {0, 1, 2}
+        assert np.asarray(image.dataobj)[0, 0, 0] == 0  # skull-stripped: nothing outside the brain
+    itk = nib.load(itk_paths["t1"])
+    first = nib.load(tmp_path / pools["itk"][0]["image"])
+    assert first.header.get_zooms() == itk.header.get_zooms()  # the real ITK brain, cropped to its brain
+    assert np.allclose(first.affine[:3, :3], itk.affine[:3, :3])
+    assert first.shape != itk.shape and all(a <= b for a, b in zip(first.shape, itk.shape, strict=True))
+    assert bench.make_data(tmp_path, preset) == datalists  # made once
+
+
+def test_tables_mean_and_spread_over_seeds(bench):
+    def run(arm, labels, seed, dice):
+        test = {t: {"mean_dice": dice, "mean_hd95": 10 * dice, "predict_seconds_per_case": 1.0} for t in bench.TEST_SETS}
+        return {"arm": arm, "labels": labels, "seed": seed, "train_seconds": 4.0, "steps": 2, "test": test}
+
+    runs = [run("scratch", 1, 0, 0.5), run("scratch", 1, 1, 0.7), run("gmim", 1, 0, 0.8), run("gmim", 1, 1, math.nan)]
+    table = bench.aggregate(runs, ["scratch", "gmim"], [1])
+    assert table["icbm152"]["scratch"][1]["dice"] == pytest.approx(0.6)
+    assert table["icbm152"]["scratch"][1]["dice_std"] == pytest.approx(0.1)
+    assert table["itk"]["gmim"][1]["dice"] == pytest.approx(0.8)  # NaN left out
+    preset, _ = bench.Preset.load("smoke")
+    preset.labels = [1]
+    timing = {arm: {"pretrain_s_per_step": None, "finetune_s_per_step": 2.0, "predict_s_per_case": 1.0} for arm in ("scratch", "gmim")}
+    text = bench.markdown(table, preset, "python benchmarks/label_efficiency.py --preset smoke", timing, {"icbm152": 1, "itk": 1})
+    assert "| gmim | **0.800 ± 0.000** |" in text and "| scratch | 0.600 ± 0.100 |" in text
+    assert "`python benchmarks/label_efficiency.py --preset smoke`" in text
+
+
+def test_docs_section_replaced_in_place(bench, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    for name in ("dice_vs_labels.png", "examples.png"):
+        (out / name).write_bytes(b"png")
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "results.md").write_text("# Results\n\n## Performance\n\nkept\n")
+    bench.write_docs(docs, out, "first\n")
+    bench.write_docs(docs, out, "second\n")
+    text = (docs / "results.md").read_text()
+    assert "kept" in text and "second" in text and "first" not in text and text.count(bench.DOCS_BEGIN) == 1
+    assert (docs / "examples.png").is_file()
