@@ -251,9 +251,11 @@ class Benchmark:
             start = time.perf_counter()
             finetune(config, [self.datalists["labelled"]], run, pretrained=encoder, resume=resume)
             write_json(trained, {"seconds": time.perf_counter() - start, "resumed": resume})
+        start = time.perf_counter()
+        test = self.score(run)
         scores = {"arm": arm, "labels": labels, "seed": seed, "train_seconds": json.loads(trained.read_text())["seconds"],
-                  "steps": config.train.steps, "training": json.loads((run / "splits.json").read_text())["training"],
-                  "test": self.score(run)}
+                  "score_seconds": time.perf_counter() - start, "steps": config.train.steps,
+                  "training": json.loads((run / "splits.json").read_text())["training"], "test": test}
         write_json(scores_path, scores)
         return scores
 
@@ -340,6 +342,8 @@ def markdown(table: dict[str, Any], preset: Preset, command: str, timing: dict[s
     for arm, t in timing.items():
         pre = f"{t['pretrain_s_per_step']:.2f}" if t["pretrain_s_per_step"] is not None else "–"
         lines.append(f"| {arm} | {pre} | {t['finetune_s_per_step']:.2f} | {t['predict_s_per_case']:.2f} |")
+    total = sum(t["minutes"] for t in timing.values())
+    lines += ["", f"All runs together: {total:.1f} min of pre-training, fine-tuning, prediction and scoring."]
     return "\n".join(lines) + "\n"
 
 
@@ -350,6 +354,7 @@ def timings(out: Path, runs: list[dict[str, Any]], arms: Sequence[str]) -> dict[
         pre = json.loads(done.read_text()) if done.is_file() else None
         mine = [r for r in runs if r["arm"] == arm]
         result[arm] = {
+            "minutes": ((pre["seconds"] if pre else 0.0) + sum(r["train_seconds"] + r["score_seconds"] for r in mine)) / 60,
             "pretrain_s_per_step": pre["seconds"] / pre["steps"] if pre else None,
             "finetune_s_per_step": float(np.mean([r["train_seconds"] / r["steps"] for r in mine])),
             "predict_s_per_case": float(np.mean([t["predict_seconds_per_case"] for r in mine for t in r["test"].values()])),
@@ -510,6 +515,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, OSError) as error:  # InputError is a ValueError
         print(f"label_efficiency: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("label_efficiency: interrupted; the same command goes on from the finished runs", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -79,7 +79,7 @@ def test_subjects_from_two_real_brains(bench, tmp_path, itk_paths, mni):
 def test_tables_mean_and_spread_over_seeds(bench):
     def run(arm, labels, seed, dice):
         test = {t: {"mean_dice": dice, "mean_hd95": 10 * dice, "predict_seconds_per_case": 1.0} for t in bench.TEST_SETS}
-        return {"arm": arm, "labels": labels, "seed": seed, "train_seconds": 4.0, "steps": 2, "test": test}
+        return {"arm": arm, "labels": labels, "seed": seed, "train_seconds": 4.0, "score_seconds": 1.0, "steps": 2, "test": test}
 
     runs = [run("scratch", 1, 0, 0.5), run("scratch", 1, 1, 0.7), run("gmim", 1, 0, 0.8), run("gmim", 1, 1, math.nan)]
     table = bench.aggregate(runs, ["scratch", "gmim"], [1])
@@ -88,7 +88,8 @@ def test_tables_mean_and_spread_over_seeds(bench):
     assert table["itk"]["gmim"][1]["dice"] == pytest.approx(0.8)  # NaN left out
     preset, _ = bench.Preset.load("smoke")
     preset.labels = [1]
-    timing = {arm: {"pretrain_s_per_step": None, "finetune_s_per_step": 2.0, "predict_s_per_case": 1.0} for arm in ("scratch", "gmim")}
+    times = {"minutes": 0.1, "pretrain_s_per_step": None, "finetune_s_per_step": 2.0, "predict_s_per_case": 1.0}
+    timing = {arm: times for arm in ("scratch", "gmim")}
     text = bench.markdown(table, preset, "python benchmarks/label_efficiency.py --preset smoke", timing, {"icbm152": 1, "itk": 1})
     assert "| gmim | **0.800 ± 0.000** |" in text and "| scratch | 0.600 ± 0.100 |" in text
     assert "`python benchmarks/label_efficiency.py --preset smoke`" in text
