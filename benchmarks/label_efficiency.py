@@ -14,14 +14,16 @@ of two real brains, image and tissue labels alike, then skull-stripped with thei
 - test set ``itk``: the ITK example brain (another person, scanner and labelling: its k-means
   classes) and deformed copies of it.
 
-Arms: no pre-training (``scratch``), GMIM as specified, random masking (one cell, no adaptive
-ratios, no hierarchy: a SimMIM-like baseline with the same Siamese losses), and the specification's
-options on top of GMIM; all pre-trained on the same volumes with the same step budget. Every arm is
-fine-tuned with each label count and seed, predicts the test sets and is scored (Dice, HD95).
+Arms (:data:`ARMS`): no pre-training (``scratch``), GMIM as specified, random masking (half the
+2×2×2-voxel tokens of the crop, uniformly: one cell, no adaptive ratios, no hierarchy; a SimMIM-like
+baseline with the same Siamese losses, so that only the masking differs), and the specification's
+options on top of GMIM; all pre-trained on the same volumes with the same step budget, from the same
+initial weights as the ``scratch`` arm's seed 0. Every arm is fine-tuned with each label count and
+seed (no validation: the final weights), predicts the test sets and is scored (Dice, HD95).
 
     python benchmarks/label_efficiency.py --preset smoke --out runs/le_smoke      # minutes
     python benchmarks/label_efficiency.py --preset cpu                            # < 1 h, 2 cores
-    python benchmarks/label_efficiency.py --preset gpu --device cuda --docs docs  # then docs/results.md
+    python benchmarks/label_efficiency.py --preset gpu --device cuda --docs docs  # and docs/results.md
 
 Runs that finished are reused: rerunning after an interruption goes on where it stopped (an
 interrupted pre-training resumes from its ``last.pt``). ``OUT`` holds ``results.json`` (every run's
