@@ -21,8 +21,13 @@ options on top of GMIM; all pre-trained on the same volumes with the same step b
 initial weights as the ``scratch`` arm's seed 0. Every arm is fine-tuned with each label count and
 seed (no validation: the final weights), predicts the test sets and is scored (Dice, HD95).
 
+The probe (a preset's ``probe_labels``): every arm fine-tuned once more with its encoder frozen, so
+that only Swin UNETR's convolutional decoder learns. When a frozen random encoder does as well as a
+trained one, the task does not use what an encoder learns, and no pre-training can show in it.
+
     python benchmarks/label_efficiency.py --preset smoke --out runs/le_smoke      # minutes
     python benchmarks/label_efficiency.py --preset cpu                            # < 1 h, 2 cores
+    python benchmarks/label_efficiency.py --preset cpu-long --out runs/cpu_long   # 4× pre-training
     python benchmarks/label_efficiency.py --preset gpu --device cuda --docs docs  # and docs/results.md
 
 Runs that finished are reused: rerunning after an interruption goes on where it stopped (an
@@ -89,6 +94,8 @@ class Preset:
     icbm152_stride: int = 2
     #: Arms of the preset's own: name → pre-training overrides on top of the preset's.
     extra_arms: dict[str, list[str]] = dataclasses.field(default_factory=dict)
+    #: Label counts at which each arm is also fine-tuned with its encoder frozen (the probe).
+    probe_labels: list[int] = dataclasses.field(default_factory=list)
 
     @classmethod
     def load(cls, name_or_path: str) -> tuple[Preset, Path]:
@@ -116,6 +123,8 @@ class Preset:
             raise InputError(f"{where}: {bad[0]} must be a positive integer")
         if not self.labels or any(not 1 <= k <= self.labelled for k in self.labels):
             raise InputError(f"{where}: labels {self.labels} must lie between 1 and labelled ({self.labelled})")
+        if any(not 1 <= k <= self.labelled for k in self.probe_labels):
+            raise InputError(f"{where}: probe_labels {self.probe_labels} must lie between 1 and labelled ({self.labelled})")
         if not self.seeds:
             raise InputError(f"{where}: seeds must list at least one seed")
         clash = sorted(set(self.extra_arms) & set(ARMS))
@@ -201,6 +210,23 @@ def _config(cls: type, section: dict[str, Any], path: Path, overrides: Sequence[
     return load_config(cls, path, overrides, presets=presets)
 
 
+def weight_change(config: Any, encoder: Path) -> float:
+    """How far pre-training moved the encoder: ‖w − w₀‖ / ‖w₀‖ over its floating-point tensors, with
+    w₀ its initial weights, built again from the run's seed. Near 0: it fine-tunes as from scratch."""
+    import torch
+
+    from gmim.engine.device import seed_everything
+    from gmim.pretraining.train import build_model
+
+    config.model.in_channels = 1  # the benchmark's subjects are single T1 images
+    seed_everything(config.train.seed)  # as pre-training does right before it builds the model
+    initial = build_model(config).encoder.state_dict()
+    trained = torch.load(encoder, map_location="cpu", weights_only=True)
+    names = [name for name, value in initial.items() if value.is_floating_point()]
+    moved = sum(float((trained[n].float() - initial[n].float()).pow(2).sum()) for n in names)
+    return (moved / sum(float(initial[n].float().pow(2).sum()) for n in names)) ** 0.5
+
+
 @dataclasses.dataclass
 class Benchmark:
     """Where the runs go, what they learn from and on which device."""
@@ -210,8 +236,8 @@ class Benchmark:
     datalists: dict[str, Path]
     device: str
 
-    def run_folder(self, arm: str, labels: int, seed: int) -> Path:
-        return self.out / "finetune" / arm / f"labels{labels}_seed{seed}"
+    def run_folder(self, arm: str, labels: int, seed: int, frozen: bool = False) -> Path:
+        return self.out / "finetune" / arm / f"{'frozen_' * frozen}labels{labels}_seed{seed}"
 
     def pretrain(self, arm: str) -> Path | None:
         """Pre-train ``arm`` once (resuming an interrupted run); the encoder, or None for ``scratch``."""
@@ -222,21 +248,24 @@ class Benchmark:
         from gmim.pretraining.train import pretrain
 
         run = self.out / "pretrain" / arm
-        if (run / "done.json").is_file():
-            return run / "encoder.pt"
         config = _config(PretrainConfig, self.preset.pretrain, self.out / "configs" / "pretrain.yaml",
                          [*overrides, f"train.device={self.device}"], "pretrain")
-        print(f"pre-training {arm} ({config.train.steps} steps)", flush=True)
-        resume = (run / "last.pt").is_file()
-        start = time.perf_counter()
-        encoder = pretrain(config, [self.datalists["unlabelled"]], run, resume=resume)
-        write_json(run / "done.json", {"steps": config.train.steps, "seconds": time.perf_counter() - start, "resumed": resume})
-        return encoder
+        done = run / "done.json"
+        if not done.is_file():
+            print(f"pre-training {arm} ({config.train.steps} steps)", flush=True)
+            resume = (run / "last.pt").is_file()
+            start = time.perf_counter()
+            pretrain(config, [self.datalists["unlabelled"]], run, resume=resume)
+            write_json(done, {"steps": config.train.steps, "seconds": time.perf_counter() - start, "resumed": resume})
+        record = json.loads(done.read_text())
+        if "weight_change" not in record:
+            write_json(done, {**record, "weight_change": weight_change(config, run / "encoder.pt")})
+        return run / "encoder.pt"
 
-    def finetune(self, arm: str, labels: int, seed: int, encoder: Path | None) -> dict[str, Any]:
-        """Fine-tune ``arm`` on ``labels`` labelled subjects with ``seed``, predict and score the test
-        sets; the scores (reused when the run folder has them)."""
-        run = self.run_folder(arm, labels, seed)
+    def finetune(self, arm: str, labels: int, seed: int, encoder: Path | None, frozen: bool = False) -> dict[str, Any]:
+        """Fine-tune ``arm`` on ``labels`` labelled subjects with ``seed`` (only the decoder when
+        ``frozen``), predict and score the test sets; the scores (reused when the run folder has them)."""
+        run = self.run_folder(arm, labels, seed, frozen)
         scores_path = run / "scores.json"
         if scores_path.is_file():
             return json.loads(scores_path.read_text())
@@ -244,18 +273,19 @@ class Benchmark:
         from gmim.segmentation.train import finetune
 
         overrides = ["task.name=tissue", f"task.labels={json.dumps(TASK_LABELS)}", "data.fold=all",
-                     f"data.labelled_cases={labels}", f"train.seed={seed}", f"train.device={self.device}"]
+                     f"data.labelled_cases={labels}", f"train.seed={seed}", f"train.device={self.device}",
+                     f"train.freeze_encoder={str(frozen).lower()}"]
         config = _config(FinetuneConfig, self.preset.finetune, self.out / "configs" / "finetune.yaml", overrides, "finetune")
         trained = run / "trained.json"
         if not trained.is_file():
-            print(f"fine-tuning {arm}: {labels} labelled subject(s), seed {seed}", flush=True)
+            print(f"fine-tuning {arm}{' (encoder frozen)' * frozen}: {labels} labelled subject(s), seed {seed}", flush=True)
             resume = (run / "last.pt").is_file()
             start = time.perf_counter()
             finetune(config, [self.datalists["labelled"]], run, pretrained=encoder, resume=resume)
             write_json(trained, {"seconds": time.perf_counter() - start, "resumed": resume})
         start = time.perf_counter()
         test = self.score(run)
-        scores = {"arm": arm, "labels": labels, "seed": seed, "train_seconds": json.loads(trained.read_text())["seconds"],
+        scores = {"arm": arm, "labels": labels, "seed": seed, "frozen": frozen, "train_seconds": json.loads(trained.read_text())["seconds"],
                   "score_seconds": time.perf_counter() - start, "steps": config.train.steps,
                   "training": json.loads((run / "splits.json").read_text())["training"], "test": test}
         write_json(scores_path, scores)
@@ -293,23 +323,33 @@ def _stats(values: Sequence[float]) -> tuple[float, float]:
     return (float(finite.mean()), float(finite.std())) if len(finite) else (float("nan"), float("nan"))
 
 
+#: The arm the others are compared with, seed by seed.
+BASELINE = "scratch"
+
+
 def aggregate(runs: list[dict[str, Any]], arms: Sequence[str], labels: Sequence[int]) -> dict[str, Any]:
-    """Per test set, arm and label count: mean and std over seeds of the runs' mean Dice and HD95."""
+    """Per test set, arm and label count: mean and std over seeds of the runs' mean Dice and HD95,
+    and of the Dice gain over :data:`BASELINE` with the same seed (so the same labelled subjects)."""
     table: dict[str, Any] = {}
     for test_set in TEST_SETS:
         table[test_set] = {}
         for arm in arms:
             table[test_set][arm] = {}
             for k in labels:
-                chosen = [r["test"][test_set] for r in runs if r["arm"] == arm and r["labels"] == k]
-                dice, dice_std = _stats([c["mean_dice"] for c in chosen])
-                hd95, hd95_std = _stats([c["mean_hd95"] for c in chosen])
-                table[test_set][arm][k] = {"dice": dice, "dice_std": dice_std, "hd95": hd95, "hd95_std": hd95_std, "seeds": len(chosen)}
+                chosen = {r["seed"]: r["test"][test_set] for r in runs if r["arm"] == arm and r["labels"] == k}
+                baseline = {r["seed"]: r["test"][test_set] for r in runs if r["arm"] == BASELINE and r["labels"] == k}
+                dice, dice_std = _stats([c["mean_dice"] for c in chosen.values()])
+                hd95, hd95_std = _stats([c["mean_hd95"] for c in chosen.values()])
+                gain, gain_std = _stats([c["mean_dice"] - baseline[seed]["mean_dice"] for seed, c in chosen.items() if seed in baseline])
+                table[test_set][arm][k] = {"dice": dice, "dice_std": dice_std, "hd95": hd95, "hd95_std": hd95_std,
+                                           "gain": gain, "gain_std": gain_std, "seeds": len(chosen)}
     return table
 
 
-def markdown(table: dict[str, Any], preset: Preset, command: str, timing: dict[str, Any], cases: dict[str, int]) -> str:
-    """The results as markdown: a Dice and an HD95 table per test set, how they were made, timings."""
+def markdown(table: dict[str, Any], preset: Preset, command: str, timing: dict[str, Any], cases: dict[str, int],
+             probe: dict[str, Any] | None = None) -> str:
+    """The results as markdown: a Dice and an HD95 table per test set, the probe's Dice beside the
+    fine-tuned one, how they were made, timings."""
     labels = preset.labels
     lines = [
         "## Label efficiency on real brain MRI",
@@ -319,7 +359,8 @@ def markdown(table: dict[str, Any], preset: Preset, command: str, timing: dict[s
         (f"Task: grey / white matter segmentation of skull-stripped T1 brains. Pre-training: {preset.unlabelled} unlabelled "
         f"ICBM152 subjects; fine-tuning: {', '.join(map(str, labels))} of {preset.labelled} labelled ICBM152 subjects, "
         f"seeds {', '.join(map(str, preset.seeds))} (the seed draws the subjects and the initialisation). Each cell: mean ± std over "
-        "seeds of the run's mean over test subjects and the two classes; best mean in bold."),
+        f"seeds of the run's mean over test subjects and the two classes; best mean in bold. In brackets, Dice only: "
+        f"the gain over `{BASELINE}` with the same seed (the same labelled subjects), mean ± std over seeds."),
         "",
     ]
     for test_set, description in TEST_SETS.items():
@@ -334,30 +375,60 @@ def markdown(table: dict[str, Any], preset: Preset, command: str, timing: dict[s
                 for k in labels:
                     digits = 3 if metric == "dice" else 1
                     text = f"{row[k][metric]:.{digits}f} ± {row[k][metric + '_std']:.{digits}f}"
-                    cells.append(f"**{text}**" if row[k][metric] == best[k] and len(table[test_set]) > 1 else text)
+                    text = f"**{text}**" if row[k][metric] == best[k] and len(table[test_set]) > 1 else text
+                    if metric == "dice" and arm != BASELINE and not np.isnan(row[k]["gain"]):
+                        text += f" ({row[k]['gain']:+.3f} ± {row[k]['gain_std']:.3f})"
+                    cells.append(text)
                 lines.append(f"| {arm} | " + " | ".join(cells) + " |")
             lines.append("")
+    if probe:
+        lines += probe_markdown(probe, table, preset.probe_labels, cases)
     lines += ["![Dice against the number of labelled subjects](dice_vs_labels.png)", "",
               "![A slice of a test subject: reference and predictions](examples.png)", "",
-              "### Time (this run's machine)", "", "| arm | pre-training s/step | fine-tuning s/step | prediction s/subject |",
-              "| --- | --- | --- | --- |"]
+              "### Pre-training's reach and time (this run's machine)", "",
+              "How far pre-training moved the encoder from its initial weights: ‖w − w₀‖ / ‖w₀‖.", "",
+              "| arm | encoder moved | pre-training s/step | fine-tuning s/step | prediction s/subject |",
+              "| --- | --- | --- | --- | --- |"]
     for arm, t in timing.items():
         pre = f"{t['pretrain_s_per_step']:.2f}" if t["pretrain_s_per_step"] is not None else "–"
-        lines.append(f"| {arm} | {pre} | {t['finetune_s_per_step']:.2f} | {t['predict_s_per_case']:.2f} |")
+        moved = f"{t['weight_change']:.1%}" if t.get("weight_change") is not None else "–"
+        lines.append(f"| {arm} | {moved} | {pre} | {t['finetune_s_per_step']:.2f} | {t['predict_s_per_case']:.2f} |")
     total = sum(t["minutes"] for t in timing.values())
     lines += ["", f"All runs together: {total:.1f} min of pre-training, fine-tuning, prediction and scoring."]
     return "\n".join(lines) + "\n"
 
 
-def timings(out: Path, runs: list[dict[str, Any]], arms: Sequence[str]) -> dict[str, Any]:
+def probe_markdown(probe: dict[str, Any], table: dict[str, Any], labels: Sequence[int], cases: dict[str, int]) -> list[str]:
+    """Per test set: each arm's Dice with its encoder frozen beside its Dice fine-tuned (where run)."""
+    lines = []
+    for test_set in TEST_SETS:
+        lines += [f"### Probe: Dice with the encoder frozen, test set `{test_set}` ({cases[test_set]} subjects)", "",
+                  "| arm | " + " | ".join(f"{k} label{'s' * (k > 1)}: frozen | fine-tuned" for k in labels) + " |",
+                  "| --- |" + " --- | --- |" * len(labels)]
+        for arm, row in probe[test_set].items():
+            cells = []
+            for k in labels:
+                tuned = table[test_set][arm].get(k)
+                cells += [f"{row[k]['dice']:.3f} ± {row[k]['dice_std']:.3f}",
+                          f"{tuned['dice']:.3f} ± {tuned['dice_std']:.3f}" if tuned else "–"]
+            lines.append(f"| {arm} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return lines
+
+
+def timings(out: Path, runs: list[dict[str, Any]], probes: list[dict[str, Any]], arms: Sequence[str]) -> dict[str, Any]:
+    """Per arm: minutes of everything it ran, and the time of a pre-training step, a fine-tuning step
+    (not counting the probe's cheaper frozen ones) and a prediction."""
     result = {}
     for arm in arms:
         done = out / "pretrain" / arm / "done.json"
         pre = json.loads(done.read_text()) if done.is_file() else None
         mine = [r for r in runs if r["arm"] == arm]
+        spent = sum(r["train_seconds"] + r["score_seconds"] for r in mine + [r for r in probes if r["arm"] == arm])
         result[arm] = {
-            "minutes": ((pre["seconds"] if pre else 0.0) + sum(r["train_seconds"] + r["score_seconds"] for r in mine)) / 60,
+            "minutes": ((pre["seconds"] if pre else 0.0) + spent) / 60,
             "pretrain_s_per_step": pre["seconds"] / pre["steps"] if pre else None,
+            "weight_change": pre.get("weight_change") if pre else None,
             "finetune_s_per_step": float(np.mean([r["train_seconds"] / r["steps"] for r in mine])),
             "predict_s_per_case": float(np.mean([t["predict_seconds_per_case"] for r in mine for t in r["test"].values()])),
         }
@@ -477,7 +548,8 @@ def run(args: argparse.Namespace, command: str) -> int:
     arms = check_arms(args.arms, {a: None for a in preset.arms}, "--arms") if args.arms else preset.arms
     out: Path = args.out
     # Runs are reused by arm, label count and seed: the data and training settings must not change.
-    record, fixed = out / "preset.yaml", {k: v for k, v in dataclasses.asdict(preset).items() if k not in ("arms", "labels", "seeds")}
+    varying = ("arms", "labels", "seeds", "probe_labels")
+    record, fixed = out / "preset.yaml", {k: v for k, v in dataclasses.asdict(preset).items() if k not in varying}
     if record.is_file() and yaml.safe_load(record.read_text()) != fixed:
         raise InputError(f"--out {out}: holds runs with other data or training settings than {preset_path} (see {record}); choose another --out")
     out.mkdir(parents=True, exist_ok=True)
@@ -486,17 +558,19 @@ def run(args: argparse.Namespace, command: str) -> int:
     print(f"data: {preset.unlabelled} unlabelled, {preset.labelled} labelled, {preset.test_icbm152} + {preset.test_itk} test subjects", flush=True)
     datalists = make_data(out / "data", preset)
     benchmark = Benchmark(out, preset, datalists, args.device)
-    runs = []
+    runs, probes = [], []
     for arm in arms:
         encoder = benchmark.pretrain(arm)
         runs += [benchmark.finetune(arm, k, seed, encoder) for k in preset.labels for seed in preset.seeds]
+        probes += [benchmark.finetune(arm, k, seed, encoder, frozen=True) for k in preset.probe_labels for seed in preset.seeds]
 
     table = aggregate(runs, arms, preset.labels)
-    timing = timings(out, runs, arms)
+    probe = aggregate(probes, arms, preset.probe_labels) if probes else None
+    timing = timings(out, runs, probes, arms)
     cases = {t: len(json.loads(datalists[t].read_text())["training"]) for t in TEST_SETS}
-    text = markdown(table, preset, command, timing, cases)
+    text = markdown(table, preset, command, timing, cases, probe)
     write_json(out / "results.json", {"command": command, "preset": dataclasses.asdict(preset), "arms": arms,
-                                      "table": table, "timing": timing, "runs": runs})
+                                      "table": table, "probe": probe, "timing": timing, "runs": runs, "probe_runs": probes})
     with atomic_path(out / "results.md") as tmp:
         tmp.write_text(text)
     plot_dice(out / "dice_vs_labels.png", table, preset.labels)

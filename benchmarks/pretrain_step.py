@@ -5,10 +5,13 @@ augmentation per volume), masking (plan and masks a0–a3), target forward (no g
 forward + backward with the losses, and the whole GMIM step with the optimiser; then a plain
 ``monai.networks.nets.SwinUNETR`` forward + backward + optimiser step on the same crop and batch.
 Prints the overhead ratio GMIM / plain (target: ≤ 1.6) and the peak memory of each, each measured in
-a process of its own.
+a process of its own. ``--flops`` prints instead the floating-point operations of each step, counted
+by ``torch.utils.flop_counter`` on the meta device (no memory, no time: any crop and feature size on
+any machine), so that a GPU's step time can be judged before one is at hand.
 
     python benchmarks/pretrain_step.py                                   # CPU: 64³, F 24, batch 2
     python benchmarks/pretrain_step.py --device cuda --roi 128 --feature-size 48 --bf16
+    python benchmarks/pretrain_step.py --flops --roi 128 --feature-size 48       # the prototype's step
 """
 
 from __future__ import annotations
@@ -140,6 +143,33 @@ def _measure(args: argparse.Namespace, variant: str) -> dict[str, float]:
     return results
 
 
+def _flops(args: argparse.Namespace) -> dict[str, int]:
+    """Forward + backward FLOPs of a GMIM step and of a plain Swin UNETR step, counted on the meta
+    device; the masks come from real views, since their ratios depend on the image."""
+    from monai.networks.nets import SwinUNETR
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from gmim.losses import GMIMLoss
+    from gmim.masking import GridMaskPlanner, voxel_mask
+    from gmim.model import GMIM
+
+    x, y, _, _ = _views(args)
+    masks = GridMaskPlanner().plan(x).hierarchical_masks(x.shape[2:], generator=torch.Generator().manual_seed(0))
+    meta = torch.device("meta")
+    x, y = x.to(meta), y.to(meta)
+    masks = [None if m is None else m.to(meta) for m in masks]
+    model = GMIM(1, args.feature_size).to(meta)
+    plain = SwinUNETR(in_channels=1, out_channels=1, feature_size=args.feature_size).to(meta)
+    counts = {}
+    with FlopCounterMode(display=False) as counter:
+        GMIMLoss()(model(x, y, masks), x, voxel_mask(masks[0]))["loss"].backward()
+    counts["gmim"] = counter.get_total_flops()
+    with FlopCounterMode(display=False) as counter:
+        (plain(x) - x).pow(2).mean().backward()
+    counts["plain"] = counter.get_total_flops()
+    return counts
+
+
 def _worker(args: argparse.Namespace, variant: str, queue: multiprocessing.Queue) -> None:
     queue.put(_measure(args, variant))
 
@@ -152,7 +182,15 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3, help="timed steps per measurement (median)")
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast (CUDA)")
+    parser.add_argument("--flops", action="store_true", help="count each step's FLOPs instead of timing it")
     args = parser.parse_args()
+    if args.flops:
+        counts = _flops(args)
+        print(f"roi {args.roi}³, feature size {args.feature_size}, batch {args.batch_size}: forward + backward FLOPs per step")
+        for name, label in (("gmim", "GMIM step"), ("plain", "plain Swin UNETR step")):
+            print(f"  {label:22s} {counts[name] / 1e9:10.1f} GFLOP")
+        print(f"  GMIM / plain: {counts['gmim'] / counts['plain']:.2f}×")
+        return
     context = multiprocessing.get_context("spawn")
     print(f"roi {args.roi}³, feature size {args.feature_size}, batch {args.batch_size}, {args.device}"
           f"{', bf16' if args.bf16 else ''}; torch {torch.__version__}, {torch.get_num_threads()} threads")

@@ -28,7 +28,7 @@ def bench():
     del sys.modules[spec.name]
 
 
-@pytest.mark.parametrize("name", ["smoke", "cpu", "gpu"])
+@pytest.mark.parametrize("name", ["smoke", "cpu", "cpu-long", "gpu"])
 def test_shipped_presets_give_valid_configs(bench, name, tmp_path):
     from gmim.pretraining.config import PretrainConfig
     from gmim.segmentation.config import FinetuneConfig
@@ -49,6 +49,9 @@ def test_bad_presets_are_refused_in_one_line(bench, tmp_path):
     (tmp_path / "labels.yaml").write_text(good.replace("labels: [1, 2]", "labels: [1, 5]"))
     with pytest.raises(InputError, match="between 1 and labelled"):
         bench.Preset.load(str(tmp_path / "labels.yaml"))
+    (tmp_path / "probe.yaml").write_text(good.replace("probe_labels: [1]", "probe_labels: [3]"))
+    with pytest.raises(InputError, match="probe_labels"):
+        bench.Preset.load(str(tmp_path / "probe.yaml"))
     with pytest.raises(InputError, match="neither a preset"):
         bench.Preset.load("no-such-preset")
     assert bench.main(["--preset", "smoke", "--arms", "gmim", "simclr", "--out", str(tmp_path / "out")]) == 2
@@ -91,8 +94,39 @@ def test_tables_mean_and_spread_over_seeds(bench):
     times = {"minutes": 0.1, "pretrain_s_per_step": None, "finetune_s_per_step": 2.0, "predict_s_per_case": 1.0}
     timing = {arm: times for arm in ("scratch", "gmim")}
     text = bench.markdown(table, preset, "python benchmarks/label_efficiency.py --preset smoke", timing, {"icbm152": 1, "itk": 1})
-    assert "| gmim | **0.800 ± 0.000** |" in text and "| scratch | 0.600 ± 0.100 |" in text
+    assert table["icbm152"]["gmim"][1]["gain"] == pytest.approx(0.3)  # paired with scratch's seed 0 only
+    assert "| gmim | **0.800 ± 0.000** (+0.300 ± 0.000) |" in text and "| scratch | 0.600 ± 0.100 |" in text
     assert "`python benchmarks/label_efficiency.py --preset smoke`" in text
+
+
+def test_probe_table_sets_frozen_beside_fine_tuned(bench):
+    def run(arm, seed, dice):
+        test = {t: {"mean_dice": dice, "mean_hd95": 5.0} for t in bench.TEST_SETS}
+        return {"arm": arm, "labels": 1, "seed": seed, "test": test}
+
+    tuned = bench.aggregate([run("scratch", 0, 0.7), run("scratch", 1, 0.9)], ["scratch"], [1, 2])
+    frozen = bench.aggregate([run("scratch", 0, 0.5), run("scratch", 1, 0.5)], ["scratch"], [1])
+    lines = bench.probe_markdown(frozen, tuned, [1], {"icbm152": 3, "itk": 2})
+    assert "| scratch | 0.500 ± 0.000 | 0.800 ± 0.100 |" in lines
+    assert any(line.startswith("### Probe") and "`itk` (2 subjects)" in line for line in lines)
+
+
+def test_weight_change_measures_from_the_initial_weights(bench, tmp_path):
+    import torch
+
+    from gmim.engine.device import seed_everything
+    from gmim.pretraining.config import PretrainConfig
+    from gmim.pretraining.train import build_model
+
+    preset, _ = bench.Preset.load("smoke")
+    config = bench._config(PretrainConfig, preset.pretrain, tmp_path / "pretrain.yaml", [], "pretrain")
+    config.model.in_channels = 1
+    seed_everything(config.train.seed)
+    weights = build_model(config).encoder.state_dict()
+    torch.save(weights, tmp_path / "same.pt")
+    assert bench.weight_change(config, tmp_path / "same.pt") == pytest.approx(0.0, abs=1e-7)
+    torch.save({k: v * 1.5 if v.is_floating_point() else v for k, v in weights.items()}, tmp_path / "scaled.pt")
+    assert bench.weight_change(config, tmp_path / "scaled.pt") == pytest.approx(0.5, rel=1e-5)
 
 
 def test_docs_section_replaced_in_place(bench, tmp_path):
