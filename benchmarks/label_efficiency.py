@@ -2,8 +2,13 @@
 random masking, most of all when labels are few?
 
 The task: grey / white matter segmentation of skull-stripped T1 brains (background, grey matter,
-white matter). Brain extraction is not the task because the ICBM152 template ships skull-stripped
-(only 0.04 % of its non-zero voxels lie outside its brain mask): there would be nothing to learn.
+white matter), and with a preset's ``context_class`` deep CSF too. Grey and white matter differ by
+intensity, which a convolution on the raw image tells apart alone. Deep CSF (the ventricles and the
+deepest fissures, :func:`gmim.sample_data.brain_tissue`) has the intensity of the CSF in the sulci,
+which is background: only context finds it, and context is what pre-training should teach the
+encoder. Its Dice gets tables of its own. Brain extraction is not the task because the ICBM152
+template ships skull-stripped (only 0.04 % of its non-zero voxels lie outside its brain mask):
+there would be nothing to learn.
 
 Subjects (``gmim.sample_data``): smooth random deformations, bias fields, contrast changes and noise
 of two real brains, image and tissue labels alike, then skull-stripped with their own brain masks.
@@ -69,8 +74,11 @@ ARMS: dict[str, list[str] | None] = {
     "mask_token": ["model.learned_mask_token=true"],
 }
 
-#: The fine-tuning task; label files hold these values (``other`` brain tissue counts as background).
-TASK_LABELS = {"background": 0, "grey_matter": 1, "white_matter": 2}
+#: The fine-tuning task's classes; label files hold these values (``other`` brain tissue counts as
+#: background, and so does deep CSF unless the preset asks for the context class).
+TASK_LABELS = {"background": 0, "grey_matter": 1, "white_matter": 2, "deep_csf": 3}
+#: The class that needs context, reported on its own, and its name in tables.
+CONTEXT_CLASS, CONTEXT_NAME = "deep_csf", "deep CSF"
 TEST_SETS = {"icbm152": "ICBM152, other seeds (the brain the labels come from)", "itk": "ITK example brain and copies (another brain)"}
 #: Seeds of the deformations: each pool its own, so no subject is in two pools.
 POOL_SEEDS = {"unlabelled": 1000, "labelled": 2000, "icbm152": 3000, "itk": 4000}
@@ -96,6 +104,12 @@ class Preset:
     extra_arms: dict[str, list[str]] = dataclasses.field(default_factory=dict)
     #: Label counts at which each arm is also fine-tuned with its encoder frozen (the probe).
     probe_labels: list[int] = dataclasses.field(default_factory=list)
+    #: Whether deep CSF, the class that needs context, is a class of the task.
+    context_class: bool = False
+
+    @property
+    def task_labels(self) -> dict[str, int]:
+        return {name: value for name, value in TASK_LABELS.items() if name != CONTEXT_CLASS or self.context_class}
 
     @classmethod
     def load(cls, name_or_path: str) -> tuple[Preset, Path]:
@@ -157,9 +171,10 @@ def write_json(path: Path, data: Any) -> None:
 MARGIN = 4
 
 
-def _save_subject(folder: Path, name: str, image: np.ndarray, tissue: np.ndarray, affine: np.ndarray, labelled: bool) -> dict[str, str]:
-    """Skull-strip with the subject's own brain, crop to it, write the image (and the task labels when
-    ``labelled``); a datalist entry.
+def _save_subject(folder: Path, name: str, image: np.ndarray, tissue: np.ndarray, affine: np.ndarray,
+                  task_labels: dict[str, int] | None) -> dict[str, str]:
+    """Skull-strip with the subject's own brain, crop to it, write the image (and its labels of
+    ``task_labels``, unless None); a datalist entry.
 
     The crop keeps sliding-window prediction from spending most of its windows on empty background."""
     brain = tissue != TISSUE_VALUES["outside"]
@@ -170,10 +185,11 @@ def _save_subject(folder: Path, name: str, image: np.ndarray, tissue: np.ndarray
     affine = affine.copy()
     affine[:3, 3] += affine[:3, :3] @ low
     nib.save(nib.Nifti1Image((image * brain)[box].astype(np.float32), affine), folder / f"{name}.nii.gz")
-    if not labelled:
+    if task_labels is None:
         return {"image": f"{name}.nii.gz"}
-    labels = np.select([tissue == TISSUE_VALUES["grey_matter"], tissue == TISSUE_VALUES["white_matter"]],
-                       [TASK_LABELS["grey_matter"], TASK_LABELS["white_matter"]], 0).astype(np.uint8)
+    labels = np.zeros(tissue.shape, np.uint8)
+    for tissue_class, value in task_labels.items():
+        labels[tissue == TISSUE_VALUES.get(tissue_class, -1)] = value
     nib.save(nib.Nifti1Image(labels[box], affine), folder / f"{name}_tissue.nii.gz")
     return {"image": f"{name}.nii.gz", "label": f"{name}_tissue.nii.gz"}
 
@@ -193,7 +209,8 @@ def make_data(folder: Path, preset: Preset) -> dict[str, Path]:
         if pool == "itk":  # the real brain itself first
             subjects.insert(0, (image, tissue))
         # pre-training never sees a label
-        entries = [_save_subject(folder, f"{pool}_{i:03d}", im, ti, affine, pool != "unlabelled") for i, (im, ti) in enumerate(subjects)]
+        task_labels = None if pool == "unlabelled" else preset.task_labels
+        entries = [_save_subject(folder, f"{pool}_{i:03d}", im, ti, affine, task_labels) for i, (im, ti) in enumerate(subjects)]
         write_json(datalists[pool], {"training": entries})
     return datalists
 
@@ -272,7 +289,7 @@ class Benchmark:
         from gmim.segmentation.config import FinetuneConfig
         from gmim.segmentation.train import finetune
 
-        overrides = ["task.name=tissue", f"task.labels={json.dumps(TASK_LABELS)}", "data.fold=all",
+        overrides = ["task.name=tissue", f"task.labels={json.dumps(self.preset.task_labels)}", "data.fold=all",
                      f"data.labelled_cases={labels}", f"train.seed={seed}", f"train.device={self.device}",
                      f"train.freeze_encoder={str(frozen).lower()}"]
         config = _config(FinetuneConfig, self.preset.finetune, self.out / "configs" / "finetune.yaml", overrides, "finetune")
@@ -308,9 +325,10 @@ class Benchmark:
                 predictor.predict(case, predictions)
             seconds = (time.perf_counter() - start) / len(cases)
             result, _ = evaluate(predictions, self.datalists[test_set], predictor.task)
-            mean = result.summary()["mean"]
-            scores[test_set] = {"names": result.names, "dice": result.dice, "hd95": result.hd95, "mean_dice": mean["dice"],
-                                "mean_hd95": mean["hd95"], "predict_seconds_per_case": seconds}
+            summary = result.summary()
+            scores[test_set] = {"names": result.names, "dice": result.dice, "hd95": result.hd95, "mean_dice": summary["mean"]["dice"],
+                                "mean_hd95": summary["mean"]["hd95"], "class_dice": {n: summary[n]["dice"] for n in result.names},
+                                "predict_seconds_per_case": seconds}
         return scores
 
 
@@ -327,9 +345,20 @@ def _stats(values: Sequence[float]) -> tuple[float, float]:
 BASELINE = "scratch"
 
 
+#: What the tables show of a run's scores on a test set: its mean Dice and HD95 over test subjects
+#: and classes, and the Dice of the class that needs context.
+METRICS = {
+    "dice": lambda scores: scores["mean_dice"],
+    "hd95": lambda scores: scores["mean_hd95"],
+    CONTEXT_CLASS: lambda scores: scores.get("class_dice", {}).get(CONTEXT_CLASS, float("nan")),
+}
+#: The metrics shown with their gain over :data:`BASELINE`.
+GAINS = ("dice", CONTEXT_CLASS)
+
+
 def aggregate(runs: list[dict[str, Any]], arms: Sequence[str], labels: Sequence[int]) -> dict[str, Any]:
-    """Per test set, arm and label count: mean and std over seeds of the runs' mean Dice and HD95,
-    and of the Dice gain over :data:`BASELINE` with the same seed (so the same labelled subjects)."""
+    """Per test set, arm and label count: mean and std over seeds of each of :data:`METRICS`, and of
+    the gain over :data:`BASELINE` with the same seed (so the same labelled subjects)."""
     table: dict[str, Any] = {}
     for test_set in TEST_SETS:
         table[test_set] = {}
@@ -338,33 +367,41 @@ def aggregate(runs: list[dict[str, Any]], arms: Sequence[str], labels: Sequence[
             for k in labels:
                 chosen = {r["seed"]: r["test"][test_set] for r in runs if r["arm"] == arm and r["labels"] == k}
                 baseline = {r["seed"]: r["test"][test_set] for r in runs if r["arm"] == BASELINE and r["labels"] == k}
-                dice, dice_std = _stats([c["mean_dice"] for c in chosen.values()])
-                hd95, hd95_std = _stats([c["mean_hd95"] for c in chosen.values()])
-                gain, gain_std = _stats([c["mean_dice"] - baseline[seed]["mean_dice"] for seed, c in chosen.items() if seed in baseline])
-                table[test_set][arm][k] = {"dice": dice, "dice_std": dice_std, "hd95": hd95, "hd95_std": hd95_std,
-                                           "gain": gain, "gain_std": gain_std, "seeds": len(chosen)}
+                cell: dict[str, float] = {"seeds": len(chosen)}
+                for metric, value in METRICS.items():
+                    cell[metric], cell[f"{metric}_std"] = _stats([value(c) for c in chosen.values()])
+                    if metric in GAINS:
+                        cell[f"{metric}_gain"], cell[f"{metric}_gain_std"] = _stats(
+                            [value(c) - value(baseline[seed]) for seed, c in chosen.items() if seed in baseline])
+                table[test_set][arm][k] = cell
     return table
 
 
 def markdown(table: dict[str, Any], preset: Preset, command: str, timing: dict[str, Any], cases: dict[str, int],
              probe: dict[str, Any] | None = None) -> str:
-    """The results as markdown: a Dice and an HD95 table per test set, the probe's Dice beside the
-    fine-tuned one, how they were made, timings."""
+    """The results as markdown: per test set, tables of the mean Dice, the context class's Dice and
+    HD95, the probe's Dice beside the fine-tuned one, how they were made, timings."""
     labels = preset.labels
+    classes = [name for name in preset.task_labels if name != "background"]
     lines = [
         "## Label efficiency on real brain MRI",
         "",
         f"Produced by `{command}`.",
         "",
-        (f"Task: grey / white matter segmentation of skull-stripped T1 brains. Pre-training: {preset.unlabelled} unlabelled "
-        f"ICBM152 subjects; fine-tuning: {', '.join(map(str, labels))} of {preset.labelled} labelled ICBM152 subjects, "
-        f"seeds {', '.join(map(str, preset.seeds))} (the seed draws the subjects and the initialisation). Each cell: mean ± std over "
-        f"seeds of the run's mean over test subjects and the two classes; best mean in bold. In brackets, Dice only: "
-        f"the gain over `{BASELINE}` with the same seed (the same labelled subjects), mean ± std over seeds."),
+        (f"Task: tissue segmentation of skull-stripped T1 brains ({', '.join(c.replace('_', ' ') for c in classes)}). "
+        f"Pre-training: {preset.unlabelled} unlabelled ICBM152 subjects; fine-tuning: {', '.join(map(str, labels))} of "
+        f"{preset.labelled} labelled ICBM152 subjects, seeds {', '.join(map(str, preset.seeds))} (the seed draws the subjects "
+        f"and the initialisation). Each cell: mean ± std over seeds of the run's mean over test subjects and the "
+        f"{len(classes)} classes" + (f" (in the tables of {CONTEXT_NAME} alone, the class that needs "
+        "context, only that class)" if preset.context_class else "") + "; best mean in bold. In brackets, for Dice: the gain "
+        f"over `{BASELINE}` with the same seed (the same labelled subjects), mean ± std over seeds."),
         "",
     ]
+    shown = (("dice", max, "Dice"),
+             *([(CONTEXT_CLASS, max, f"Dice of {CONTEXT_NAME} alone")] if preset.context_class else []),
+             ("hd95", min, "HD95 (mm)"))
     for test_set, description in TEST_SETS.items():
-        for metric, better, unit in (("dice", max, "Dice"), ("hd95", min, "HD95 (mm)")):
+        for metric, better, unit in shown:
             lines += [f"### {unit}, test set `{test_set}`: {description} ({cases[test_set]} subjects)", "",
                       "| arm | " + " | ".join(f"{k} label{'s' * (k > 1)}" for k in labels) + " |",
                       "| --- |" + " --- |" * len(labels)]
@@ -373,16 +410,16 @@ def markdown(table: dict[str, Any], preset: Preset, command: str, timing: dict[s
             for arm, row in table[test_set].items():
                 cells = []
                 for k in labels:
-                    digits = 3 if metric == "dice" else 1
+                    digits = 1 if metric == "hd95" else 3
                     text = f"{row[k][metric]:.{digits}f} ± {row[k][metric + '_std']:.{digits}f}"
                     text = f"**{text}**" if row[k][metric] == best[k] and len(table[test_set]) > 1 else text
-                    if metric == "dice" and arm != BASELINE and not np.isnan(row[k]["gain"]):
-                        text += f" ({row[k]['gain']:+.3f} ± {row[k]['gain_std']:.3f})"
+                    if metric in GAINS and arm != BASELINE and not np.isnan(row[k][f"{metric}_gain"]):
+                        text += f" ({row[k][f'{metric}_gain']:+.3f} ± {row[k][f'{metric}_gain_std']:.3f})"
                     cells.append(text)
                 lines.append(f"| {arm} | " + " | ".join(cells) + " |")
             lines.append("")
     if probe:
-        lines += probe_markdown(probe, table, preset.probe_labels, cases)
+        lines += probe_markdown(probe, table, preset.probe_labels, cases, preset.context_class)
     lines += ["![Dice against the number of labelled subjects](dice_vs_labels.png)", "",
               "![A slice of a test subject: reference and predictions](examples.png)", "",
               "### Pre-training's reach and time (this run's machine)", "",
@@ -398,19 +435,24 @@ def markdown(table: dict[str, Any], preset: Preset, command: str, timing: dict[s
     return "\n".join(lines) + "\n"
 
 
-def probe_markdown(probe: dict[str, Any], table: dict[str, Any], labels: Sequence[int], cases: dict[str, int]) -> list[str]:
-    """Per test set: each arm's Dice with its encoder frozen beside its Dice fine-tuned (where run)."""
+def probe_markdown(probe: dict[str, Any], table: dict[str, Any], labels: Sequence[int], cases: dict[str, int],
+                   context: bool = False) -> list[str]:
+    """Per test set: each arm's mean Dice (and with ``context`` its context class's) with its encoder
+    frozen beside the same fine-tuned (where run)."""
+    metrics = {"dice": "mean", **({CONTEXT_CLASS: CONTEXT_NAME} if context else {})}
     lines = []
     for test_set in TEST_SETS:
         lines += [f"### Probe: Dice with the encoder frozen, test set `{test_set}` ({cases[test_set]} subjects)", "",
-                  "| arm | " + " | ".join(f"{k} label{'s' * (k > 1)}: frozen | fine-tuned" for k in labels) + " |",
-                  "| --- |" + " --- | --- |" * len(labels)]
+                  "| arm | " + " | ".join(f"{k} label{'s' * (k > 1)}: {what}, {how}" for k in labels for what in metrics.values()
+                                          for how in ("frozen", "fine-tuned")) + " |",
+                  "| --- |" + " --- |" * 2 * len(metrics) * len(labels)]
         for arm, row in probe[test_set].items():
             cells = []
             for k in labels:
                 tuned = table[test_set][arm].get(k)
-                cells += [f"{row[k]['dice']:.3f} ± {row[k]['dice_std']:.3f}",
-                          f"{tuned['dice']:.3f} ± {tuned['dice_std']:.3f}" if tuned else "–"]
+                for metric in metrics:
+                    cells += [f"{row[k][metric]:.3f} ± {row[k][f'{metric}_std']:.3f}",
+                              f"{tuned[metric]:.3f} ± {tuned[f'{metric}_std']:.3f}" if tuned else "–"]
             lines.append(f"| {arm} | " + " | ".join(cells) + " |")
         lines.append("")
     return lines
@@ -435,24 +477,26 @@ def timings(out: Path, runs: list[dict[str, Any]], probes: list[dict[str, Any]],
     return result
 
 
-def plot_dice(path: Path, table: dict[str, Any], labels: Sequence[int]) -> None:
+def plot_dice(path: Path, table: dict[str, Any], labels: Sequence[int], context: bool = False) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(1, len(TEST_SETS), figsize=(6 * len(TEST_SETS), 4.5), squeeze=False)
-    for ax, test_set in zip(axes[0], TEST_SETS, strict=True):
-        for index, (arm, row) in enumerate(table[test_set].items()):
-            shift = 1 + 0.015 * (index - len(table[test_set]) / 2)  # arms side by side, error bars apart
-            ax.errorbar([k * shift for k in labels], [row[k]["dice"] for k in labels], yerr=[row[k]["dice_std"] for k in labels],
-                        marker="o", capsize=3, label=arm, linestyle="--" if arm == "scratch" else "-")
-        ax.set_xscale("log", base=2)
-        ax.set_xticks(list(labels), [str(k) for k in labels])
-        ax.set_xlabel("labelled subjects")
-        ax.set_ylabel("mean Dice (grey, white matter)")
-        ax.set_title(f"test set {test_set}")
-        ax.grid(alpha=0.3)
+    rows = {"dice": "mean Dice (all classes)", **({CONTEXT_CLASS: f"Dice of {CONTEXT_NAME}"} if context else {})}
+    figure, axes = plt.subplots(len(rows), len(TEST_SETS), figsize=(6 * len(TEST_SETS), 4 * len(rows)), squeeze=False)
+    for axes_row, (metric, ylabel) in zip(axes, rows.items(), strict=True):
+        for ax, test_set in zip(axes_row, TEST_SETS, strict=True):
+            for index, (arm, row) in enumerate(table[test_set].items()):
+                shift = 1 + 0.015 * (index - len(table[test_set]) / 2)  # arms side by side, error bars apart
+                ax.errorbar([k * shift for k in labels], [row[k][metric] for k in labels], yerr=[row[k][f"{metric}_std"] for k in labels],
+                            marker="o", capsize=3, label=arm, linestyle="--" if arm == BASELINE else "-")
+            ax.set_xscale("log", base=2)
+            ax.set_xticks(list(labels), [str(k) for k in labels])
+            ax.set_xlabel("labelled subjects")
+            ax.set_ylabel(ylabel)
+            ax.set_title(f"test set {test_set}")
+            ax.grid(alpha=0.3)
     axes[0][-1].legend(fontsize=8)
     figure.tight_layout()
     with atomic_path(path) as tmp:
@@ -461,13 +505,15 @@ def plot_dice(path: Path, table: dict[str, Any], labels: Sequence[int]) -> None:
 
 
 def _axial(path: Path, index: int | None = None) -> tuple[np.ndarray, float, int]:
-    """An axial slice of a volume in RAS orientation (the middle of the labels' extent when ``index``
-    is None), with its aspect ratio (voxels need not be square) and the slice index."""
+    """An axial slice of a volume in RAS orientation (for a label map, when ``index`` is None, the
+    slice with the most of the context class, or the middle of the labels' extent), with its aspect
+    ratio (voxels need not be square) and the slice index."""
     image = nib.as_closest_canonical(nib.load(path))
     volume = np.asarray(image.dataobj)
     if index is None:
+        context = (volume == TASK_LABELS[CONTEXT_CLASS]).sum(axis=(0, 1))
         occupied = np.nonzero(volume.any(axis=(0, 1)))[0]
-        index = int(occupied.mean()) if len(occupied) else volume.shape[2] // 2
+        index = int(np.argmax(context)) if context.any() else int(occupied.mean()) if len(occupied) else volume.shape[2] // 2
     zooms = image.header.get_zooms()
     return np.rot90(volume[:, :, index]), float(zooms[1] / zooms[0]), index
 
@@ -480,7 +526,7 @@ def plot_examples(path: Path, benchmark: Benchmark, arms: Sequence[str], labels:
     import matplotlib.pyplot as plt
     from matplotlib.colors import ListedColormap
 
-    tissue = ListedColormap(["tab:blue", "gold"])  # grey matter, white matter
+    tissue = ListedColormap(["tab:blue", "gold", "tab:red"])  # grey matter, white matter, deep CSF
     columns = ["image", "reference", *arms]
     figure, axes = plt.subplots(len(TEST_SETS), len(columns), figsize=(2.2 * len(columns), 2.4 * len(TEST_SETS)), squeeze=False)
     for row, test_set in zip(axes, TEST_SETS, strict=True):
@@ -495,13 +541,14 @@ def plot_examples(path: Path, benchmark: Benchmark, arms: Sequence[str], labels:
                 source = (datalist.parent / entry["label"] if column == "reference"
                           else benchmark.run_folder(column, labels, seed) / f"pred_{test_set}" / f"{name}.nii.gz")
                 if source.is_file():
-                    ax.imshow(np.ma.masked_equal(_axial(source, index)[0], 0), cmap=tissue, vmin=1, vmax=2, alpha=0.6,
+                    ax.imshow(np.ma.masked_equal(_axial(source, index)[0], 0), cmap=tissue, vmin=1, vmax=3, alpha=0.6,
                               interpolation="nearest", aspect=aspect)
             ax.set_title(column if test_set == next(iter(TEST_SETS)) else "", fontsize=9)
             ax.set_xticks([])
             ax.set_yticks([])
         row[0].set_ylabel(test_set)
-    figure.suptitle(f"{labels} labelled subject(s), seed {seed}: grey matter (blue), white matter (gold)", fontsize=10)
+    figure.suptitle(f"{labels} labelled subject(s), seed {seed}: grey matter (blue), white matter (gold)"
+                    + (", deep CSF (red)" if benchmark.preset.context_class else ""), fontsize=10)
     figure.tight_layout()
     with atomic_path(path) as tmp:
         figure.savefig(tmp, dpi=110, format="png")
@@ -573,7 +620,7 @@ def run(args: argparse.Namespace, command: str) -> int:
                                       "table": table, "probe": probe, "timing": timing, "runs": runs, "probe_runs": probes})
     with atomic_path(out / "results.md") as tmp:
         tmp.write_text(text)
-    plot_dice(out / "dice_vs_labels.png", table, preset.labels)
+    plot_dice(out / "dice_vs_labels.png", table, preset.labels, preset.context_class)
     plot_examples(out / "examples.png", benchmark, arms, min(preset.labels), preset.seeds[0])
     if args.docs is not None:
         write_docs(args.docs, out, text)

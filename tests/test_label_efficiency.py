@@ -77,11 +77,19 @@ def test_subjects_from_two_real_brains(bench, tmp_path, itk_paths, mni):
     assert np.allclose(first.affine[:3, :3], itk.affine[:3, :3])
     assert first.shape != itk.shape and all(a <= b for a, b in zip(first.shape, itk.shape, strict=True))
     assert bench.make_data(tmp_path, preset) == datalists  # made once
+    preset.context_class = True
+    deep = bench.make_data(tmp_path / "context", preset)
+    for pool in ("labelled", "icbm152", "itk"):  # deep CSF in every brain, and only inside it
+        entry = json.loads(deep[pool].read_text())["training"][0]
+        labels = np.asarray(nib.load(tmp_path / "context" / entry["label"]).dataobj)
+        assert set(np.unique(labels)) == {0, 1, 2, 3}
+        assert np.asarray(nib.load(tmp_path / "context" / entry["image"]).dataobj)[labels == 3].min() > 0
 
 
 def test_tables_mean_and_spread_over_seeds(bench):
     def run(arm, labels, seed, dice):
-        test = {t: {"mean_dice": dice, "mean_hd95": 10 * dice, "predict_seconds_per_case": 1.0} for t in bench.TEST_SETS}
+        test = {t: {"mean_dice": dice, "mean_hd95": 10 * dice, "class_dice": {"deep_csf": dice / 2}, "predict_seconds_per_case": 1.0}
+                for t in bench.TEST_SETS}
         return {"arm": arm, "labels": labels, "seed": seed, "train_seconds": 4.0, "score_seconds": 1.0, "steps": 2, "test": test}
 
     runs = [run("scratch", 1, 0, 0.5), run("scratch", 1, 1, 0.7), run("gmim", 1, 0, 0.8), run("gmim", 1, 1, math.nan)]
@@ -94,20 +102,26 @@ def test_tables_mean_and_spread_over_seeds(bench):
     times = {"minutes": 0.1, "pretrain_s_per_step": None, "finetune_s_per_step": 2.0, "predict_s_per_case": 1.0}
     timing = {arm: times for arm in ("scratch", "gmim")}
     text = bench.markdown(table, preset, "python benchmarks/label_efficiency.py --preset smoke", timing, {"icbm152": 1, "itk": 1})
-    assert table["icbm152"]["gmim"][1]["gain"] == pytest.approx(0.3)  # paired with scratch's seed 0 only
+    assert "deep CSF alone" not in text  # a class of the task only with context_class
+    preset.context_class = True
+    text = bench.markdown(table, preset, "python benchmarks/label_efficiency.py --preset smoke", timing, {"icbm152": 1, "itk": 1})
+    assert table["icbm152"]["gmim"][1]["dice_gain"] == pytest.approx(0.3)  # paired with scratch's seed 0 only
     assert "| gmim | **0.800 ± 0.000** (+0.300 ± 0.000) |" in text and "| scratch | 0.600 ± 0.100 |" in text
     assert "`python benchmarks/label_efficiency.py --preset smoke`" in text
+    assert "Dice of deep CSF alone" in text
+    assert "| gmim | **0.400 ± 0.000** (+0.150 ± 0.000) |" in text  # deep CSF alone, and its gain
 
 
 def test_probe_table_sets_frozen_beside_fine_tuned(bench):
     def run(arm, seed, dice):
-        test = {t: {"mean_dice": dice, "mean_hd95": 5.0} for t in bench.TEST_SETS}
+        test = {t: {"mean_dice": dice, "mean_hd95": 5.0, "class_dice": {"deep_csf": dice - 0.1}} for t in bench.TEST_SETS}
         return {"arm": arm, "labels": 1, "seed": seed, "test": test}
 
     tuned = bench.aggregate([run("scratch", 0, 0.7), run("scratch", 1, 0.9)], ["scratch"], [1, 2])
     frozen = bench.aggregate([run("scratch", 0, 0.5), run("scratch", 1, 0.5)], ["scratch"], [1])
-    lines = bench.probe_markdown(frozen, tuned, [1], {"icbm152": 3, "itk": 2})
-    assert "| scratch | 0.500 ± 0.000 | 0.800 ± 0.100 |" in lines
+    assert "| scratch | 0.500 ± 0.000 | 0.800 ± 0.100 |" in bench.probe_markdown(frozen, tuned, [1], {"icbm152": 3, "itk": 2})
+    lines = bench.probe_markdown(frozen, tuned, [1], {"icbm152": 3, "itk": 2}, context=True)
+    assert "| scratch | 0.500 ± 0.000 | 0.800 ± 0.100 | 0.400 ± 0.000 | 0.700 ± 0.100 |" in lines
     assert any(line.startswith("### Probe") and "`itk` (2 subjects)" in line for line in lines)
 
 
@@ -142,3 +156,17 @@ def test_docs_section_replaced_in_place(bench, tmp_path):
     text = (docs / "results.md").read_text()
     assert "kept" in text and "second" in text and "first" not in text and text.count(bench.DOCS_BEGIN) == 1
     assert (docs / "examples.png").is_file()
+
+
+def test_deep_csf_lies_deep_inside_the_real_brain(itk_paths):
+    from scipy import ndimage
+
+    from gmim.sample_data import DEEP_CSF_DEPTH_MM, TISSUE_VALUES, brain_tissue
+
+    _, tissue, affine = brain_tissue("itk")
+    zooms = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+    depth = ndimage.distance_transform_edt(tissue != TISSUE_VALUES["outside"], sampling=zooms)
+    deep = tissue == TISSUE_VALUES["deep_csf"]
+    assert 10 < deep.sum() * np.prod(zooms) / 1000 < 100  # ml: the ventricles' order of size
+    assert depth[deep].min() > DEEP_CSF_DEPTH_MM
+    assert (tissue == TISSUE_VALUES["other"]).any()  # the CSF of the sulci stays other tissue

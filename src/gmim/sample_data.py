@@ -86,12 +86,34 @@ def deformed_copies(
 
 
 #: Values of the tissue label maps of :func:`brain_tissue`: outside the brain, brain that is neither
-#: grey nor white matter (CSF, deep nuclei below threshold), grey matter, white matter.
-TISSUE_VALUES = {"outside": 0, "other": 1, "grey_matter": 2, "white_matter": 3}
+#: grey nor white matter (CSF, deep nuclei below threshold), grey matter, white matter, and deep CSF.
+TISSUE_VALUES = {"outside": 0, "other": 1, "grey_matter": 2, "white_matter": 3, "deep_csf": 4}
+#: ``other`` tissue this deep inside the brain's outline, in pieces of at least this volume, is deep CSF.
+DEEP_CSF_DEPTH_MM, DEEP_CSF_MIN_ML = 15.0, 1.0
+
+
+def _mark_deep_csf(labels: np.ndarray, affine: np.ndarray) -> np.ndarray:
+    """``labels`` with :data:`TISSUE_VALUES` ``deep_csf`` where ``other`` tissue lies more than
+    :data:`DEEP_CSF_DEPTH_MM` inside the brain, in connected pieces of at least
+    :data:`DEEP_CSF_MIN_ML`: the ventricles and the deepest fissures.
+
+    Their intensity is that of the CSF in the sulci; only where they lie tells them apart. So a
+    network must use context to find them, which grey and white matter (told apart by intensity)
+    do not ask of it."""
+    from scipy import ndimage
+
+    zooms = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+    depth = ndimage.distance_transform_edt(labels != TISSUE_VALUES["outside"], sampling=zooms)
+    pieces, _ = ndimage.label((labels == TISSUE_VALUES["other"]) & (depth > DEEP_CSF_DEPTH_MM))
+    millilitres = np.bincount(pieces.ravel()) * float(np.prod(zooms)) / 1000
+    millilitres[0] = 0.0
+    labels = labels.copy()
+    labels[np.isin(pieces, np.nonzero(millilitres >= DEEP_CSF_MIN_ML)[0])] = TISSUE_VALUES["deep_csf"]
+    return labels
 
 
 def brain_tissue(source: str, stride: int = 2) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """A real T1 brain MRI, its tissue label map (:data:`TISSUE_VALUES`) and its affine.
+    """A real T1 brain MRI, its tissue label map (:data:`TISSUE_VALUES`, deep CSF included) and its affine.
 
     ``icbm152``: the template (already skull-stripped) every ``stride`` voxels; white matter where
     its map exceeds 0.5, else grey matter where that map does, else ``other`` inside the brain mask.
@@ -111,7 +133,7 @@ def brain_tissue(source: str, stride: int = 2) -> tuple[np.ndarray, np.ndarray, 
         )
         cut = (slice(None, None, stride),) * 3
         affine = images["t1"].affine @ np.diag([stride, stride, stride, 1.0])
-        return t1[cut], labels[cut].astype(np.uint8), affine
+        return t1[cut], _mark_deep_csf(labels[cut].astype(np.uint8), affine), affine
     if source == "itk":
         paths = itk_example_paths()
         image = nib.load(paths["t1"])
@@ -122,5 +144,5 @@ def brain_tissue(source: str, stride: int = 2) -> tuple[np.ndarray, np.ndarray, 
             [TISSUE_VALUES["white_matter"], TISSUE_VALUES["grey_matter"], TISSUE_VALUES["other"]],
             TISSUE_VALUES["outside"],
         )
-        return np.asarray(image.get_fdata(), dtype=np.float32), labels.astype(np.uint8), image.affine
+        return np.asarray(image.get_fdata(), dtype=np.float32), _mark_deep_csf(labels.astype(np.uint8), image.affine), image.affine
     raise InputError(f"brain_tissue: unknown source {source!r} (icbm152 or itk)")
