@@ -185,7 +185,7 @@ def test_bad_inputs_exit_2_with_one_line(brains, tmp_path, capsys, mni_t1):
     shutil.copytree(brains, flat)
     nib.save(nib.Nifti1Image(mni_t1[60:124, 60:124, 80].astype(np.float32), np.eye(4)), flat / "slice.nii.gz")
     cases = [
-        ([flat], [], "slice: a volume of 2 spatial dimensions, expected 3"),
+        ([flat], [], "slice.nii.gz: a volume of 2 spatial dimensions, expected 3"),
         ([corrupt], [], "broken.nii.gz"),
         ([tmp_path / "nan"], [], "NaN"),
         ([tmp_path / "empty"], [], "empty"),
@@ -202,7 +202,21 @@ def test_bad_inputs_exit_2_with_one_line(brains, tmp_path, capsys, mni_t1):
         last = err.replace("\r", "\n").strip().splitlines()[-1]  # after any progress bar
         assert code == 2, (expected, err)
         assert last.startswith("gmim pretrain: error:") and expected in last and "Traceback" not in err, (expected, err)
+        assert "axcodes" not in err  # refused before MONAI's orientation could warn
     assert not (tmp_path / "out_bad" / "last.pt").exists()
+
+
+def test_file_corrupt_past_its_header_named_from_a_loader_worker(tmp_path, capsys, mni_t1):
+    """Without a cache only headers are checked before training; the voxels are read in a worker."""
+    for name in ("cut_a.nii", "cut_b.nii"):  # a batch of 2, both corrupt
+        path = save(tmp_path / "data" / name, mni_t1[60:124:2, 60:124:2, 50:114:2])
+        path.write_bytes(path.read_bytes()[:20_000])  # the header reads, the voxels do not
+    code = run_cli("pretrain", tmp_path / "data", "--out", tmp_path / "run", "--steps", "1", *SMALL,
+                   "--set", "data.cache=none", "--set", "train.workers=1")
+    err = capsys.readouterr().err
+    last = err.replace("\r", "\n").strip().splitlines()[-1]
+    assert code == 2 and "Traceback" not in err and "Caught" not in err, err
+    assert last.startswith("gmim pretrain: error:") and ".nii: cannot be loaded" in last and "cut_" in last, err
 
 
 def test_skip_bad_goes_on_and_counts(brains, tmp_path, capsys):

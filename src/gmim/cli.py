@@ -25,13 +25,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def error_message(error: BaseException) -> str:
+    """The error's message in one line. PyTorch re-raises an error of a DataLoader worker with the
+    worker's traceback as its message; the original message is that traceback's last line."""
+    text = str(error).strip()
+    if text.startswith("Caught ") and "Original Traceback" in text:
+        last = text.splitlines()[-1]
+        return last.split(": ", 1)[1] if ": " in last else last
+    return text
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return int(args.run(args) or 0)
     except (ValueError, OSError) as error:  # InputError is a ValueError
-        print(f"gmim {args.command}: error: {error}", file=sys.stderr)
+        print(f"gmim {args.command}: error: {error_message(error)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"gmim {args.command}: interrupted", file=sys.stderr)

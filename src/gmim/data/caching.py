@@ -2,7 +2,9 @@
 
 MONAI wraps what a reader raises in ``RuntimeError("applying transform ...")``, and a cache built
 in a pool of threads does not say which item failed. :func:`preload` loads item by item, so that a
-corrupt file stops the run with one line naming it (or is skipped, with ``skip_bad``).
+corrupt file stops the run with one line naming it (or is skipped, with ``skip_bad``). Without a
+cache, files are read during training, in the loader's workers: :class:`NamedErrorsDataset` names
+the file there.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from gmim.data.checks import check_cases
 from gmim.data.sources import Case
 from gmim.errors import InputError
 
-__all__ = ["describe_load_error", "preload"]
+__all__ = ["NamedErrorsDataset", "describe_load_error", "preload"]
 
 
 def describe_load_error(case: Case, error: BaseException) -> InputError:
@@ -34,6 +36,20 @@ def describe_load_error(case: Case, error: BaseException) -> InputError:
     text = str(cause).strip()
     reason = text.splitlines()[0][:200] if text else type(cause).__name__
     return InputError(f"{case.images[0]}: cannot be loaded ({reason})")
+
+
+class NamedErrorsDataset(Dataset):
+    """A MONAI Dataset whose load failures are :func:`describe_load_error`'s one line naming the file."""
+
+    def __init__(self, cases: Sequence[Case], records: Sequence[dict[str, Any]], transform: Compose) -> None:
+        super().__init__(list(records), transform)
+        self.cases = list(cases)
+
+    def _transform(self, index: int) -> Any:
+        try:
+            return super()._transform(index)
+        except Exception as error:  # a corrupt file raises whatever its reader raises
+            raise describe_load_error(self.cases[index], error) from error
 
 
 def preload(
@@ -50,7 +66,7 @@ def preload(
     the files' headers are checked. Returns the data and the messages of the cases skipped."""
     if cache == "none":
         check_cases(cases, workers=workers)
-        return Dataset(list(records), transform), []
+        return NamedErrorsDataset(cases, records, transform), []
     if cache == "disk":
         if cache_dir is None:
             raise ValueError("the disk cache needs a cache_dir")

@@ -37,10 +37,13 @@ from monai.transforms import (
     SpatialPadd,
 )
 
+from gmim.errors import InputError
+
 __all__ = [
     "CT_PRETRAIN_WINDOW",
     "LabelsToRegionsd",
     "Preprocessing",
+    "RequireVolumed",
     "augment_transforms",
     "intensity_transform",
     "load_transforms",
@@ -62,6 +65,19 @@ class Preprocessing:
     orientation: str = "RAS"
 
 
+class RequireVolumed(MapTransform):
+    """Refuse an image that is not a 3D volume, naming its file, before anything reorients it (MONAI's
+    orientation would only warn, and a later step fail further from the cause)."""
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> Mapping[Hashable, Any]:
+        for key in self.key_iterator(data):
+            image = data[key]
+            if image.dim() != 4:
+                source = image.meta.get("filename_or_obj", key) if isinstance(image, MetaTensor) else key
+                raise InputError(f"{source}: a volume of {image.dim() - 1} spatial dimensions, expected 3")
+        return data
+
+
 def intensity_transform(keys: KeysCollection, preprocessing: Preprocessing) -> MapTransform:
     """The modality's intensity normalisation (see the module docstring)."""
     if preprocessing.modality == "ct":
@@ -80,6 +96,7 @@ def load_transforms(preprocessing: Preprocessing, label: bool = True) -> list[An
     steps: list[Any] = [
         LoadImaged(keys, image_only=True),
         EnsureChannelFirstd(keys),
+        RequireVolumed(keys),
         Orientationd(keys, axcodes=preprocessing.orientation, labels=None),
     ]
     if preprocessing.spacing is not None:

@@ -31,7 +31,8 @@ def _nonzero(image: torch.Tensor) -> torch.Tensor:
 
 
 class CheckVolumed(MapTransform):
-    """Refuse a volume that is not (C, D, H, W) with ``channels`` channels and finite voxels."""
+    """Refuse a volume without ``channels`` channels or with voxels that are not finite (that it is
+    3D, :class:`gmim.data.transforms.RequireVolumed` has checked on loading)."""
 
     def __init__(self, channels: int, key: str = "image") -> None:
         super().__init__(key)
@@ -41,8 +42,6 @@ class CheckVolumed(MapTransform):
         for key in self.key_iterator(data):
             image = data[key]
             where = data.get("id", key)
-            if image.dim() != 4:
-                raise InputError(f"{where}: a volume of {image.dim() - 1} spatial dimensions, expected 3")
             if image.shape[0] != self.channels:
                 raise InputError(f"{where}: {image.shape[0]} channels, expected {self.channels}")
             if not bool(torch.isfinite(image).all()):
