@@ -187,9 +187,10 @@ def _save_subject(folder: Path, name: str, image: np.ndarray, tissue: np.ndarray
     nib.save(nib.Nifti1Image((image * brain)[box].astype(np.float32), affine), folder / f"{name}.nii.gz")
     if task_labels is None:
         return {"image": f"{name}.nii.gz"}
-    labels = np.zeros(tissue.shape, np.uint8)
+    labels = np.zeros(tissue.shape, np.uint8)  # background
     for tissue_class, value in task_labels.items():
-        labels[tissue == TISSUE_VALUES.get(tissue_class, -1)] = value
+        if tissue_class != "background":
+            labels[tissue == TISSUE_VALUES[tissue_class]] = value
     nib.save(nib.Nifti1Image(labels[box], affine), folder / f"{name}_tissue.nii.gz")
     return {"image": f"{name}.nii.gz", "label": f"{name}_tissue.nii.gz"}
 
