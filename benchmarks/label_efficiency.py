@@ -33,6 +33,7 @@ trained one, the task does not use what an encoder learns, and no pre-training c
     python benchmarks/label_efficiency.py --preset smoke --out runs/le_smoke      # minutes
     python benchmarks/label_efficiency.py --preset cpu                            # < 1 h, 2 cores
     python benchmarks/label_efficiency.py --preset cpu-long --out runs/cpu_long   # 4× pre-training
+    python benchmarks/label_efficiency.py --preset cpu-context --out runs/cpu_context  # deep CSF too
     python benchmarks/label_efficiency.py --preset gpu --device cuda --docs docs  # and docs/results.md
 
 Runs that finished are reused: rerunning after an interruption goes on where it stopped (an
@@ -582,7 +583,7 @@ def write_docs(docs: Path, out: Path, text: str) -> None:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", default="cpu", help="smoke, cpu, gpu (benchmarks/presets/) or a YAML file (default cpu)")
+    parser.add_argument("--preset", default="cpu", help="smoke, cpu, cpu-long, cpu-context, gpu (benchmarks/presets/) or a YAML file (default cpu)")
     parser.add_argument("--out", type=Path, default=Path("runs/label_efficiency"), help="run folder (default runs/label_efficiency)")
     parser.add_argument("--arms", nargs="+", metavar="ARM", help=f"a subset of the preset's arms ({', '.join(ARMS)})")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (default auto)")

@@ -28,7 +28,7 @@ def bench():
     del sys.modules[spec.name]
 
 
-@pytest.mark.parametrize("name", ["smoke", "cpu", "cpu-long", "gpu"])
+@pytest.mark.parametrize("name", sorted(path.stem for path in (SCRIPT.parent / "presets").glob("*.yaml")))
 def test_shipped_presets_give_valid_configs(bench, name, tmp_path):
     from gmim.pretraining.config import PretrainConfig
     from gmim.segmentation.config import FinetuneConfig
