@@ -161,10 +161,11 @@ def test_docs_section_replaced_in_place(bench, tmp_path):
 def test_deep_csf_lies_deep_inside_the_real_brain(itk_paths):
     from scipy import ndimage
 
+    from gmim.data.checks import voxel_spacing
     from gmim.sample_data import DEEP_CSF_DEPTH_MM, TISSUE_VALUES, brain_tissue
 
     _, tissue, affine = brain_tissue("itk")
-    zooms = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+    zooms = np.asarray(voxel_spacing(affine))
     depth = ndimage.distance_transform_edt(tissue != TISSUE_VALUES["outside"], sampling=zooms)
     deep = tissue == TISSUE_VALUES["deep_csf"]
     assert 10 < deep.sum() * np.prod(zooms) / 1000 < 100  # ml: the ventricles' order of size

@@ -17,6 +17,7 @@ import nibabel as nib
 import numpy as np
 from monai.transforms import Compose, Rand3DElasticd, RandAdjustContrastd, RandBiasFieldd, RandGaussianNoised
 
+from gmim.data.checks import voxel_spacing
 from gmim.errors import InputError
 
 #: Where the Debian package installs its data; ``GMIM_ITK_DATA`` points elsewhere.
@@ -102,7 +103,7 @@ def _mark_deep_csf(labels: np.ndarray, affine: np.ndarray) -> np.ndarray:
     do not ask of it."""
     from scipy import ndimage
 
-    zooms = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+    zooms = np.asarray(voxel_spacing(affine))
     depth = ndimage.distance_transform_edt(labels != TISSUE_VALUES["outside"], sampling=zooms)
     pieces, _ = ndimage.label((labels == TISSUE_VALUES["other"]) & (depth > DEEP_CSF_DEPTH_MM))
     millilitres = np.bincount(pieces.ravel()) * float(np.prod(zooms)) / 1000
