@@ -138,6 +138,8 @@ class Preset:
             raise InputError(f"{where}: {bad[0]} must be a positive integer")
         if not self.labels or any(not 1 <= k <= self.labelled for k in self.labels):
             raise InputError(f"{where}: labels {self.labels} must lie between 1 and labelled ({self.labelled})")
+        if not isinstance(self.context_class, bool):
+            raise InputError(f"{where}: context_class must be true or false, got {self.context_class!r}")
         if any(not 1 <= k <= self.labelled for k in self.probe_labels):
             raise InputError(f"{where}: probe_labels {self.probe_labels} must lie between 1 and labelled ({self.labelled})")
         if not self.seeds:

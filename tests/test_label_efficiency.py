@@ -52,6 +52,9 @@ def test_bad_presets_are_refused_in_one_line(bench, tmp_path):
     (tmp_path / "probe.yaml").write_text(good.replace("probe_labels: [1]", "probe_labels: [3]"))
     with pytest.raises(InputError, match="probe_labels"):
         bench.Preset.load(str(tmp_path / "probe.yaml"))
+    (tmp_path / "context.yaml").write_text(good + "context_class: deep\n")
+    with pytest.raises(InputError, match="context_class must be true or false"):
+        bench.Preset.load(str(tmp_path / "context.yaml"))
     with pytest.raises(InputError, match="neither a preset"):
         bench.Preset.load("no-such-preset")
     assert bench.main(["--preset", "smoke", "--arms", "gmim", "simclr", "--out", str(tmp_path / "out")]) == 2
