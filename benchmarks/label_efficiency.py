@@ -237,7 +237,7 @@ def weight_change(config: Any, encoder: Path) -> float:
     import torch
 
     from gmim.engine.device import seed_everything
-    from gmim.pretraining.train import build_model
+    from gmim.pretraining.method import build_model
 
     config.model.in_channels = 1  # the benchmark's subjects are single T1 images
     seed_everything(config.train.seed)  # as pre-training does right before it builds the model
@@ -266,7 +266,7 @@ class Benchmark:
         if overrides is None:
             return None
         from gmim.pretraining.config import PretrainConfig
-        from gmim.pretraining.train import pretrain
+        from gmim.pretraining.method import pretrain
 
         run = self.out / "pretrain" / arm
         config = _config(PretrainConfig, self.preset.pretrain, self.out / "configs" / "pretrain.yaml",
@@ -291,7 +291,7 @@ class Benchmark:
         if scores_path.is_file():
             return json.loads(scores_path.read_text())
         from gmim.segmentation.config import FinetuneConfig
-        from gmim.segmentation.train import finetune
+        from gmim.segmentation.method import finetune
 
         overrides = ["task.name=tissue", f"task.labels={json.dumps(self.preset.task_labels)}", "data.fold=all",
                      f"data.labelled_cases={labels}", f"train.seed={seed}", f"train.device={self.device}",

@@ -21,7 +21,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 import loop_masking as loop  # noqa: E402
 
-from gmim.masking import GridMaskPlanner  # noqa: E402
+from gmim.pretraining.masking import GridMaskPlanner  # noqa: E402
 from gmim.sample_data import mni152  # noqa: E402
 
 STARTS = ((30, 40, 20), (60, 80, 50))

@@ -69,9 +69,9 @@ def _views(args: argparse.Namespace) -> tuple[torch.Tensor, torch.Tensor, list, 
 def _measure(args: argparse.Namespace, variant: str) -> dict[str, float]:
     from monai.networks.nets import SwinUNETR
 
-    from gmim.losses import GMIMLoss
-    from gmim.masking import GridMaskPlanner, voxel_mask
-    from gmim.model import GMIM, GMIMOutput
+    from gmim.pretraining.losses import GMIMLoss
+    from gmim.pretraining.masking import GridMaskPlanner, voxel_mask
+    from gmim.pretraining.model import GMIM, GMIMOutput
 
     torch.manual_seed(0)
     device = torch.device(args.device)
@@ -149,9 +149,9 @@ def _flops(args: argparse.Namespace) -> dict[str, int]:
     from monai.networks.nets import SwinUNETR
     from torch.utils.flop_counter import FlopCounterMode
 
-    from gmim.losses import GMIMLoss
-    from gmim.masking import GridMaskPlanner, voxel_mask
-    from gmim.model import GMIM
+    from gmim.pretraining.losses import GMIMLoss
+    from gmim.pretraining.masking import GridMaskPlanner, voxel_mask
+    from gmim.pretraining.model import GMIM
 
     x, y, _, _ = _views(args)
     masks = GridMaskPlanner().plan(x).hierarchical_masks(x.shape[2:], generator=torch.Generator().manual_seed(0))

@@ -133,7 +133,7 @@ def test_weight_change_measures_from_the_initial_weights(bench, tmp_path):
 
     from gmim.engine.device import seed_everything
     from gmim.pretraining.config import PretrainConfig
-    from gmim.pretraining.train import build_model
+    from gmim.pretraining.method import build_model
 
     preset, _ = bench.Preset.load("smoke")
     config = bench._config(PretrainConfig, preset.pretrain, tmp_path / "pretrain.yaml", [], "pretrain")

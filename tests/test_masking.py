@@ -10,7 +10,7 @@ import torch
 
 import loop_masking as loop
 from conftest import crop
-from gmim.masking import APPLICATION_POINTS, GridMaskPlanner, cell_entropy, voxel_mask
+from gmim.pretraining.masking import APPLICATION_POINTS, GridMaskPlanner, cell_entropy, voxel_mask
 
 CROP_SIZES = [(32, 32, 32), (64, 64, 64), (96, 96, 96), (128, 128, 128), (128, 128, 64)]
 

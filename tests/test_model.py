@@ -9,10 +9,10 @@ import torch
 from monai.networks.nets import SwinUNETR
 
 from conftest import crop
-from gmim.encoder import MaskedSwinEncoder
-from gmim.losses import GMIMLoss, align_to_online, cross_correlation_loss, reconstruction_loss
-from gmim.masking import GridMaskPlanner, voxel_mask
-from gmim.model import GMIM
+from gmim.pretraining.encoder import MaskedSwinEncoder
+from gmim.pretraining.losses import GMIMLoss, align_to_online, cross_correlation_loss, reconstruction_loss
+from gmim.pretraining.masking import GridMaskPlanner, voxel_mask
+from gmim.pretraining.model import GMIM
 
 FEATURES = 12
 

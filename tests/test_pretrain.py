@@ -23,7 +23,7 @@ from gmim.data.sources import discover_cases
 from gmim.pretraining.config import PretrainConfig
 from gmim.engine.device import seed_everything
 from gmim.pretraining.data import load_volumes, view_transforms
-from gmim.pretraining.train import build_model
+from gmim.pretraining.method import build_model
 
 SMALL = ["--roi", "64", "32", "32", "--feature-size", "12", "--batch-size", "2", "--workers", "0", "--device", "cpu",
          "--set", "data.margin=[8,8,8]", "--set", "train.warmup_steps=1", "--set", "train.mixed_precision=false"]
@@ -149,7 +149,7 @@ def test_each_input_format_gives_views(tmp_path, mni_t1, itk_t1):
 
 def test_views_overlap_by_their_offset(mni_t1):
     """Without target augmentation, y equals x shifted by the offset over their overlap."""
-    from gmim.data.views import SiameseViewsd
+    from gmim.pretraining.views import SiameseViewsd
 
     views = SiameseViewsd((32, 32, 32), (8, 8, 8))
     views.set_random_state(seed=3)

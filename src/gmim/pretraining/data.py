@@ -18,7 +18,7 @@ from monai.transforms import Compose, CropForegroundd, EnsureTyped, MapTransform
 from gmim.data.caching import preload
 from gmim.data.sources import Case
 from gmim.data.transforms import load_transforms
-from gmim.data.views import SiameseViewsd, target_augmentation
+from gmim.pretraining.views import SiameseViewsd, target_augmentation
 from gmim.errors import InputError
 from gmim.pretraining.config import PretrainConfig
 

@@ -25,7 +25,7 @@ from gmim.engine.precision import MixedPrecision
 from gmim.errors import InputError
 from gmim.segmentation.config import FinetuneConfig
 from gmim.segmentation.network import build_network, load_run_weights
-from gmim.segmentation.train import sliding_window
+from gmim.segmentation.method import sliding_window
 
 __all__ = ["Predictor", "find_run"]
 

@@ -90,7 +90,7 @@ class MaskedSwinEncoder(SwinTransformer):
         """The five hidden states of ``SwinTransformer.forward``, with ``masks[i]`` applied at point a_i.
 
         ``masks`` holds up to four (B, d, h, w) bool masks or None (see
-        :meth:`gmim.masking.GridMaskPlan.hierarchical_masks`); ``mask_tokens`` optional learned
+        :meth:`gmim.pretraining.masking.GridMaskPlan.hierarchical_masks`); ``mask_tokens`` optional learned
         fill vectors, one per point (zeros otherwise, as in the prototype).
         """
         masks = list(masks or []) + [None] * (4 - len(masks or []))

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from gmim import __version__
 
 #: Modules that each define ``add_parser(subparsers)``; the parser's ``run`` default does the work.
-COMMAND_MODULES = ("gmim.demo", "gmim.pretrain", "gmim.finetune", "gmim.predict", "gmim.evaluate")
+COMMAND_MODULES = ("gmim.cli.demo", "gmim.cli.pretrain", "gmim.cli.finetune", "gmim.cli.predict", "gmim.cli.evaluate")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,7 +46,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"gmim {args.command}: interrupted", file=sys.stderr)
         return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

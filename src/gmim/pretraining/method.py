@@ -35,12 +35,12 @@ from gmim.engine.precision import MixedPrecision
 from gmim.engine.progress import Progress
 from gmim.engine.sampling import ResumableSampler, SeededDataset, epoch_loader
 from gmim.errors import InputError
-from gmim.losses import GMIMLoss
-from gmim.masking import APPLICATION_POINTS, GridMaskPlanner, voxel_mask
-from gmim.model import GMIM
+from gmim.pretraining.losses import GMIMLoss
+from gmim.pretraining.masking import APPLICATION_POINTS, GridMaskPlanner, voxel_mask
+from gmim.pretraining.model import GMIM
 from gmim.pretraining.config import PretrainConfig
 from gmim.pretraining.data import load_volumes, view_transforms
-from gmim.visualize import save_loss_curve, save_masking_figure
+from gmim.pretraining.visualize import save_loss_curve, save_masking_figure
 from gmim.weights import load_pretrained
 
 __all__ = ["build_model", "pretrain"]

@@ -66,7 +66,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from gmim.pretraining.train import pretrain  # torch and MONAI load only when a run starts
+    from gmim.pretraining.method import pretrain  # torch and MONAI load only when a run starts
 
     overrides = [*flag_overrides(args, FLAGS), *args.overrides]
     config = load_config(PretrainConfig, args.config, overrides, presets="pretrain")

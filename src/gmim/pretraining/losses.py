@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gmim.model import GMIMOutput
+from gmim.pretraining.model import GMIMOutput
 
 __all__ = ["GMIMLoss", "align_to_online", "cross_correlation_loss", "reconstruction_loss"]
 

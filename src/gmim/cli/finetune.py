@@ -61,7 +61,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from gmim.segmentation.train import finetune  # the training stack loads only when a run starts
+    from gmim.segmentation.method import finetune  # the training stack loads only when a run starts
 
     overrides = flag_overrides(args, FLAGS)
     if args.steps is not None:

@@ -10,7 +10,7 @@ import torch
 from monai.networks.blocks import Convolution
 from torch import Tensor, nn
 
-from gmim.encoder import MaskedSwinEncoder
+from gmim.pretraining.encoder import MaskedSwinEncoder
 
 __all__ = ["GMIM", "GMIMOutput", "ReconstructionDecoder"]
 

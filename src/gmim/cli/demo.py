@@ -65,7 +65,7 @@ def write_collection(folder: Path) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    from gmim.pretraining.train import pretrain  # torch and MONAI load only when a run starts
+    from gmim.pretraining.method import pretrain  # torch and MONAI load only when a run starts
 
     if args.steps < 1:
         raise InputError(f"--steps must be positive, got {args.steps}")

@@ -13,7 +13,7 @@ import numpy as np  # noqa: E402
 from torch import Tensor  # noqa: E402
 
 from gmim.atomic import atomic_path  # noqa: E402
-from gmim.masking import APPLICATION_POINTS  # noqa: E402
+from gmim.pretraining.masking import APPLICATION_POINTS  # noqa: E402
 
 
 def _slice_of(mask: Tensor, stride: int, depth_index: int) -> np.ndarray:

@@ -1,0 +1,7 @@
+"""``python -m gmim.cli`` (and ``torchrun -m gmim.cli``): the ``gmim`` command."""
+
+import sys
+
+from gmim.cli import main
+
+sys.exit(main())
