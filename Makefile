@@ -38,6 +38,7 @@ test: $(VENV)/.installed test-data
 benchmark: $(VENV)/.installed
 	$(PY) benchmarks/masking_speed.py
 	$(PY) benchmarks/pretrain_step.py
+	$(PY) benchmarks/throughput.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -294,6 +294,7 @@ class Benchmark:
         from gmim.segmentation.method import finetune
 
         overrides = ["task.name=tissue", f"task.labels={json.dumps(self.preset.task_labels)}", "data.fold=all",
+                     f"model.init={json.dumps(str(encoder) if encoder is not None else None)}",
                      f"data.labelled_cases={labels}", f"train.seed={seed}", f"train.device={self.device}",
                      f"train.freeze_encoder={str(frozen).lower()}"]
         config = _config(FinetuneConfig, self.preset.finetune, self.out / "configs" / "finetune.yaml", overrides, "finetune")
@@ -302,7 +303,7 @@ class Benchmark:
             print(f"fine-tuning {arm}{' (encoder frozen)' * frozen}: {labels} labelled subject(s), seed {seed}", flush=True)
             resume = (run / "last.pt").is_file()
             start = time.perf_counter()
-            finetune(config, [self.datalists["labelled"]], run, pretrained=encoder, resume=resume)
+            finetune(config, [self.datalists["labelled"]], run, resume=resume)
             write_json(trained, {"seconds": time.perf_counter() - start, "resumed": resume})
         start = time.perf_counter()
         test = self.score(run)

@@ -7,7 +7,8 @@ from typing import Literal
 
 import pytest
 
-from gmim.config import check_run_folder, dump_config, load_config, preset_names
+from gmim.config import dump_config, load_config, preset_names
+from gmim.engine.run_folder import check_run_folder
 from gmim.errors import InputError
 
 
@@ -78,6 +79,19 @@ def test_run_folder_guard(tmp_path):
     with pytest.raises(InputError, match=r"--resume: labels.x is 1 now but None"):
         check_run_folder(changed, tmp_path, resume=True, may_change=("optim.lr",))
     check_run_folder(load_config(Example, None, ["optim.lr=0.2"]), tmp_path, resume=True, may_change=("optim.lr",))
+    # a key that only the start reads (the initial weights) need not be repeated on resume, and stays recorded
+    dump_config(load_config(Example, None, ["optim.lr=0.1", "optim.clip=null"]), tmp_path / "config.yaml")
+    unset = load_config(Example, None, ["optim.lr=0.1", "optim.clip=null"])
+    unset.optim.clip = None
+    check_run_folder(unset, tmp_path, resume=True, inherit=("optim.clip",))
+    assert unset.optim.clip is None
+    dump_config(config, tmp_path / "config.yaml")
+    unset = load_config(Example, None, ["optim.lr=0.1", "optim.clip=null"])
+    check_run_folder(unset, tmp_path, resume=True, inherit=("optim.clip",))
+    assert unset.optim.clip == 1.0
+    (tmp_path / "file").write_text("")
+    with pytest.raises(InputError, match="is a file, not a run folder"):
+        check_run_folder(config, tmp_path / "file", resume=False)
 
 
 def test_finetune_presets_follow_the_spec():

@@ -17,9 +17,10 @@ from monai.transforms import Compose, RandFlipd, RandSpatialCropd
 from gmim.engine.checkpoint import load_checkpoint, restore_training_state, save_checkpoint, training_state
 from gmim.engine.device import resolve_device, seed_everything
 from gmim.engine.distributed import DistributedContext, init_distributed, wrap_ddp
+from gmim.engine.loop import validation_interval
 from gmim.engine.optim import adamw, warmup_cosine
 from gmim.engine.precision import MixedPrecision
-from gmim.engine.sampling import ResumableSampler, SeededDataset, epoch_loader
+from gmim.engine.sampling import SeededDataset, StepSampler, run_loader
 from gmim.errors import InputError
 
 
@@ -48,7 +49,8 @@ def test_devices():
 
 
 def _run(volumes, out: Path, steps: int, stop: int | None = None, resume: bool = False) -> torch.Tensor:
-    """A tiny denoising loop over real crops with random crops and flips, checkpointing at ``stop``."""
+    """A tiny denoising loop over real crops with random crops and flips, checkpointing at ``stop``;
+    3 volumes in batches of 2, so that batches straddle epochs."""
     seed_everything(0)
     context = DistributedContext(torch.device("cpu"))
     model = wrap_ddp(torch.nn.Sequential(torch.nn.Conv3d(1, 4, 3, padding=1), torch.nn.Dropout(0.3), torch.nn.Conv3d(4, 1, 1)), context)
@@ -60,35 +62,52 @@ def _run(volumes, out: Path, steps: int, stop: int | None = None, resume: bool =
         Compose([RandSpatialCropd("image", (12, 12, 12), random_size=False), RandFlipd("image", prob=0.5, spatial_axis=0)]),
         seed=0,
     )
-    sampler = ResumableSampler(len(dataset), seed=0)
     step = restore_training_state(load_checkpoint(out), model, optimizer, scheduler, precision, context) if resume else 0
-    per_epoch = 2  # 4 volumes, batch 2
-    while step < steps:
-        epoch, start = divmod(step, per_epoch)
-        for batch in epoch_loader(dataset, sampler, epoch, start, batch_size=2, num_workers=0):
-            image = batch["image"]
-            noisy = image + 0.1 * torch.randn_like(image)
-            with precision.autocast():
-                loss = torch.nn.functional.mse_loss(model(noisy), image)
-            precision.step(loss, optimizer, model.parameters(), clip=1.0)
-            scheduler.step()
-            step += 1
-            if step == stop:
-                save_checkpoint(out, training_state(model, optimizer, scheduler, precision, step, context))
-                return torch.cat([p.detach().flatten() for p in model.parameters()])
-            if step == steps:
-                break
+    for batch in run_loader(dataset, StepSampler(len(dataset), 2, step, stop or steps), workers=0, pin_memory=False):
+        image = batch["image"]
+        noisy = image + 0.1 * torch.randn_like(image)
+        with precision.autocast():
+            loss = torch.nn.functional.mse_loss(model(noisy), image)
+        precision.step(loss, optimizer, model.parameters(), clip=1.0)
+        scheduler.step()
+        step += 1
+    if stop is not None:
+        save_checkpoint(out, training_state(model, optimizer, scheduler, precision, step, context))
     return torch.cat([p.detach().flatten() for p in model.parameters()])
 
 
 def test_resume_is_exact(tmp_path, itk_t1):
-    volumes = [crop(itk_t1, (30 + 8 * i, 40, 20), (16, 16, 16)) / 255 for i in range(4)]
+    volumes = [crop(itk_t1, (30 + 8 * i, 40, 20), (16, 16, 16)) / 255 for i in range(3)]
     straight = _run(volumes, tmp_path / "a.pt", steps=6)
     _run(volumes, tmp_path / "b.pt", steps=6, stop=3)
     resumed = _run(volumes, tmp_path / "b.pt", steps=6, resume=True)
     assert torch.equal(straight, resumed)
     different = _run(volumes[::-1], tmp_path / "c.pt", steps=6)
     assert not torch.allclose(straight, different)
+
+
+def test_step_sampler_draws_global_batches_whatever_the_processes_and_the_start():
+    """5 volumes, global batch 4: batches straddle epochs, each epoch is a permutation, and 1 or 2
+    processes, started at step 0 or resumed at step 3, draw the same samples for each step."""
+    one = list(StepSampler(5, 4, 0, 10, seed=7))
+    assert len(one) == 40
+    for epoch in range(8):
+        assert sorted(i for e, i in one if e == epoch) == list(range(5))
+    batches = [one[4 * s : 4 * s + 4] for s in range(10)]
+    two = [list(StepSampler(5, 4, 0, 10, rank, 2, seed=7)) for rank in (0, 1)]
+    assert [two[0][2 * s : 2 * s + 2] + two[1][2 * s : 2 * s + 2] for s in range(10)] == batches
+    assert list(StepSampler(5, 4, 3, 10, seed=7)) == one[12:]
+    assert list(StepSampler(5, 4, 0, 10, seed=8)) != one
+    with pytest.raises(ValueError):
+        StepSampler(5, 3, 0, 10, 0, 2)
+
+
+def test_validation_interval():
+    assert validation_interval(7, cost=1000.0, total=100) == 7  # as set
+    assert validation_interval(0, cost=1.0, total=100) == 0  # only at the end
+    assert validation_interval(None, cost=0.5, total=4000) == 200  # cheap: twenty in a run
+    assert validation_interval(None, cost=100.0, total=4000) == 1900  # costly: at most 5 % of the compute
+    assert validation_interval(None, cost=0.01, total=3) == 1
 
 
 def test_bad_checkpoints(tmp_path):
@@ -107,15 +126,13 @@ WORKER = textwrap.dedent(
     """
     import json, sys, torch
     from gmim.engine.distributed import init_distributed, wrap_ddp, all_reduce_mean, gather_objects
-    from gmim.engine.sampling import ResumableSampler
+    from gmim.engine.sampling import StepSampler
     from gmim.engine.precision import MixedPrecision
     from gmim.engine.optim import adamw
 
     context = init_distributed("cpu")
     torch.manual_seed(context.rank)  # different initial weights: DDP must broadcast rank 0's
-    sampler = ResumableSampler(10, context.rank, context.world_size, seed=3)
-    sampler.set_epoch(1)
-    shard = list(sampler)
+    shard = [index for _, index in StepSampler(10, 10, 1, 2, context.rank, context.world_size, seed=3)]
     model = wrap_ddp(torch.nn.Linear(3, 1), context)
     optimizer = adamw(model.parameters(), 0.1, 0.0)
     x = torch.full((2, 3), float(context.rank + 1))

@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
+import subprocess
+import sys
+import time
 
 import nibabel as nib
 import numpy as np
@@ -15,6 +19,7 @@ from conftest import TINY_FINETUNE
 
 from gmim.cli import main
 from gmim.config import load_config
+from gmim.engine.metrics import read_metrics
 from gmim.segmentation.config import FinetuneConfig
 
 
@@ -31,6 +36,8 @@ def test_from_gmim_encoder(finetuned_run, gmim_encoder):
     config = load_config(FinetuneConfig, run / "config.yaml")  # what gmim predict will read
     assert config.task.labels == {"background": 0, "foreground": 1} and config.task.channels == ["channel0"]
     assert config.model.in_channels == 1 and config.preprocessing.spacing == (4.0, 4.0, 4.0)
+    assert config.model.init == str(gmim_encoder)  # the initial weights are part of the run's record
+    assert any("train/loss" in r for r in read_metrics(run / "metrics.jsonl"))
     best = json.loads((run / "best.json").read_text())
     assert 0 <= best["mean_dice"] <= 1 and set(best["cases"]) == {"itk_t1"}
     last = torch.load(run / "last.pt", weights_only=True)
@@ -58,18 +65,53 @@ def test_frozen_encoder_keeps_the_pretrained_weights(tmp_path, brain_extraction,
     assert [g["name"] for g in torch.load(out / "last.pt", weights_only=True)["optimizer"]["param_groups"]] == ["decoder"]
 
 
-def test_resume_continues_exactly(tmp_path, brain_extraction):
+def _weights(path):
+    return torch.load(path, weights_only=True)
+
+
+def test_stop_after_sigterm_and_resume_continue_exactly(tmp_path, brain_extraction):
+    """train.stop_after, then SIGTERM in the middle of the resumed run, then a second resume: the
+    weights of 4 uninterrupted steps, bit for bit."""
     data = str(brain_extraction / "brain.json")
-    options = ["--steps", "4", "--fold", "all", "--label-fraction", "0.5", *TINY_FINETUNE]
+    options = ["--steps", "4", "--fold", "all", "--label-fraction", "0.5", *TINY_FINETUNE, "--set", "train.log_every=1"]
     assert main(["finetune", data, "--out", str(tmp_path / "straight"), *options]) == 0
-    assert main(["finetune", data, "--out", str(tmp_path / "split"), *options, "--set", "train.stop_after=2"]) == 0
-    assert torch.load(tmp_path / "split" / "last.pt", weights_only=True)["step"] == 2
-    assert main(["finetune", data, "--out", str(tmp_path / "split"), *options, "--resume"]) == 0
-    straight = torch.load(tmp_path / "straight" / "last.pt", weights_only=True)
-    resumed = torch.load(tmp_path / "split" / "last.pt", weights_only=True)
+    split = tmp_path / "split"
+    assert main(["finetune", data, "--out", str(split), *options, "--set", "train.stop_after=1"]) == 0
+    assert _weights(split / "last.pt")["step"] == 1 and not (split / "best.pt").exists()
+    process = subprocess.Popen([sys.executable, "-m", "gmim.cli", "finetune", data, "--out", str(split), *options, "--resume"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while not any(r["step"] > 1 for r in read_metrics(split / "metrics.jsonl")):
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()[1][-2000:]
+        time.sleep(0.1)
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=300)
+    assert process.returncode == 128 + signal.SIGTERM, err[-2000:]
+    assert "continue with --resume" in out + err and "Traceback" not in err
+    assert 1 < _weights(split / "last.pt")["step"] < 4
+    assert main(["finetune", data, "--out", str(split), *options, "--resume"]) == 0
+    straight, resumed = _weights(tmp_path / "straight" / "last.pt"), _weights(split / "last.pt")
     assert resumed["step"] == 4
     for key, value in straight["model"].items():
-        torch.testing.assert_close(resumed["model"][key], value, rtol=0, atol=1e-6, msg=key)
+        torch.testing.assert_close(resumed["model"][key], value, rtol=0, atol=0, msg=key)
+    assert [r["step"] for r in read_metrics(split / "metrics.jsonl")] == [1, 2, 3, 4]
+    assert torch.equal(_weights(split / "best.pt")["model"]["out.conv.conv.weight"], straight["model"]["out.conv.conv.weight"])
+
+
+def test_one_loader_for_a_run_of_several_epochs(tmp_path, brain_extraction, monkeypatch):
+    """3 epochs of 2 cases, validation and checkpoints on: the loader's workers start once."""
+    iterators = []
+    original = torch.utils.data.DataLoader.__iter__
+    monkeypatch.setattr(torch.utils.data.DataLoader, "__iter__", lambda self: iterators.append(self) or original(self))
+    out = tmp_path / "run"
+    assert main(["finetune", str(brain_extraction / "brain.json"), "--out", str(out), "--epochs", "3", "--labelled-cases", "2",
+                 "--fold", "0", *TINY_FINETUNE, "--workers", "1", "--set", "train.validate_every=2",
+                 "--set", "train.checkpoint_every=1"]) == 0
+    assert len(iterators) == 1
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["steps"] == summary["total_steps"] == 6 and summary["completed"] and summary["validations"] == 3
+    assert 0 < summary["validation_share"] < 1 and 0 < summary["checkpoint_share"] < 1 and summary["volumes_per_s"] > 0
+    assert [r["step"] for r in read_metrics(out / "metrics.jsonl") if "val/mean_dice" in r] == [2, 4, 6]
 
 
 def _brats_case(folder, name, t1, affine, seed):
@@ -202,7 +244,8 @@ def test_bad_input_is_one_line_exit_2(tmp_path, brain_extraction, gmim_encoder, 
 
 
 def test_torchrun_two_processes(tmp_path, brain_extraction):
-    """Data parallel fine-tuning with torchrun (gloo on the CPU): shards, DDP, sharded validation."""
+    """Data parallel fine-tuning with torchrun (gloo on the CPU): shards, DDP, sharded validation;
+    --batch-size is the global batch, so 2 processes see the samples that 1 process sees."""
     import os
     import subprocess
     import sys
@@ -212,7 +255,7 @@ def test_torchrun_two_processes(tmp_path, brain_extraction):
     out = tmp_path / "ddp"
     result = subprocess.run(
         [str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "gmim.cli", "finetune", str(brain_extraction / "brain.json"),
-         "--out", str(out), "--steps", "2", "--fold", "0", *TINY_FINETUNE],
+         "--out", str(out), "--steps", "2", "--fold", "0", "--batch-size", "2", *TINY_FINETUNE, "--set", "train.log_every=1"],
         capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -220,6 +263,11 @@ def test_torchrun_two_processes(tmp_path, brain_extraction):
     last = torch.load(out / "last.pt", weights_only=True)
     assert last["step"] == 2 and len(last["rng"]) == 2  # both ranks' random states, for an exact resume
     assert set(json.loads((out / "best.json").read_text())["cases"]) == {"itk_t1"}
+    one = tmp_path / "one"
+    assert main(["finetune", str(brain_extraction / "brain.json"), "--out", str(one), "--steps", "2", "--fold", "0", "--batch-size", "2",
+                 *TINY_FINETUNE, "--set", "train.log_every=1", "--set", "train.validate_every=0"]) == 0
+    losses = [[r["train/loss"] for r in read_metrics(run / "metrics.jsonl") if "train/loss" in r] for run in (one, out)]
+    np.testing.assert_allclose(losses[1], losses[0], rtol=1e-4)
 
 
 def test_from_finetuned_checkpoint_and_from_a_one_channel_swinvit_for_two_channels(tmp_path, finetuned_run, brain_extraction, gmim_encoder, capsys):

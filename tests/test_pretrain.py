@@ -26,7 +26,8 @@ from gmim.pretraining.data import load_volumes, view_transforms
 from gmim.pretraining.method import build_model
 
 SMALL = ["--roi", "64", "32", "32", "--feature-size", "12", "--batch-size", "2", "--workers", "0", "--device", "cpu",
-         "--set", "data.margin=[8,8,8]", "--set", "train.warmup_steps=1", "--set", "train.mixed_precision=false"]
+         "--set", "data.margin=[8,8,8]", "--set", "train.warmup_steps=1", "--set", "train.mixed_precision=false",
+         "--set", "train.log_every=1"]
 
 
 def save(path: Path, array: np.ndarray, affine: np.ndarray | None = None) -> Path:

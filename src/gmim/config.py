@@ -12,20 +12,15 @@ Layers apply in order: the dataclass defaults, the preset or file (``source``: a
 ``null``). An unknown key or a value of the wrong type is refused with an
 :class:`~gmim.errors.InputError` that names the key and the file or option it came from.
 
-Commands share the options: :func:`add_config_arguments` adds ``--config`` and ``--set``;
-:func:`flag_overrides` turns direct flags (``--lr 2e-4``) into overrides applied before ``--set``;
-:func:`check_run_folder` guards a run folder against overwriting and against resuming with settings
-that change what the run learns.
+The command line's ``--config``, ``--set`` and direct flags feed it (:mod:`gmim.cli.arguments`).
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
 import types
 import typing
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
@@ -36,10 +31,8 @@ from gmim.atomic import atomic_path
 from gmim.errors import InputError
 
 __all__ = [
-    "add_config_arguments",
-    "check_run_folder",
     "dump_config",
-    "flag_overrides",
+    "flatten",
     "load_config",
     "preset_names",
     "to_dict",
@@ -54,31 +47,6 @@ def preset_names(presets: str) -> list[str]:
     if not folder.is_dir():
         return []
     return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
-
-
-def add_config_arguments(parser: argparse.ArgumentParser, presets: str) -> None:
-    """``--config PRESET|FILE.yaml`` and repeatable ``--set key.sub=value``."""
-    names = ", ".join(preset_names(presets)) or "none"
-    parser.add_argument("--config", metavar="PRESET|FILE.yaml", help=f"a shipped preset ({names}) or a YAML file")
-    parser.add_argument(
-        "--set", dest="overrides", metavar="KEY=VALUE", action="append", default=[],
-        help="override a config value, e.g. --set train.lr=2e-4 (repeatable; applied last)",
-    )
-
-
-def add_roi_argument(parser: argparse.ArgumentParser) -> None:
-    """``--roi N`` or ``--roi D H W``, read back as three sizes by :func:`flag_overrides`."""
-    parser.add_argument("--roi", type=int, nargs="+", metavar="N", help="crop size: one size or three (D H W), multiples of 32")
-
-
-def flag_overrides(args: argparse.Namespace, flags: Mapping[str, str]) -> list[str]:
-    """``key=value`` overrides for the direct flags given on the command line (flag dest → config key)."""
-    roi = getattr(args, "roi", None)
-    if roi is not None:
-        if len(roi) not in (1, 3):
-            raise InputError(f"--roi takes one size or three, got {len(roi)}")
-        args.roi = roi * 3 if len(roi) == 1 else roi
-    return [f"{key}={json.dumps(getattr(args, dest))}" for dest, key in flags.items() if getattr(args, dest, None) is not None]
 
 
 def _read_source(source: str | Path, presets: str) -> tuple[dict[str, Any], str]:
@@ -248,27 +216,9 @@ def _coerce(hint: Any, value: Any, key: str, where: str) -> Any:
     raise TypeError(f"config type {hint!r} of '{key}' is not supported")
 
 
-def _flat(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested mapping as ``{"section.key": value}``."""
     out: dict[str, Any] = {}
     for key, value in data.items():
-        out |= _flat(value, f"{prefix}{key}.") if isinstance(value, Mapping) else {f"{prefix}{key}": value}
+        out |= flatten(value, f"{prefix}{key}.") if isinstance(value, Mapping) else {f"{prefix}{key}": value}
     return out
-
-
-def check_run_folder(config: Any, out: Path, resume: bool, may_change: Collection[str] = ()) -> None:
-    """Refuse to start a run in a folder that holds one (``last.pt``) unless ``resume``, and to resume
-    with settings other than the folder's ``config.yaml``, except the keys in ``may_change`` (how
-    long and where a run goes on, not what it learns)."""
-    if not resume:
-        if (out / "last.pt").exists():
-            raise InputError(f"--out {out}: holds a run already (last.pt); pass --resume to continue it, or choose another folder")
-        return
-    if not (out / "last.pt").is_file():
-        raise InputError(f"--resume: {out / 'last.pt'} not found")
-    saved = _flat(to_dict(load_config(type(config), out / "config.yaml")))
-    now = _flat(to_dict(config))
-    for key in sorted(saved.keys() | now.keys()):
-        if key not in may_change and saved.get(key) != now.get(key):
-            raise InputError(
-                f"--resume: {key} is {now.get(key)!r} now but {saved.get(key)!r} in {out / 'config.yaml'}; resume with the run's settings"
-            )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -43,6 +44,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, OSError) as error:  # InputError is a ValueError
         print(f"gmim {args.command}: error: {error_message(error)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interrupt:  # a run that saved its state raises it with the signal's number
         print(f"gmim {args.command}: interrupted", file=sys.stderr)
-        return 130
+        return 128 + getattr(interrupt, "signum", signal.SIGINT)

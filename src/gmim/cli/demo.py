@@ -65,6 +65,7 @@ def write_collection(folder: Path) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
+    from gmim.engine.metrics import read_metrics
     from gmim.pretraining.method import pretrain  # torch and MONAI load only when a run starts
 
     if args.steps < 1:
@@ -82,13 +83,13 @@ def run(args: argparse.Namespace) -> int:
     resume = (run_dir / "last.pt").is_file()
     if resume:
         print(f"continuing the run in {run_dir}")
-    encoder = pretrain(config, [datalist], run_dir, resume=resume)
-    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    losses = [r["train/loss"] for r in records if "train/loss" in r]
+    pretrain(config, [datalist], run_dir, resume=resume)
+    records = read_metrics(run_dir / "metrics.jsonl")
+    losses = [r for r in records if "train/loss" in r]
     validation = [r["val/loss"] for r in records if "val/loss" in r]
-    print(f"training loss {losses[0]:.3f} at step 1 -> {losses[-1]:.3f} at step {len(losses)}"
-          + (f"; validation loss {validation[0]:.3f} -> {validation[-1]:.3f}" if validation else ""))
-    print(f"encoder weights (MONAI SwinUNETR(...).swinViT): {encoder}")
+    print(f"training loss {losses[0]['train/loss']:.3f} by step {losses[0]['step']} -> {losses[-1]['train/loss']:.3f} "
+          f"by step {losses[-1]['step']}" + (f"; validation loss {validation[0]:.3f} -> {validation[-1]:.3f}" if validation else ""))
+    print(f"encoder weights (MONAI SwinUNETR(...).swinViT): {run_dir / 'encoder.pt'}")
     print(f"loss curve: {run_dir / 'loss_curve.png'}")
     print(f"masks and reconstructions: {run_dir / 'pictures'}")
     return 0

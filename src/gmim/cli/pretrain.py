@@ -6,7 +6,8 @@ import argparse
 import os
 from pathlib import Path
 
-from gmim.config import add_config_arguments, add_roi_argument, flag_overrides, load_config
+from gmim.cli.arguments import TRAINING_FLAGS, add_config_arguments, add_training_arguments, flag_overrides
+from gmim.config import load_config
 from gmim.pretraining.config import PretrainConfig
 
 EPILOG = """\
@@ -18,22 +19,16 @@ combined.
 Settings come from the defaults (the prototype's CT-collection run), then --config (a shipped preset
 or a YAML file), then the direct flags, then each --set key=value (e.g. --set masking.decay=0
 --set loss.standardize=true --set model.target_momentum=0.99). The run folder receives config.yaml,
-encoder.pt (MONAI SwinUNETR(...).swinViT weights), last.pt, metrics.jsonl, loss_curve.png,
-pictures/ and tensorboard/. Several processes or machines: torchrun --nproc_per_node N -m gmim.cli
-pretrain ... (the batch size is the global one).
+encoder.pt (MONAI SwinUNETR(...).swinViT weights), last.pt, metrics.jsonl, summary.json,
+loss_curve.png, pictures/ and tensorboard/. Ctrl-C or SIGTERM saves last.pt after the step in
+flight; --resume goes on. Several processes or machines: torchrun --nproc_per_node N -m gmim.cli
+pretrain ... (--batch-size is the global batch).
 """
 
-
-#: Direct flags → config keys.
+#: Direct flags → config keys: the training flags, then pre-training's own.
 FLAGS = {
+    **TRAINING_FLAGS,
     "modality": "preprocessing.modality",
-    "roi": "model.roi",
-    "feature_size": "model.feature_size",
-    "steps": "train.steps",
-    "batch_size": "train.batch_size",
-    "lr": "train.lr",
-    "device": "train.device",
-    "workers": "train.workers",
     "init": "model.init",
     "skip_bad": "data.skip_bad",
 }
@@ -52,14 +47,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", type=Path, required=True, help="run folder")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     add_config_arguments(parser, "pretrain")
+    add_training_arguments(parser)
     parser.add_argument("--modality", choices=("ct", "mri"), help="intensity preset: CT HU window or MRI z-score")
-    add_roi_argument(parser)
-    parser.add_argument("--feature-size", type=int, help="Swin UNETR feature size F (a multiple of 12; 48 in the paper)")
-    parser.add_argument("--steps", type=int, help="optimiser steps")
-    parser.add_argument("--batch-size", type=int, help="volumes per step, over all processes")
-    parser.add_argument("--lr", type=float, help="peak learning rate of AdamW")
-    parser.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps")
-    parser.add_argument("--workers", type=int, help="data loading worker processes")
     parser.add_argument("--init", help="encoder weights to start from (gmim encoder.pt or Swin UNETR model_swinvit.pt)")
     parser.add_argument("--skip-bad", action="store_const", const=True, help="go on past unreadable or invalid volumes")
     parser.set_defaults(run=run)
@@ -70,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
 
     overrides = [*flag_overrides(args, FLAGS), *args.overrides]
     config = load_config(PretrainConfig, args.config, overrides, presets="pretrain")
-    encoder = pretrain(config, args.data, args.out, resume=args.resume)
-    if os.environ.get("RANK", "0") == "0":  # under torchrun, one summary
-        print(f"encoder weights: {encoder}\nrun folder: {args.out}")
+    summary = pretrain(config, args.data, args.out, resume=args.resume)
+    if summary.completed and os.environ.get("RANK", "0") == "0":  # under torchrun, one line
+        print(f"encoder weights: {args.out / 'encoder.pt'}\nrun folder: {args.out}")
     return 0

@@ -1,4 +1,5 @@
-"""What a run shows and records: a tqdm progress bar and TensorBoard scalars, on rank 0 only."""
+"""What a run shows and records: a tqdm progress bar (with the time left) and TensorBoard scalars,
+on rank 0 only."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ __all__ = ["Progress"]
 
 
 class Progress:
-    """A step progress bar with the latest scalars, mirrored to TensorBoard under ``log_dir``."""
+    """A step progress bar showing the latest scalars, mirrored to TensorBoard under ``log_dir``."""
 
     def __init__(self, total: int, initial: int = 0, log_dir: Path | None = None, enabled: bool = True, desc: str = "") -> None:
         self.enabled = enabled
@@ -21,13 +22,14 @@ class Progress:
 
             self.writer = SummaryWriter(log_dir=str(log_dir))
 
-    def step(self, step: int, scalars: dict[str, float]) -> None:
-        """One step done; show ``scalars`` on the bar and record them at ``step``."""
+    def update(self) -> None:
+        """One step done."""
         self.bar.update(1)
-        self.bar.set_postfix({k: f"{v:.4g}" for k, v in scalars.items()}, refresh=False)
-        self.scalars(step, scalars)
 
-    def scalars(self, step: int, scalars: dict[str, float]) -> None:
+    def scalars(self, step: int, scalars: dict[str, float], show: bool = False) -> None:
+        """Record ``scalars`` at ``step`` (and show them on the bar)."""
+        if show:
+            self.bar.set_postfix({k.split("/")[-1]: f"{v:.4g}" for k, v in scalars.items()}, refresh=False)
         if self.writer is not None:
             for name, value in scalars.items():
                 self.writer.add_scalar(name, value, step)

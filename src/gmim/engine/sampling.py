@@ -1,76 +1,107 @@
-"""Reproducible, resumable data order and augmentation.
+"""Reproducible, resumable data order and augmentation, with one loader for the whole run.
 
-A run at step s is in epoch s // len(loader), batch s % len(loader). :class:`ResumableSampler`
-gives this rank's shard of a per-epoch permutation (PyTorch's ``DistributedSampler``, seeded by
-seed + epoch) starting at any batch; :class:`SeededDataset` seeds the random transforms of each
-sample from (seed, epoch, index), independently of which worker loads it. A resumed run therefore
-sees the very batches, crops and flips an uninterrupted one would. :func:`epoch_loader` puts the
-two together, with a generator of its own so that building a loader leaves the global RNG alone
-(MONAI's ``DataLoader`` otherwise re-seeds it).
+The samples of a run form one stream: epoch after epoch, each a permutation of the training
+volumes seeded by (seed, epoch). Step s takes the global batch at stream positions
+[s·B, (s+1)·B), and rank r of W takes its consecutive B/W of them, so the same global batch B
+draws the same samples with 1 or W processes, and a run resumed at step s draws exactly what an
+uninterrupted one would. :class:`StepSampler` yields these samples as (epoch, index) keys;
+:class:`SeededDataset` seeds each sample's random transforms from (seed, epoch, index), whichever
+worker loads it. :func:`run_loader` builds the run's only loader over them: its workers start
+once and prefetch across epoch boundaries.
 """
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
 import torch
-from monai.data import DataLoader
+from monai.data import list_data_collate
 from monai.transforms import Compose, apply_transform
-from torch.utils.data import Dataset, DistributedSampler, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
-__all__ = ["ResumableSampler", "SeededDataset", "epoch_loader"]
+__all__ = ["SampleKey", "SeededDataset", "StepSampler", "derived_seed", "run_loader"]
+
+#: A sample of the stream: (epoch, index of the volume).
+SampleKey = tuple[int, int]
 
 
-class ResumableSampler(Sampler[int]):
-    """Indices of this rank's shard for one epoch, from sample ``start`` on (see :meth:`set_epoch`)."""
+def derived_seed(*entropy: int) -> int:
+    """A 32-bit seed mixed from integers (NumPy's SeedSequence): nearby inputs give unrelated seeds."""
+    return int(np.random.SeedSequence([int(e) for e in entropy]).generate_state(1)[0])
 
-    def __init__(self, length: int, rank: int = 0, world_size: int = 1, seed: int = 0, shuffle: bool = True) -> None:
-        self._inner = DistributedSampler(range(length), num_replicas=world_size, rank=rank, shuffle=shuffle, seed=seed)
-        self._start = 0
 
-    def set_epoch(self, epoch: int, start: int = 0) -> None:
-        self._inner.set_epoch(epoch)
-        self._start = start
+class StepSampler(Sampler[SampleKey]):
+    """This rank's samples for steps ``start`` … ``stop - 1`` of the stream (see the module doc)."""
 
-    def __iter__(self) -> Iterator[int]:
-        return iter(list(self._inner)[self._start :])
+    def __init__(self, length: int, batch_size: int, start: int, stop: int, rank: int = 0, world_size: int = 1,
+                 seed: int = 0) -> None:
+        if length < 1 or batch_size % world_size:
+            raise ValueError(f"{length} volumes, global batch {batch_size} over {world_size} process(es)")
+        self.length, self.batch_size, self.start, self.stop = length, batch_size, start, stop
+        self.rank, self.per_rank, self.seed = rank, batch_size // world_size, seed
+        self._epoch, self._order = -1, []
+
+    def key(self, position: int) -> SampleKey:
+        """The sample at a position of the stream."""
+        epoch, place = divmod(position, self.length)
+        if epoch != self._epoch:
+            generator = torch.Generator().manual_seed(derived_seed(self.seed, epoch))
+            self._epoch, self._order = epoch, torch.randperm(self.length, generator=generator).tolist()
+        return epoch, self._order[place]
+
+    def __iter__(self) -> Iterator[SampleKey]:
+        for step in range(self.start, self.stop):
+            first = step * self.batch_size + self.rank * self.per_rank
+            for position in range(first, first + self.per_rank):
+                yield self.key(position)
 
     def __len__(self) -> int:
-        return len(self._inner) - self._start
+        return max(0, self.stop - self.start) * self.per_rank
 
 
 class SeededDataset(Dataset):
-    """``transform`` applied to ``data[i]`` with its random state seeded from (seed, epoch, i).
+    """``transform`` applied to ``data[index]`` with its random state seeded from (seed, epoch, index).
 
-    ``data`` can be a list of records or a MONAI cache dataset holding the deterministic part of the
-    pipeline; ``transform`` is the random part.
+    ``data`` can be a list of records or a MONAI dataset holding the deterministic part of the
+    pipeline (cached); ``transform`` is the random part. Items are read by (epoch, index) keys.
     """
 
     def __init__(self, data: Sequence[Any], transform: Compose, seed: int = 0) -> None:
         self.data = data
         self.transform = transform
         self.seed = seed
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
 
     def __len__(self) -> int:
         return len(self.data)
 
-    def __getitem__(self, index: int) -> Any:
-        seed = int(np.random.SeedSequence([self.seed, self.epoch, index]).generate_state(1)[0])
-        self.transform.set_random_state(seed=seed)
+    def __getitem__(self, key: SampleKey) -> Any:
+        epoch, index = key
+        self.transform.set_random_state(seed=derived_seed(self.seed, epoch, index))
         return apply_transform(self.transform, self.data[index])
 
 
-def epoch_loader(
-    dataset: SeededDataset, sampler: ResumableSampler, epoch: int, start_batch: int, batch_size: int, **kwargs: Any
-) -> DataLoader:
-    """The loader for ``epoch`` from batch ``start_batch`` on (``kwargs`` go to MONAI's DataLoader)."""
-    dataset.set_epoch(epoch)
-    sampler.set_epoch(epoch, start_batch * batch_size)
-    generator = torch.Generator().manual_seed(int(np.random.SeedSequence([dataset.seed, epoch]).generate_state(1)[0]))
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, generator=generator, **kwargs)
+def _worker_ignores_interrupts(worker_id: int) -> None:
+    """Ctrl-C and SIGTERM are the training process's to handle: it finishes the step, saves, and
+    then ends the workers; a worker that died of the signal first would lose the step in flight."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def run_loader(dataset: SeededDataset, sampler: StepSampler, workers: int, pin_memory: bool) -> DataLoader:
+    """The one loader of a run: batches of this rank's ``sampler.per_rank`` volumes (lists of crops
+    per volume are flattened into the batch by MONAI's collate), prefetched by ``workers`` processes
+    that live as long as the run."""
+    return DataLoader(
+        dataset,
+        batch_size=sampler.per_rank,
+        sampler=sampler,
+        num_workers=workers,
+        collate_fn=list_data_collate,
+        pin_memory=pin_memory,
+        worker_init_fn=_worker_ignores_interrupts if workers else None,
+        prefetch_factor=4 if workers else None,
+        generator=torch.Generator().manual_seed(derived_seed(dataset.seed)),  # leaves the global RNG alone
+    )

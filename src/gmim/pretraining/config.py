@@ -1,4 +1,4 @@
-"""The pre-training configuration. Defaults are the prototype's (spec §2–§6) for a CT collection;
+"""The pre-training configuration. Defaults are the prototype's for a CT collection;
 the presets ``brats2021``, ``ct`` and ``cpu-small`` ship in ``gmim/presets/pretrain/``."""
 
 from __future__ import annotations
@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from gmim.data.transforms import CT_PRETRAIN_WINDOW, Preprocessing
+from gmim.engine.config import LoopConfig
 
 __all__ = ["DataConfig", "LossConfig", "MaskingConfig", "ModelConfig", "PretrainConfig", "TrainConfig"]
 
@@ -73,25 +74,15 @@ class DataConfig:
 
 
 @dataclass
-class TrainConfig:
-    steps: int = 4000
+class TrainConfig(LoopConfig):
+    """The loop's settings (:class:`gmim.engine.config.LoopConfig`) at the prototype's values, and pictures."""
+
+    steps: int | None = 4000
     batch_size: int = 2
     lr: float = 4e-4
-    weight_decay: float = 1e-5
     warmup_steps: int = 500
-    #: Clip the gradient norm to this (null: no clipping, as in the prototype).
-    grad_clip: float | None = None
-    mixed_precision: bool = True
-    #: Every this many steps: validation loss, pictures, checkpoint (0: only at the end).
-    validate_every: int = 500
+    #: Save a picture of a view, its masks and its reconstruction every this many steps (0: at the end).
     picture_every: int = 500
-    checkpoint_every: int = 500
-    seed: int = 0
-    #: Deterministic kernels, so that reruns and resumed runs repeat bit for bit: true, false, or
-    #: null for "on the CPU only" (cheap there; on a GPU some kernels slow down).
-    deterministic: bool | None = None
-    device: str = "auto"
-    workers: int = 4
 
 
 @dataclass

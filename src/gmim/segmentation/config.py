@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from gmim.data.transforms import Preprocessing
+from gmim.engine.config import LoopConfig
 from gmim.segmentation.task import Task
 
 __all__ = ["DataConfig", "FinetuneConfig", "InferenceConfig", "ModelConfig", "TrainConfig"]
@@ -20,34 +21,24 @@ class ModelConfig:
     in_channels: int | None = None
     #: Recompute activations in the backward pass: less memory, about a third slower.
     gradient_checkpointing: bool = False
+    #: Weights to start from: a gmim encoder.pt, Swin UNETR's model_swinvit.pt, a fine-tuned Swin
+    #: UNETR or a .safetensors file (null: from scratch).
+    init: str | None = None
 
 
 @dataclass
-class TrainConfig:
-    #: Length of training: ``steps`` (optimizer steps) or ``epochs`` (passes over the training cases), one of them.
-    steps: int | None = None
+class TrainConfig(LoopConfig):
+    """The loop's settings (:class:`gmim.engine.config.LoopConfig`) and fine-tuning's own."""
+
     epochs: int | None = 100
     batch_size: int = 1
+    grad_clip: float | None = 1.0
+    checkpoint_every: int = 200
     #: Random crops per volume in a batch (half centred on foreground).
     samples_per_volume: int = 2
-    lr: float = 1e-4
-    weight_decay: float = 1e-5
-    warmup_steps: int = 50
     #: The encoder's learning rate relative to ``lr`` (pre-trained layers often want less).
     encoder_lr_multiplier: float = 1.0
     freeze_encoder: bool = False
-    grad_clip: float | None = 1.0
-    mixed_precision: bool = True
-    #: Validate every this many epochs (and at the end).
-    validate_every: int = 1
-    #: Save the resumable ``last.pt`` every this many steps (and at the end).
-    checkpoint_every: int = 200
-    #: Stop (with ``last.pt`` saved) after this many steps, to go on later with ``--resume``: for
-    #: jobs with a time limit. The schedule still runs to the full length.
-    stop_after: int | None = None
-    seed: int = 0
-    device: str = "auto"
-    workers: int = 4
 
 
 @dataclass

@@ -8,12 +8,15 @@ interpolation), before the argmax or threshold, so the label map has the input's
 from __future__ import annotations
 
 import itertools
+import math
+from collections.abc import Sequence
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import torch
 from monai.data import MetaTensor
+from monai.inferers import sliding_window_inference
 from monai.transforms import Compose, Invertd
 
 from gmim.atomic import atomic_path
@@ -25,9 +28,27 @@ from gmim.engine.precision import MixedPrecision
 from gmim.errors import InputError
 from gmim.segmentation.config import FinetuneConfig
 from gmim.segmentation.network import build_network, load_run_weights
-from gmim.segmentation.method import sliding_window
 
-__all__ = ["Predictor", "find_run"]
+__all__ = ["Predictor", "find_run", "sliding_window", "sliding_window_count"]
+
+
+def sliding_window(network: torch.nn.Module, image: torch.Tensor, config: FinetuneConfig, precision: MixedPrecision) -> torch.Tensor:
+    """Logits of a whole volume (B, C, ...) from Gaussian-weighted overlapping ``roi`` windows."""
+    with torch.no_grad(), precision.autocast():
+        logits = sliding_window_inference(
+            image, config.model.roi, config.inference.sw_batch_size, network, overlap=config.inference.overlap, mode="gaussian"
+        )
+    return logits.float()
+
+
+def sliding_window_count(shape: Sequence[int], roi: Sequence[int], overlap: float) -> int:
+    """How many windows :func:`sliding_window` runs over a volume of ``shape`` (MONAI's scan: a
+    stride of ``roi·(1 − overlap)``, the last window flush with the end)."""
+    count = 1
+    for size, window in zip(shape, roi):
+        stride = max(1, int(window * (1 - overlap)))
+        count *= 1 if size <= window else math.ceil((size - window) / stride) + 1
+    return count
 
 
 def find_run(model: Path) -> tuple[Path, Path]:

@@ -1,0 +1,64 @@
+"""Command-line arguments shared by the training commands: ``--config``, ``--set`` and the direct
+flags that stand for config keys (the same flags mean the same keys in every command)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Mapping
+
+from gmim.config import preset_names
+from gmim.errors import InputError
+
+__all__ = ["TRAINING_FLAGS", "add_config_arguments", "add_training_arguments", "flag_overrides"]
+
+#: The training flags of every training command → config keys.
+TRAINING_FLAGS = {
+    "roi": "model.roi",
+    "feature_size": "model.feature_size",
+    "steps": "train.steps",
+    "epochs": "train.epochs",
+    "batch_size": "train.batch_size",
+    "lr": "train.lr",
+    "device": "train.device",
+    "workers": "train.workers",
+}
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, presets: str) -> None:
+    """``--config PRESET|FILE.yaml`` and repeatable ``--set key.sub=value``."""
+    names = ", ".join(preset_names(presets)) or "none"
+    parser.add_argument("--config", metavar="PRESET|FILE.yaml", help=f"a shipped preset ({names}) or a YAML file")
+    parser.add_argument(
+        "--set", dest="overrides", metavar="KEY=VALUE", action="append", default=[],
+        help="override a config value, e.g. --set train.lr=2e-4 (repeatable; applied last)",
+    )
+
+
+def add_training_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of :data:`TRAINING_FLAGS`."""
+    parser.add_argument("--roi", type=int, nargs="+", metavar="N", help="crop size: one size or three (D H W), multiples of 32")
+    parser.add_argument("--feature-size", type=int, help="Swin UNETR feature size F (a multiple of 12; 48 in the paper)")
+    length = parser.add_mutually_exclusive_group()
+    length.add_argument("--steps", type=int, help="length of training in optimizer steps")
+    length.add_argument("--epochs", type=int, help="length of training in passes over the training volumes")
+    parser.add_argument("--batch-size", type=int, help="volumes per optimizer step over all processes (the global batch)")
+    parser.add_argument("--lr", type=float, help="peak learning rate of AdamW")
+    parser.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps")
+    parser.add_argument("--workers", type=int, help="data-loading worker processes")
+
+
+def flag_overrides(args: argparse.Namespace, flags: Mapping[str, str]) -> list[str]:
+    """``key=value`` overrides for the direct flags given on the command line (flag dest → config
+    key); ``--steps`` unsets ``train.epochs`` and ``--epochs`` unsets ``train.steps``."""
+    roi = getattr(args, "roi", None)
+    if roi is not None:
+        if len(roi) not in (1, 3):
+            raise InputError(f"--roi takes one size or three, got {len(roi)}")
+        args.roi = roi * 3 if len(roi) == 1 else roi
+    overrides = [f"{key}={json.dumps(getattr(args, dest))}" for dest, key in flags.items() if getattr(args, dest, None) is not None]
+    if getattr(args, "steps", None) is not None:
+        overrides.append("train.epochs=null")
+    if getattr(args, "epochs", None) is not None:
+        overrides.append("train.steps=null")
+    return overrides

@@ -1,0 +1,46 @@
+"""The training settings every method shares (``train.*`` in each command's configuration).
+
+One meaning for both commands: ``batch_size`` is the global batch (volumes per optimizer step over
+all processes), the length is ``steps`` or ``epochs`` (passes over the training volumes), and every
+``*_every`` interval counts optimizer steps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["LoopConfig"]
+
+
+@dataclass
+class LoopConfig:
+    #: Length of training: ``steps`` (optimizer steps) or ``epochs`` (passes over the training
+    #: volumes), exactly one of them.
+    steps: int | None = None
+    epochs: int | None = None
+    #: Volumes per optimizer step over all processes (a multiple of the number of processes).
+    batch_size: int = 2
+    lr: float = 1e-4
+    weight_decay: float = 1e-5
+    #: Linear warm-up steps before the cosine decay (at most half the run).
+    warmup_steps: int = 50
+    #: Clip the gradient norm to this (null: no clipping).
+    grad_clip: float | None = None
+    mixed_precision: bool = True
+    #: Validate every this many steps and at the end; 0: only at the end; null: every twentieth of
+    #: the run, or less often where a validation would cost more than 5 % of the training compute.
+    validate_every: int | None = None
+    #: Save the resumable ``last.pt`` every this many steps (and at the end; 0: only at the end).
+    checkpoint_every: int = 500
+    #: Record the training scalars (means over the steps since the last record) every this many steps.
+    log_every: int = 10
+    #: Stop (with ``last.pt`` saved) after this step, to go on later with ``--resume``: for jobs with
+    #: a time limit. The schedule still runs to the full length.
+    stop_after: int | None = None
+    seed: int = 0
+    #: Deterministic kernels, so that reruns and resumed runs repeat bit for bit: true, false, or
+    #: null for "on the CPU only" (cheap there; on a GPU some kernels slow down).
+    deterministic: bool | None = None
+    device: str = "auto"
+    #: Data-loading worker processes (0: load in the training process).
+    workers: int = 4

@@ -1,0 +1,394 @@
+"""The training loop of every method: ``gmim pretrain`` and ``gmim finetune`` both run through it.
+
+A method (:class:`Method`) supplies its model, its training data, one training step and a
+validation. The loop owns the rest, the same way for every method: seeding and determinism, the
+run folder and its guard, the run's one data loader, AdamW with warm-up and cosine decay, mixed
+precision and DDP, the intervals (all in steps), ``last.pt`` and ``best.pt``, Ctrl-C and SIGTERM,
+``train.stop_after``, ``metrics.jsonl`` and TensorBoard, the progress bar and a closing summary.
+
+Usage::
+
+    with Trainer(config, config.train, out, resume, may_change=...) as trainer:
+        method = MyMethod(config, ..., trainer)   # builds its model after the trainer has seeded
+        summary = trainer.fit(method)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections import defaultdict
+from collections.abc import Collection, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+
+from gmim.atomic import atomic_path
+from gmim.config import dump_config
+from gmim.engine.checkpoint import load_checkpoint, restore_training_state, save_checkpoint, training_state
+from gmim.engine.config import LoopConfig
+from gmim.engine.device import seed_everything
+from gmim.engine.distributed import DistributedContext, all_reduce_mean, any_process, init_distributed, wrap_ddp
+from gmim.engine.metrics import MetricsLog
+from gmim.engine.optim import adamw, warmup_cosine
+from gmim.engine.precision import MixedPrecision
+from gmim.engine.progress import Progress
+from gmim.engine.run_folder import check_run_folder
+from gmim.engine.sampling import SeededDataset, StepSampler, run_loader
+from gmim.engine.signals import Interrupted, stop_requests
+from gmim.errors import InputError
+
+__all__ = ["Method", "RunSummary", "Trainer", "Validation", "validation_interval"]
+
+#: With ``train.validate_every: null``, validations take about this share of the training compute …
+VALIDATION_SHARE = 0.05
+#: … and there are at most this many in a run (besides the final one).
+VALIDATIONS_PER_RUN = 20
+
+
+@dataclass
+class Validation:
+    """What a method's validation found."""
+
+    #: Logged under ``val/<name>`` in ``metrics.jsonl`` and TensorBoard.
+    scalars: dict[str, float]
+    #: One line for the console.
+    summary: str
+    #: Higher is better; the loop keeps the weights of the best in ``best.pt`` (None: no selection).
+    score: float | None = None
+    #: Stored with the best weights in ``best.pt`` and ``best.json``.
+    record: dict[str, Any] = field(default_factory=dict)
+    #: Stored in ``best.json`` only (per-case results).
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+class Method(Protocol):
+    """What a training method gives the loop. Methods are built inside ``with Trainer(...)``, after
+    seeding, and hold the trainer for its device, precision and run folder."""
+
+    #: The command's name: progress bar, messages and the checkpoint's ``method`` entry.
+    name: str
+    #: The trained module, unwrapped; ``last.pt`` holds its whole state_dict.
+    model: torch.nn.Module
+    #: The training volumes, read by (epoch, index) keys, one per volume of a global batch.
+    train_data: SeededDataset
+    #: Whether ``best.pt`` keeps the weights of the best validation (or the final weights when
+    #: there is nothing to validate on).
+    keeps_best: bool
+
+    def parameter_groups(self) -> list[dict[str, Any]]:
+        """AdamW's parameter groups (a group may carry its own ``lr``)."""
+
+    def train_step(self, model: torch.nn.Module, batch: Any, step: int) -> dict[str, torch.Tensor]:
+        """The loss terms of the batch of step ``step`` (1-based), ``"loss"`` the one to minimise;
+        ``model`` is :attr:`model`, wrapped for DDP where there are several processes."""
+
+    def after_optimizer_step(self) -> None:
+        """Work after each optimizer step (e.g. an EMA update)."""
+
+    def validation_cost(self) -> float:
+        """About what one validation costs, in training steps of compute (0: nothing to validate)."""
+
+    def validate(self, step: int) -> Validation:
+        """Validate the current weights (called on every process)."""
+
+    def export(self) -> None:
+        """Write the method's own outputs of the current weights (rank 0, before each ``last.pt``)."""
+
+    def finish(self, records: list[dict[str, Any]]) -> None:
+        """Work at the end of a completed run, given the records of ``metrics.jsonl`` (rank 0)."""
+
+
+@dataclass
+class RunSummary:
+    """What one invocation of :meth:`Trainer.fit` did."""
+
+    method: str
+    steps: int
+    total_steps: int
+    first_step: int
+    completed: bool
+    seconds: float
+    volumes_per_s: float
+    #: Shares of the loop's time spent waiting for the loader, validating and checkpointing.
+    data_share: float
+    validation_share: float
+    checkpoint_share: float
+    validations: int
+
+    def line(self) -> str:
+        done = self.steps - self.first_step
+        minutes, seconds = divmod(self.seconds, 60)
+        return (f"{self.method}: {done} step(s) in {int(minutes)} min {seconds:.0f} s, {self.volumes_per_s:.2f} volumes/s; "
+                f"waiting for data {self.data_share:.1%}, validation {self.validation_share:.1%} ({self.validations}×), "
+                f"checkpoints {self.checkpoint_share:.1%}")
+
+
+def validation_interval(setting: int | None, cost: float, total: int) -> int:
+    """Steps between validations (0: only at the end). ``None`` chooses: every twentieth of the run,
+    or less often where a validation costs more than :data:`VALIDATION_SHARE` of the steps between."""
+    if setting is not None:
+        return setting
+    return max(1, math.ceil(total / VALIDATIONS_PER_RUN), math.ceil(cost * (1 - VALIDATION_SHARE) / VALIDATION_SHARE))
+
+
+def _check(train: LoopConfig, world_size: int) -> None:
+    """Refuse out-of-range settings before any work (their types are checked when loading)."""
+    if (train.steps is None) == (train.epochs is None):
+        raise InputError("train.steps and train.epochs: set exactly one (--steps or --epochs)")
+    checks = [
+        ((train.steps or train.epochs or 0) > 0, "train.steps / train.epochs", "positive"),
+        (train.batch_size > 0 and train.batch_size % world_size == 0, "train.batch_size",
+         f"a positive multiple of the number of processes ({world_size}): it is the global batch"),
+        (math.isfinite(train.lr) and train.lr > 0, "train.lr", "positive and finite"),
+        (math.isfinite(train.weight_decay) and train.weight_decay >= 0, "train.weight_decay", ">= 0"),
+        (train.warmup_steps >= 0, "train.warmup_steps", ">= 0"),
+        (train.grad_clip is None or (math.isfinite(train.grad_clip) and train.grad_clip > 0), "train.grad_clip", "positive or null"),
+        (train.validate_every is None or train.validate_every >= 0, "train.validate_every", ">= 0 or null"),
+        (train.checkpoint_every >= 0, "train.checkpoint_every", ">= 0"),
+        (train.log_every > 0, "train.log_every", "positive"),
+        (train.stop_after is None or train.stop_after > 0, "train.stop_after", "positive or null"),
+        (train.seed >= 0, "train.seed", ">= 0"),
+        (train.workers >= 0, "train.workers", ">= 0"),
+    ]
+    for ok, key, what in checks:
+        if not ok:
+            raise InputError(f"{key} must be {what}")
+
+
+class _Stopwatch:
+    """Seconds spent in named parts of the loop. On a GPU the parts that are timed rarely
+    (validation, checkpoints) synchronise first, so that the steps queued before them are not
+    counted as theirs."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.seconds: dict[str, float] = defaultdict(float)
+
+    @contextmanager
+    def __call__(self, part: str, synchronize: bool = False) -> Iterator[None]:
+        if synchronize and self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            if synchronize and self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            self.seconds[part] += time.perf_counter() - start
+
+
+class _Window:
+    """The training scalars since the last record, summed on the device (no synchronisation per step)."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, torch.Tensor] = {}
+        self.steps = 0
+        self.since = time.perf_counter()
+
+    def add(self, terms: dict[str, torch.Tensor]) -> None:
+        for name, value in terms.items():
+            value = value.detach().float()
+            self.sums[name] = self.sums[name] + value if name in self.sums else value
+        self.steps += 1
+
+    def means(self, context: DistributedContext) -> dict[str, float]:
+        """The means over the window's steps and all processes (one collective, one synchronisation)."""
+        names = list(self.sums)
+        values = all_reduce_mean(torch.stack([self.sums[n] for n in names]) / self.steps, context).tolist()
+        return dict(zip(names, values))
+
+
+class Trainer:
+    """One run of a method in a run folder (see the module doc)."""
+
+    def __init__(self, run_config: Any, train: LoopConfig, out: Path, resume: bool = False,
+                 may_change: Collection[str] = (), inherit: Collection[str] = ()) -> None:
+        self.run_config, self.train, self.out, self.resume = run_config, train, Path(out), resume
+        self.may_change, self.inherit = may_change, inherit
+        self.total = 0
+
+    # -- set-up ----------------------------------------------------------------------------------
+
+    def __enter__(self) -> Trainer:
+        self.context = init_distributed(self.train.device)
+        self._deterministic = torch.are_deterministic_algorithms_enabled()
+        try:
+            _check(self.train, self.context.world_size)
+            check_run_folder(self.run_config, self.out, self.resume, self.may_change, self.inherit)
+            deterministic = self.train.deterministic
+            torch.use_deterministic_algorithms(self.context.device.type == "cpu" if deterministic is None else deterministic,
+                                               warn_only=True)
+            self.precision = MixedPrecision(self.context.device, self.train.mixed_precision)
+            if self.is_main:
+                self.out.mkdir(parents=True, exist_ok=True)
+                dump_config(self.run_config, self.out / "config.yaml")
+            seed_everything(self.train.seed)  # right before the method builds its model
+        except BaseException as error:
+            self.__exit__(type(error))
+            raise
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None = None, *exc: object) -> None:
+        torch.use_deterministic_algorithms(self._deterministic)
+        self.context.shutdown(clean=exc_type is None)
+
+    @property
+    def device(self) -> torch.device:
+        return self.context.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.context.is_main
+
+    def due(self, step: int, period: int) -> bool:
+        """Whether something done every ``period`` steps (and at the end; 0: only at the end) is due."""
+        return step == self.total or (period > 0 and step % period == 0)
+
+    def write(self, message: str) -> None:
+        """A line for the console, from rank 0 (above the progress bar while there is one)."""
+        if self.is_main:
+            progress = getattr(self, "_progress", None)
+            if progress is not None:
+                progress.write(message)
+            else:
+                print(message, flush=True)
+
+    # -- the loop --------------------------------------------------------------------------------
+
+    def fit(self, method: Method) -> RunSummary:
+        """Train ``method`` to the end of the run, or to ``train.stop_after``, or to a Ctrl-C/SIGTERM
+        (then :class:`Interrupted` is raised after ``last.pt`` is saved)."""
+        train, context = self.train, self.context
+        volumes = len(method.train_data)
+        if volumes < train.batch_size:
+            raise InputError(f"train.batch_size {train.batch_size} is larger than the {volumes} training volume(s)")
+        self.total = train.steps if train.steps is not None else train.epochs * math.ceil(volumes / train.batch_size)
+        model = wrap_ddp(method.model, context)
+        groups = method.parameter_groups()
+        parameters = [p for group in groups for p in group["params"]]
+        optimizer = adamw(groups, train.lr, train.weight_decay)
+        scheduler = warmup_cosine(optimizer, min(train.warmup_steps, self.total // 2), self.total)
+
+        step, best = 0, -math.inf
+        if self.resume:
+            checkpoint = load_checkpoint(self.out / "last.pt")
+            if checkpoint.get("method", method.name) != method.name:
+                raise InputError(f"--resume: {self.out / 'last.pt'} is a gmim {checkpoint['method']} run, not gmim {method.name}")
+            step = restore_training_state(checkpoint, model, optimizer, scheduler, self.precision, context, str(self.out / "last.pt"))
+            best = float(checkpoint.get("best_score", checkpoint.get("best_dice", -math.inf)))  # best_dice: older runs
+        first, self.saved_step = step, step
+        end = min(self.total, train.stop_after) if train.stop_after is not None and train.stop_after > step else self.total
+
+        cost = method.validation_cost()
+        every_validation = validation_interval(train.validate_every, cost, self.total) if cost > 0 else -1
+        if cost > 0 and train.validate_every is None:
+            self.write(f"validating every {every_validation} steps and at the end (one validation costs about {cost:.3g} "
+                       "training steps; train.validate_every sets the interval)")
+        sampler = StepSampler(volumes, train.batch_size, step, end, context.rank, context.world_size, train.seed)
+        loader = run_loader(method.train_data, sampler, train.workers, pin_memory=self.device.type == "cuda")
+        metrics = MetricsLog(self.out / "metrics.jsonl", step, self.is_main)
+        stopwatch, window, validations = _Stopwatch(self.device), _Window(), 0
+        self._progress = Progress(self.total, step, self.out / "tensorboard", self.is_main, desc=method.name)
+        started = time.perf_counter()
+        with stop_requests() as request:
+            batches = iter(loader)
+            try:
+                while step < end:
+                    with stopwatch("data"):
+                        batch = next(batches)
+                    terms = method.train_step(model, batch, step + 1)
+                    self.precision.step(terms["loss"], optimizer, parameters, train.grad_clip)
+                    scheduler.step()
+                    method.after_optimizer_step()
+                    step += 1
+                    window.add(terms)
+                    self._progress.update()
+                    validate = every_validation >= 0 and self.due(step, every_validation)
+                    checkpoint = step == end or self.due(step, train.checkpoint_every)
+                    stopping = any_process(bool(request), context)
+                    if validate or checkpoint or stopping or step % train.log_every == 0:
+                        window = self._record(window, step, optimizer, metrics)
+                    if validate:
+                        with stopwatch("validation", synchronize=True):
+                            best = self._validate(method, step, best, metrics)
+                        validations += 1
+                    if checkpoint or stopping:
+                        with stopwatch("checkpoint", synchronize=True):
+                            self._checkpoint(method, model, optimizer, scheduler, step, best)
+                    if stopping and step < end:
+                        self.write(f"interrupted: step {step} saved in {self.out / 'last.pt'}; continue with --resume")
+                        raise Interrupted(request.signum or 2)
+            finally:
+                del batches  # ends the loader's workers
+                self._progress.close()
+                self._progress = None
+        seconds = time.perf_counter() - started
+        completed = step == self.total
+        if completed and self.is_main:
+            if method.keeps_best and every_validation < 0:
+                save_checkpoint(self.out / "best.pt", {"model": method.model.state_dict(), "step": step})
+                self.write("no validation cases: best.pt holds the final weights")
+            method.finish(metrics.records)
+        if not completed:
+            self.write(f"stopped after step {step} of {self.total} (train.stop_after); continue with --resume")
+        summary = RunSummary(
+            method=method.name, steps=step, total_steps=self.total, first_step=first, completed=completed, seconds=seconds,
+            volumes_per_s=(step - first) * train.batch_size / max(seconds, 1e-9),
+            data_share=stopwatch.seconds["data"] / max(seconds, 1e-9),
+            validation_share=stopwatch.seconds["validation"] / max(seconds, 1e-9),
+            checkpoint_share=stopwatch.seconds["checkpoint"] / max(seconds, 1e-9), validations=validations,
+        )
+        if self.is_main:
+            self.write(summary.line())
+            with atomic_path(self.out / "summary.json") as tmp:
+                tmp.write_text(json.dumps(asdict(summary), indent=2))
+        context.barrier()
+        return summary
+
+    def _record(self, window: _Window, step: int, optimizer: torch.optim.Optimizer, metrics: MetricsLog) -> _Window:
+        """Log the window's means; stop, keeping the last checkpoint, when a term is not finite."""
+        means = window.means(self.context)
+        bad = {name: value for name, value in means.items() if not math.isfinite(value)}
+        if bad:
+            name, value = next(iter(bad.items()))
+            saved = f"last.pt holds step {self.saved_step}" if self.saved_step else "nothing was saved"
+            raise InputError(f"training diverged: the {name} term is {value} by step {step}; stopped, {saved} "
+                             "(lower train.lr or set train.grad_clip)")
+        now = time.perf_counter()
+        scalars = {f"train/{name}": value for name, value in means.items()}
+        scalars["train/lr"] = optimizer.param_groups[0]["lr"]
+        scalars["train/volumes_per_s"] = window.steps * self.train.batch_size / max(now - window.since, 1e-9)
+        self._progress.scalars(step, scalars, show=True)
+        metrics.add({"step": step, **scalars})
+        return _Window()
+
+    def _validate(self, method: Method, step: int, best: float, metrics: MetricsLog) -> float:
+        """Validate, log, and keep the weights of the best score in ``best.pt``; the best score."""
+        result = method.validate(step)
+        if not self.is_main:
+            return max(best, result.score) if result.score is not None else best
+        scalars = {f"val/{name}": value for name, value in result.scalars.items()}
+        self._progress.scalars(step, scalars)
+        metrics.add({"step": step, **scalars})
+        self.write(f"step {step}: {result.summary}")
+        if result.score is not None and result.score > best:
+            save_checkpoint(self.out / "best.pt", {"model": method.model.state_dict(), "step": step, **result.record})
+            with atomic_path(self.out / "best.json") as tmp:
+                tmp.write_text(json.dumps({"step": step, **result.record, **result.details}, indent=2))
+            return result.score
+        return best
+
+    def _checkpoint(self, method: Method, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                    scheduler: torch.optim.lr_scheduler.LRScheduler, step: int, best: float) -> None:
+        """The method's outputs, then ``last.pt``: after a kill between the two, a resume redoes the
+        steps since the older ``last.pt`` and writes both again."""
+        state = training_state(model, optimizer, scheduler, self.precision, step, self.context)  # collective
+        if self.is_main:
+            method.export()
+            save_checkpoint(self.out / "last.pt", {**state, "best_score": best, "method": method.name})
+        self.saved_step = step
