@@ -196,6 +196,8 @@ def test_bad_inputs_exit_2_with_one_line(brains, tmp_path, capsys, mni_t1):
         ([brains], ["--roi", "48"], "model.roi"),
         ([brains], ["--config", "nope"], "nope"),
         ([brains], ["--set", "masking.decay=2"], "masking.decay"),
+        ([brains], ["--lr", "inf"], "train.lr must be positive and finite"),
+        ([brains], ["--batch-size", "8"], "train.batch_size 8 is larger than the 4 training volume(s)"),
     ]
     for data, extra, expected in cases:
         code = run_cli("pretrain", *data, "--out", tmp_path / "out_bad", "--steps", "1", *SMALL, *extra)
@@ -268,3 +270,12 @@ def test_options_beyond_the_prototype_run_end_to_end(brains, tmp_path):
     assert any(key.startswith("mask_tokens.") for key in checkpoint)
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert all(np.isfinite(r["train/loss"]) for r in records)
+
+
+def test_a_diverging_run_stops_and_keeps_its_last_good_checkpoint(brains, tmp_path, capsys):
+    out = tmp_path / "run"
+    code = run_cli("pretrain", brains, "--out", out, "--steps", "4", *SMALL, "--lr", "1e30", "--set", "train.checkpoint_every=1")
+    last = capsys.readouterr().err.replace("\r", "\n").strip().splitlines()[-1]
+    assert code == 2 and "training diverged" in last and "last.pt holds step 1" in last, last
+    assert torch.load(out / "last.pt", weights_only=True)["step"] == 1
+    assert all(torch.isfinite(v).all() for v in torch.load(out / "encoder.pt", weights_only=True).values())

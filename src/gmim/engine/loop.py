@@ -42,8 +42,11 @@ from gmim.engine.sampling import SeededDataset, StepSampler, run_loader
 from gmim.engine.signals import Interrupted, stop_requests
 from gmim.errors import InputError
 
-__all__ = ["Method", "RunSummary", "Trainer", "Validation", "validation_interval"]
+__all__ = ["RESUMABLE", "Method", "RunSummary", "Trainer", "Validation", "validation_interval"]
 
+#: The loop's settings that a resumed run may change: how long and how it runs, not what it learns.
+RESUMABLE = ("train.steps", "train.epochs", "train.device", "train.deterministic", "train.workers", "train.validate_every",
+             "train.checkpoint_every", "train.log_every", "train.stop_after")
 #: With ``train.validate_every: null``, validations take about this share of the training compute …
 VALIDATION_SHARE = 0.05
 #: … and there are at most this many in a run (besides the final one).
@@ -208,8 +211,10 @@ class Trainer:
 
     def __init__(self, run_config: Any, train: LoopConfig, out: Path, resume: bool = False,
                  may_change: Collection[str] = (), inherit: Collection[str] = ()) -> None:
+        """``may_change``: the method's settings that a resume may change, besides :data:`RESUMABLE`;
+        ``inherit``: those a resume takes from the run when they are unset (see ``check_run_folder``)."""
         self.run_config, self.train, self.out, self.resume = run_config, train, Path(out), resume
-        self.may_change, self.inherit = may_change, inherit
+        self.may_change, self.inherit = (*RESUMABLE, *may_change), inherit
         self.total = 0
 
     # -- set-up ----------------------------------------------------------------------------------

@@ -34,10 +34,8 @@ from gmim.weights import load_pretrained
 
 __all__ = ["GMIMPretraining", "build_model", "pretrain"]
 
-#: Settings a resumed run may change: how long and how it runs, not what it learns.
-RESUMABLE_CHANGES = ("train.steps", "train.epochs", "train.device", "train.deterministic", "train.workers",
-                     "train.validate_every", "train.checkpoint_every", "train.log_every", "train.stop_after",
-                     "train.picture_every", "data.cache", "data.skip_bad")
+#: Settings a resumed run may change besides the loop's: how it runs, not what it learns.
+RESUMABLE_CHANGES = ("train.picture_every", "data.cache", "data.skip_bad")
 
 #: Seeds the validation's masks apart from any training step's.
 _VALIDATION_KEY = 2**40

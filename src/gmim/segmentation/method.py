@@ -39,9 +39,8 @@ from gmim.weights import load_pretrained
 
 __all__ = ["SegmentationFinetuning", "finetune", "resolve_config"]
 
-#: Settings a resumed run may change: how long and how it runs, not what it learns.
-RESUMABLE_CHANGES = ("train.steps", "train.epochs", "train.device", "train.deterministic", "train.workers",
-                     "train.validate_every", "train.checkpoint_every", "train.log_every", "train.stop_after", "data.cache")
+#: Settings a resumed run may change besides the loop's: how it runs, not what it learns.
+RESUMABLE_CHANGES = ("data.cache",)
 
 
 def _nnunet_folder(paths: Sequence[Path]) -> Path | None:
