@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -279,3 +280,19 @@ def test_a_diverging_run_stops_and_keeps_its_last_good_checkpoint(brains, tmp_pa
     assert code == 2 and "training diverged" in last and "last.pt holds step 1" in last, last
     assert torch.load(out / "last.pt", weights_only=True)["step"] == 1
     assert all(torch.isfinite(v).all() for v in torch.load(out / "encoder.pt", weights_only=True).values())
+
+
+def test_a_busy_run_folder_is_refused_and_a_stale_lock_taken_over(brains, tmp_path, capsys):
+    """Two runs into one folder would mix their outputs: the second is refused while the first lives."""
+    out = tmp_path / "run"
+    out.mkdir()
+    lock = {"host": socket.gethostname(), "command": "finetune", "since": "2026-11-27 10:00:00"}
+    (out / ".gmim.lock").write_text(json.dumps({**lock, "pid": os.getpid()}))
+    assert run_cli("pretrain", brains, "--out", out, "--steps", "1", *SMALL) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert f"in use by gmim finetune (process {os.getpid()} on {lock['host']}" in last, last
+    ended = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout)
+    (out / ".gmim.lock").write_text(json.dumps({**lock, "pid": ended}))
+    assert run_cli("pretrain", brains, "--out", out, "--steps", "1", *SMALL) == 0
+    assert "taking it over" in capsys.readouterr().err
+    assert not (out / ".gmim.lock").exists() and (out / "encoder.pt").is_file()

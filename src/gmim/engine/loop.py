@@ -8,7 +8,7 @@ precision and DDP, the intervals (all in steps), ``last.pt`` and ``best.pt``, Ct
 
 Usage::
 
-    with Trainer(config, config.train, out, resume, may_change=...) as trainer:
+    with Trainer("mymethod", config, config.train, out, resume, may_change=...) as trainer:
         method = MyMethod(config, ..., trainer)   # builds its model after the trainer has seeded
         summary = trainer.fit(method)
 """
@@ -37,7 +37,7 @@ from gmim.engine.metrics import MetricsLog
 from gmim.engine.optim import adamw, warmup_cosine
 from gmim.engine.precision import MixedPrecision
 from gmim.engine.progress import Progress
-from gmim.engine.run_folder import check_run_folder
+from gmim.engine.run_folder import RunLock, check_run_folder
 from gmim.engine.sampling import SeededDataset, StepSampler, run_loader
 from gmim.engine.signals import Interrupted, stop_requests
 from gmim.errors import InputError
@@ -209,11 +209,12 @@ class _Window:
 class Trainer:
     """One run of a method in a run folder (see the module doc)."""
 
-    def __init__(self, run_config: Any, train: LoopConfig, out: Path, resume: bool = False,
+    def __init__(self, command: str, run_config: Any, train: LoopConfig, out: Path, resume: bool = False,
                  may_change: Collection[str] = (), inherit: Collection[str] = ()) -> None:
-        """``may_change``: the method's settings that a resume may change, besides :data:`RESUMABLE`;
-        ``inherit``: those a resume takes from the run when they are unset (see ``check_run_folder``)."""
-        self.run_config, self.train, self.out, self.resume = run_config, train, Path(out), resume
+        """``command``: the method's name (it labels the run folder's lock); ``may_change``: the
+        method's settings that a resume may change, besides :data:`RESUMABLE`; ``inherit``: those a
+        resume takes from the run when they are unset (see ``check_run_folder``)."""
+        self.command, self.run_config, self.train, self.out, self.resume = command, run_config, train, Path(out), resume
         self.may_change, self.inherit = (*RESUMABLE, *may_change), inherit
         self.total = 0
 
@@ -222,8 +223,11 @@ class Trainer:
     def __enter__(self) -> Trainer:
         self.context = init_distributed(self.train.device)
         self._deterministic = torch.are_deterministic_algorithms_enabled()
+        self._lock = RunLock(self.out, self.command) if self.context.is_main else None
         try:
             _check(self.train, self.context.world_size)
+            if self._lock is not None:
+                self._lock.__enter__()  # before the guard: of two runs started together, one is refused
             check_run_folder(self.run_config, self.out, self.resume, self.may_change, self.inherit)
             deterministic = self.train.deterministic
             torch.use_deterministic_algorithms(self.context.device.type == "cpu" if deterministic is None else deterministic,
@@ -240,6 +244,8 @@ class Trainer:
 
     def __exit__(self, exc_type: type[BaseException] | None = None, *exc: object) -> None:
         torch.use_deterministic_algorithms(self._deterministic)
+        if self._lock is not None:
+            self._lock.__exit__()
         self.context.shutdown(clean=exc_type is None)
 
     @property

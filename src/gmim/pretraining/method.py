@@ -102,7 +102,7 @@ def pretrain(config: PretrainConfig, data: Sequence[str | Path], out: Path, resu
         raise InputError(f"model.init {config.model.init}: file not found")
     _check_config(config)
     train_cases, val_cases = _split(cases, config)
-    with Trainer(config, config.train, out, resume, RESUMABLE_CHANGES, inherit=("model.init",)) as trainer:
+    with Trainer(GMIMPretraining.name, config, config.train, out, resume, RESUMABLE_CHANGES, inherit=("model.init",)) as trainer:
         return trainer.fit(GMIMPretraining(config, train_cases, val_cases, trainer))
 
 

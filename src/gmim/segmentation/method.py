@@ -121,7 +121,7 @@ def finetune(config: FinetuneConfig, data: Sequence[str | Path], out: Path, resu
         raise InputError(f"--pretrained {config.model.init}: file not found")
     train_cases, val_cases = split_cases(cases, config.data, config.train.seed)
     check_cases(train_cases + val_cases, config.task.label_values, workers=config.train.workers)
-    with Trainer(config, config.train, out, resume, RESUMABLE_CHANGES, inherit=("model.init",)) as trainer:
+    with Trainer(SegmentationFinetuning.name, config, config.train, out, resume, RESUMABLE_CHANGES, inherit=("model.init",)) as trainer:
         return trainer.fit(SegmentationFinetuning(config, train_cases, val_cases, trainer))
 
 
