@@ -1,4 +1,4 @@
-"""The prototype's masking algorithm as plain loops over cells (spec §2, §3): the reference the
+"""The prototype's masking algorithm as plain loops over cells (docs/method.md §2, §3): the reference the
 vectorised planner is tested and benchmarked against. numpy and skimage only; slow on purpose."""
 
 from __future__ import annotations

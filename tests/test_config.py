@@ -94,7 +94,7 @@ def test_run_folder_guard(tmp_path):
         check_run_folder(config, tmp_path / "file", resume=False)
 
 
-def test_finetune_presets_follow_the_spec():
+def test_finetune_presets_follow_the_method():
     from gmim.segmentation.config import FinetuneConfig
 
     brats = load_config(FinetuneConfig, "brats2021", presets="finetune")

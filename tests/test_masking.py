@@ -1,4 +1,4 @@
-"""The vectorised planner against the loop reference, on real scans (spec §2, §3)."""
+"""The vectorised planner against the loop reference, on real scans (docs/method.md §2, §3)."""
 
 from __future__ import annotations
 

@@ -49,7 +49,7 @@ __all__ = [
     "load_transforms",
 ]
 
-#: The HU window of GMIM pre-training on CT (spec §6).
+#: The HU window of GMIM pre-training on CT (docs/method.md §6).
 CT_PRETRAIN_WINDOW = (-1000.0, 1000.0)
 
 

@@ -1,4 +1,4 @@
-"""MONAI's Swin UNETR encoder with GMIM's token masks applied inside it (spec §1, §3).
+"""MONAI's Swin UNETR encoder with GMIM's token masks applied inside it (docs/method.md §1, §3).
 
 :class:`MaskedSwinEncoder` *is* MONAI's ``SwinTransformer``, built with the arguments that
 ``monai.networks.nets.SwinUNETR`` gives its ``swinViT``; only ``forward`` differs, taking the masks.

@@ -1,4 +1,4 @@
-"""GMIM's losses: cross-correlation between the branches and masked reconstruction (spec §5)."""
+"""GMIM's losses: cross-correlation between the branches and masked reconstruction (docs/method.md §5)."""
 
 from __future__ import annotations
 

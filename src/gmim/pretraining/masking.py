@@ -1,4 +1,4 @@
-"""Adaptive grid masking (spec §2) and hierarchical token masks (spec §3).
+"""Adaptive grid masking (docs/method.md §2) and hierarchical token masks (docs/method.md §3).
 
 Everything here is batched PyTorch on the input's device. The only Python loops run over the
 candidate grids and over the (at most four) hash rounds of :func:`_dense_ids`; cells and voxels are
@@ -204,7 +204,7 @@ def _dynamic_ratios(entropy: Tensor, base_ratio: float, scale: float) -> Tensor:
 
 @dataclass(frozen=True)
 class GridMaskPlan:
-    """Where and how much to mask, per sample of a batch (spec §2)."""
+    """Where and how much to mask, per sample of a batch (docs/method.md §2)."""
 
     grid: Tensor  #: (B,) cells per axis chosen for each sample
     entropy: list[Tensor]  #: B tensors (g³,): cell entropies in bits
@@ -271,7 +271,7 @@ class GridMaskPlan:
         generator: torch.Generator | None = None,
         sample_generators: Sequence[torch.Generator] | None = None,
     ) -> list[Tensor | None]:
-        """Masks for the application points a0–a3 of a crop of ``crop_shape`` (spec §3).
+        """Masks for the application points a0–a3 of a crop of ``crop_shape`` (docs/method.md §3).
 
         a0 is always masked at ratio r; a1–a3 each with probability ``drop_probability`` (one draw
         per batch, from ``generator``) at ratio r·decay^i, and only when ``decay`` > 0. Like the
@@ -320,7 +320,7 @@ def _check_probability(name: str, value: float) -> None:
 
 
 class GridMaskPlanner:
-    """Chooses each sample's grid and per-cell mask ratios from its cell entropies (spec §2).
+    """Chooses each sample's grid and per-cell mask ratios from its cell entropies (docs/method.md §2).
 
     >>> planner = GridMaskPlanner(grids=(4, 8, 16), base_ratio=0.5, scale=0.3, dynamic=True)
     >>> plan = planner.plan(x)                      # x: (B, C, D, H, W)
@@ -379,7 +379,7 @@ class GridMaskPlanner:
             dim=1,
         )
         constant = torch.stack([h.amax(dim=1) == 0 for h in entropies], dim=1).all(dim=1)
-        # argmax returns the first maximum, as the spec's tie rule asks; constant crops take the smallest grid
+        # argmax returns the first maximum, as the method's tie rule asks (docs/method.md §2); constant crops take the smallest grid
         choice = torch.where(constant, torch.tensor(self.grids, device=x.device).argmin(), scores.nan_to_num(-1.0).argmax(1))
 
         grid_list: list[int] = []

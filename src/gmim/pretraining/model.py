@@ -1,4 +1,4 @@
-"""The GMIM Siamese model: masked online branch, gradient-free target branch, heads and decoder (spec §4, §5)."""
+"""The GMIM Siamese model: masked online branch, gradient-free target branch, heads and decoder (docs/method.md §4, §5)."""
 
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ def _tokens(features: Tensor) -> Tensor:
 class GMIM(nn.Module):
     """Online branch: the encoder with masks on x, a projection head and the reconstruction decoder.
     Target branch: the same encoder weights, no gradient, no masks, on y, and a head of its own that
-    is trained (spec §4).
+    is trained (docs/method.md §4).
 
     With ``target_momentum`` 0 (the prototype's choice) the target weights are the online weights at
     every step, so the target branch simply runs the online encoder under ``torch.no_grad``: the

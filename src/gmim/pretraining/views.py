@@ -1,4 +1,4 @@
-"""The two overlapping views of a volume that GMIM's Siamese branches see (spec §4).
+"""The two overlapping views of a volume that GMIM's Siamese branches see (docs/method.md §4).
 
 From each volume one region of ``roi + margin`` voxels per axis is taken at random (the volume
 padded symmetrically where it is smaller), then two ``roi`` crops at random inside that region: x
