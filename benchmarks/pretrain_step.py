@@ -12,6 +12,7 @@ any machine), so that a GPU's step time can be judged before one is at hand.
     python benchmarks/pretrain_step.py                                   # CPU: 64³, F 24, batch 2
     python benchmarks/pretrain_step.py --device cuda --roi 128 --feature-size 48 --bf16
     python benchmarks/pretrain_step.py --flops --roi 128 --feature-size 48       # the prototype's step
+    python benchmarks/pretrain_step.py --no-sdpa                         # MONAI's window attention by hand
 """
 
 from __future__ import annotations
@@ -43,6 +44,13 @@ def _timed(function: Callable[[], object], device: torch.device, repeats: int) -
         _sync(device)
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def _attention(network: torch.nn.Module, args: argparse.Namespace) -> torch.nn.Module:
+    """``network`` with fused (SDPA) window attention unless ``--no-sdpa`` (MONAI's own)."""
+    from gmim.attention import fuse_window_attention
+
+    return fuse_window_attention(network) if args.sdpa else network
 
 
 def _views(args: argparse.Namespace) -> tuple[torch.Tensor, torch.Tensor, list, object]:
@@ -84,7 +92,7 @@ def _measure(args: argparse.Namespace, variant: str) -> dict[str, float]:
 
     results: dict[str, float] = {}
     if variant == "plain":
-        network = SwinUNETR(in_channels=1, out_channels=1, feature_size=args.feature_size).to(device)
+        network = _attention(SwinUNETR(in_channels=1, out_channels=1, feature_size=args.feature_size), args).to(device)
         optimizer = torch.optim.AdamW(network.parameters(), lr=1e-4)
 
         def plain_step() -> None:
@@ -97,7 +105,7 @@ def _measure(args: argparse.Namespace, variant: str) -> dict[str, float]:
 
         results["step"] = _timed(plain_step, device, args.repeats)
     else:
-        model = GMIM(1, args.feature_size).to(device)
+        model = _attention(GMIM(1, args.feature_size), args).to(device)
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
         planner, loss_function = GridMaskPlanner(), GMIMLoss()
         generator = torch.Generator(device=device).manual_seed(0)
@@ -158,8 +166,8 @@ def _flops(args: argparse.Namespace) -> dict[str, int]:
     meta = torch.device("meta")
     x, y = x.to(meta), y.to(meta)
     masks = [None if m is None else m.to(meta) for m in masks]
-    model = GMIM(1, args.feature_size).to(meta)
-    plain = SwinUNETR(in_channels=1, out_channels=1, feature_size=args.feature_size).to(meta)
+    model = _attention(GMIM(1, args.feature_size), args).to(meta)
+    plain = _attention(SwinUNETR(in_channels=1, out_channels=1, feature_size=args.feature_size), args).to(meta)
     counts = {}
     with FlopCounterMode(display=False) as counter:
         GMIMLoss()(model(x, y, masks), x, voxel_mask(masks[0]))["loss"].backward()
@@ -183,6 +191,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="timed steps per measurement (median)")
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast (CUDA)")
     parser.add_argument("--flops", action="store_true", help="count each step's FLOPs instead of timing it")
+    parser.add_argument("--sdpa", action=argparse.BooleanOptionalAction, default=True,
+                        help="window attention through scaled_dot_product_attention (default), or MONAI's by hand")
     args = parser.parse_args()
     if args.flops:
         counts = _flops(args)
@@ -193,7 +203,8 @@ def main() -> None:
         return
     context = multiprocessing.get_context("spawn")
     print(f"roi {args.roi}³, feature size {args.feature_size}, batch {args.batch_size}, {args.device}"
-          f"{', bf16' if args.bf16 else ''}; torch {torch.__version__}, {torch.get_num_threads()} threads")
+          f"{', bf16' if args.bf16 else ''}, {'SDPA' if args.sdpa else 'MONAI'} attention; torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads")
     results = {}
     for variant in ("gmim", "plain"):
         queue = context.Queue()

@@ -64,7 +64,8 @@ def run_command(args: argparse.Namespace, command: str, datalist: Path, out: Pat
     roi = [args.roi] * 3
     common = [f"model.roi={roi}", f"model.feature_size={args.feature_size}", f"train.steps={args.steps}", "train.epochs=null",
               f"train.device={args.device}", f"train.workers={args.workers}", f"train.mixed_precision={str(args.bf16).lower()}",
-              "preprocessing.modality=mri", "preprocessing.spacing=null", f"train.warmup_steps={max(1, args.steps // 10)}"]
+              "preprocessing.modality=mri", "preprocessing.spacing=null", f"train.warmup_steps={max(1, args.steps // 10)}",
+              f"model.fused_attention={str(args.sdpa).lower()}"]
     start = time.perf_counter()
     if command == "pretrain":
         from gmim.pretraining.config import PretrainConfig
@@ -109,6 +110,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20, help="steps of each run")
     parser.add_argument("--workers", type=int, default=2, help="data-loading workers of each run")
     parser.add_argument("--bf16", action="store_true", help="mixed precision (bf16 on GPUs that have it)")
+    parser.add_argument("--sdpa", action=argparse.BooleanOptionalAction, default=True,
+                        help="window attention through scaled_dot_product_attention (default), or MONAI's by hand")
     parser.add_argument("--stride", type=int, default=2, help="ICBM152 voxels kept per axis: 2 (2 mm, the default) or 1 (1 mm)")
     parser.add_argument("--repeats", type=int, default=3, help="timed isolated steps (median)")
     parser.add_argument("--out", type=Path, help="folder for the data and runs (default: a temporary one)")

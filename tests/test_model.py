@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import itertools
 
 import pytest
@@ -9,6 +10,7 @@ import torch
 from monai.networks.nets import SwinUNETR
 
 from conftest import crop
+from gmim.attention import FusedWindowAttention, fuse_window_attention
 from gmim.pretraining.encoder import MaskedSwinEncoder
 from gmim.pretraining.losses import GMIMLoss, align_to_online, cross_correlation_loss, reconstruction_loss
 from gmim.pretraining.masking import GridMaskPlanner, voxel_mask
@@ -222,3 +224,35 @@ def test_aligned_loss_needs_the_offset(mni_t1):
     assert torch.isfinite(terms["loss"])
     with pytest.raises(ValueError, match="offset"):
         loss(output, x, None)
+
+
+def test_fused_window_attention_is_monai_attention_forward_and_backward(mni_t1):
+    """SDPA window attention, shifted windows' mask included, computes MONAI's function: the same
+    outputs and gradients to round-off (float64), with the state_dict unchanged."""
+    torch.manual_seed(0)
+    reference = SwinUNETR(in_channels=1, out_channels=2, feature_size=FEATURES).double()
+    fused = fuse_window_attention(copy.deepcopy(reference))
+    assert sum(isinstance(m, FusedWindowAttention) for m in fused.modules()) == 8
+    SwinUNETR(in_channels=1, out_channels=2, feature_size=FEATURES).load_state_dict(fused.state_dict(), strict=True)
+    x = torch.stack([crop(mni_t1, (60, 70, 50), (64, 32, 32)), crop(mni_t1, (80, 90, 70), (64, 32, 32))])[:, None].double() / 100
+    outputs = [network(x) for network in (reference, fused)]
+    torch.testing.assert_close(outputs[1], outputs[0], rtol=1e-10, atol=1e-10)
+    for output in outputs:
+        output.square().mean().backward()
+    for (name, a), b in zip(reference.named_parameters(), fused.parameters()):
+        torch.testing.assert_close(b.grad, a.grad, rtol=1e-8, atol=1e-12 * float(a.grad.abs().max()), msg=name)
+
+
+def test_models_use_fused_attention_unless_told_not_to():
+    from gmim.config import load_config
+    from gmim.pretraining.config import PretrainConfig
+    from gmim.pretraining.method import build_model
+    from gmim.segmentation.config import ModelConfig
+    from gmim.segmentation.network import build_network
+
+    for fused in (True, False):
+        config = load_config(PretrainConfig, None, [f"model.feature_size={FEATURES}", "model.in_channels=1",
+                                                   f"model.fused_attention={str(fused).lower()}"])
+        segmentation = build_network(ModelConfig(feature_size=FEATURES, roi=(64, 64, 32), in_channels=1, fused_attention=fused), 2)
+        for network in (build_model(config), segmentation):
+            assert any(isinstance(m, FusedWindowAttention) for m in network.modules()) == fused

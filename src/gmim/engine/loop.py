@@ -282,7 +282,7 @@ class Trainer:
         model = wrap_ddp(method.model, context)
         groups = method.parameter_groups()
         parameters = [p for group in groups for p in group["params"]]
-        optimizer = adamw(groups, train.lr, train.weight_decay)
+        optimizer = adamw(groups, train.lr, train.weight_decay, fused=self.device.type == "cuda")
         scheduler = warmup_cosine(optimizer, min(train.warmup_steps, self.total // 2), self.total)
 
         step, best = 0, -math.inf

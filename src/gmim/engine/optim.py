@@ -12,9 +12,11 @@ from torch.optim.lr_scheduler import LambdaLR
 __all__ = ["adamw", "warmup_cosine"]
 
 
-def adamw(params: Iterable[torch.nn.Parameter] | Iterable[dict[str, Any]], lr: float, weight_decay: float) -> torch.optim.AdamW:
-    """AdamW over trainable parameters or parameter groups (groups may carry their own ``lr``)."""
-    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+def adamw(params: Iterable[torch.nn.Parameter] | Iterable[dict[str, Any]], lr: float, weight_decay: float,
+          fused: bool = False) -> torch.optim.AdamW:
+    """AdamW over trainable parameters or parameter groups (groups may carry their own ``lr``);
+    ``fused``: PyTorch's single-kernel implementation (CUDA parameters)."""
+    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=fused or None)
 
 
 def warmup_cosine(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int, final_factor: float = 0.0) -> LambdaLR:

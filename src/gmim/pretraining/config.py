@@ -25,6 +25,9 @@ class ModelConfig:
     learned_mask_token: bool = False
     #: Recompute activations in the backward pass: less memory, about a third slower.
     gradient_checkpointing: bool = False
+    #: Window attention through PyTorch's fused ``scaled_dot_product_attention`` (the same function
+    #: as MONAI's, up to float round-off; see :mod:`gmim.attention`).
+    fused_attention: bool = True
     dropout_path_rate: float = 0.0
     #: Encoder weights to start from (a gmim encoder.pt or Swin UNETR's model_swinvit.pt).
     init: str | None = None

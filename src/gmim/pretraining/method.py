@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from gmim.attention import fuse_window_attention
 from gmim.data.sources import Case, discover_cases
 from gmim.engine.checkpoint import save_checkpoint
 from gmim.engine.loop import RunSummary, Trainer, Validation
@@ -45,7 +46,7 @@ def build_model(config: PretrainConfig) -> GMIM:
     model = config.model
     if model.in_channels is None:
         raise ValueError("model.in_channels must be resolved before the model is built")
-    return GMIM(
+    network = GMIM(
         in_channels=model.in_channels,
         feature_size=model.feature_size,
         projection_dim=model.projection_dim,
@@ -54,6 +55,7 @@ def build_model(config: PretrainConfig) -> GMIM:
         use_checkpoint=model.gradient_checkpointing,
         dropout_path_rate=model.dropout_path_rate,
     )
+    return fuse_window_attention(network) if model.fused_attention else network
 
 
 def _check_config(config: PretrainConfig) -> None:

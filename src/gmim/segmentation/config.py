@@ -21,6 +21,9 @@ class ModelConfig:
     in_channels: int | None = None
     #: Recompute activations in the backward pass: less memory, about a third slower.
     gradient_checkpointing: bool = False
+    #: Window attention through PyTorch's fused ``scaled_dot_product_attention`` (the same function
+    #: as MONAI's, up to float round-off; see :mod:`gmim.attention`).
+    fused_attention: bool = True
     #: Weights to start from: a gmim encoder.pt, Swin UNETR's model_swinvit.pt, a fine-tuned Swin
     #: UNETR or a .safetensors file (null: from scratch).
     init: str | None = None

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from monai.networks.nets import SwinUNETR
 
+from gmim.attention import fuse_window_attention
 from gmim.engine.checkpoint import load_checkpoint
 from gmim.errors import InputError
 from gmim.segmentation.config import ModelConfig
@@ -27,12 +28,13 @@ def check_model_config(model: ModelConfig) -> None:
 def build_network(model: ModelConfig, out_channels: int) -> SwinUNETR:
     check_model_config(model)
     assert model.in_channels is not None, "in_channels is resolved from the data first"
-    return SwinUNETR(
+    network = SwinUNETR(
         in_channels=model.in_channels,
         out_channels=out_channels,
         feature_size=model.feature_size,
         use_checkpoint=model.gradient_checkpointing,
     )
+    return fuse_window_attention(network) if model.fused_attention else network
 
 
 def parameter_groups(network: SwinUNETR, lr: float, encoder_lr_multiplier: float, freeze_encoder: bool) -> list[dict[str, Any]]:
