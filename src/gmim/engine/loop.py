@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import signal
 import time
 from collections import defaultdict
 from collections.abc import Collection, Iterator
@@ -285,13 +286,7 @@ class Trainer:
         optimizer = adamw(groups, train.lr, train.weight_decay, fused=self.device.type == "cuda")
         scheduler = warmup_cosine(optimizer, min(train.warmup_steps, self.total // 2), self.total)
 
-        step, best = 0, -math.inf
-        if self.resume:
-            checkpoint = load_checkpoint(self.out / "last.pt")
-            if checkpoint.get("method", method.name) != method.name:
-                raise InputError(f"--resume: {self.out / 'last.pt'} is a gmim {checkpoint['method']} run, not gmim {method.name}")
-            step = restore_training_state(checkpoint, model, optimizer, scheduler, self.precision, context, str(self.out / "last.pt"))
-            best = float(checkpoint.get("best_score", checkpoint.get("best_dice", -math.inf)))  # best_dice: older runs
+        step, best = self._restore(method, model, optimizer, scheduler) if self.resume else (0, -math.inf)
         first, self.saved_step = step, step
         end = min(self.total, train.stop_after) if train.stop_after is not None and train.stop_after > step else self.total
 
@@ -320,20 +315,20 @@ class Trainer:
                     window.add(terms)
                     self._progress.update()
                     validate = every_validation >= 0 and self.due(step, every_validation)
-                    checkpoint = step == end or self.due(step, train.checkpoint_every)
+                    save = step == end or self.due(step, train.checkpoint_every)
                     stopping = any_process(bool(request), context)
-                    if validate or checkpoint or stopping or step % train.log_every == 0:
+                    if validate or save or stopping or step % train.log_every == 0:
                         window = self._record(window, step, optimizer, metrics)
                     if validate:
                         with stopwatch("validation", synchronize=True):
                             best = self._validate(method, step, best, metrics)
                         validations += 1
-                    if checkpoint or stopping:
+                    if save or stopping:
                         with stopwatch("checkpoint", synchronize=True):
                             self._checkpoint(method, model, optimizer, scheduler, step, best)
                     if stopping and step < end:
                         self.write(f"interrupted: step {step} saved in {self.out / 'last.pt'}; continue with --resume")
-                        raise Interrupted(request.signum or 2)
+                        raise Interrupted(request.signum or signal.SIGINT)
             finally:
                 del batches  # ends the loader's workers
                 self._progress.close()
@@ -360,6 +355,17 @@ class Trainer:
                 tmp.write_text(json.dumps(asdict(summary), indent=2))
         context.barrier()
         return summary
+
+    def _restore(self, method: Method, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                 scheduler: torch.optim.lr_scheduler.LRScheduler) -> tuple[int, float]:
+        """The state of ``last.pt`` in the live objects; the step to go on from and the best score.
+        Checkpoints of the loops before this one (no ``method``, ``best_dice``) load too."""
+        path = self.out / "last.pt"
+        checkpoint = load_checkpoint(path)
+        if checkpoint.get("method", method.name) != method.name:
+            raise InputError(f"--resume: {path} is a gmim {checkpoint['method']} run, not gmim {method.name}")
+        step = restore_training_state(checkpoint, model, optimizer, scheduler, self.precision, self.context, str(path))
+        return step, float(checkpoint.get("best_score", checkpoint.get("best_dice", -math.inf)))
 
     def _record(self, window: _Window, step: int, optimizer: torch.optim.Optimizer, metrics: MetricsLog) -> _Window:
         """Log the window's means; stop, keeping the last checkpoint, when a term is not finite."""
