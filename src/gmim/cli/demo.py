@@ -11,13 +11,13 @@ import argparse
 import json
 from pathlib import Path
 
-import nibabel as nib
-import numpy as np
+from typing import TYPE_CHECKING
 
 from gmim.config import load_config
 from gmim.errors import InputError
-from gmim.pretraining.config import PretrainConfig
-from gmim.sample_data import deformed_copies, itk_example_paths, mni152
+
+if TYPE_CHECKING:
+    import numpy as np
 
 DEFAULT_STEPS = 60
 VARIANTS = 5
@@ -38,12 +38,20 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _save(path: Path, volume: np.ndarray, affine: np.ndarray) -> str:
+    import nibabel as nib
+    import numpy as np
+
     nib.save(nib.Nifti1Image(volume.astype(np.float32), affine), path)
     return path.name
 
 
 def write_collection(folder: Path) -> Path:
     """Write the demo's volumes and a datalist naming them; returns the datalist."""
+    import nibabel as nib
+    import numpy as np
+
+    from gmim.sample_data import deformed_copies, itk_example_paths, mni152
+
     folder.mkdir(parents=True, exist_ok=True)
     template = mni152()["t1"]
     t1 = np.asarray(template.get_fdata(), dtype=np.float32)[::2, ::2, ::2]  # 2 mm: a CPU-sized volume
@@ -65,8 +73,9 @@ def write_collection(folder: Path) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    from gmim.engine.metrics import read_metrics
-    from gmim.pretraining.method import pretrain  # torch and MONAI load only when a run starts
+    from gmim.engine.metrics import read_metrics  # torch and MONAI load only when a run starts
+    from gmim.pretraining.config import PretrainConfig
+    from gmim.pretraining.method import pretrain
 
     if args.steps < 1:
         raise InputError(f"--steps must be positive, got {args.steps}")

@@ -9,19 +9,16 @@ import math
 import sys
 from pathlib import Path
 
-import numpy as np
+from typing import TYPE_CHECKING
 
 from gmim.atomic import atomic_path
 from gmim.config import load_config
-from gmim.data.checks import read_array, read_grid, voxel_spacing
 from gmim.data.sources import discover_cases
 from gmim.errors import InputError
-from gmim.segmentation.config import FinetuneConfig
-from gmim.segmentation.evaluation import Evaluation, evaluate
-from gmim.segmentation.inference import find_run
-from gmim.segmentation.metrics import CONVENTIONS
-from gmim.segmentation.overlays import save_overlay
-from gmim.segmentation.task import Task
+
+if TYPE_CHECKING:  # the metrics stack (torch, MONAI) loads only when the command runs
+    from gmim.segmentation.evaluation import Evaluation
+    from gmim.segmentation.task import Task
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -41,6 +38,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _task(text: str | None) -> Task | None:
+    from gmim.segmentation.config import FinetuneConfig
+    from gmim.segmentation.inference import find_run
+
     if text is None:
         return None
     source: str | Path = find_run(Path(text))[0] if Path(text).is_dir() else text
@@ -64,6 +64,8 @@ def _table(result: Evaluation) -> str:
 
 
 def _write(result: Evaluation, out: Path) -> None:
+    from gmim.segmentation.metrics import CONVENTIONS
+
     with atomic_path(out / "metrics.csv") as tmp, tmp.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["case", *[f"{n}_{m}" for n in result.names for m in ("dice", "hd95")]])
@@ -82,6 +84,13 @@ def _write(result: Evaluation, out: Path) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from gmim.data.checks import read_array, read_grid, voxel_spacing
+    from gmim.segmentation.evaluation import evaluate
+    from gmim.segmentation.metrics import CONVENTIONS
+    from gmim.segmentation.overlays import save_overlay
+
     result, pairs = evaluate(args.predictions, args.references, _task(args.task))
     out = args.out or (args.predictions if args.predictions.is_dir() else args.predictions.parent)
     print(_table(result))

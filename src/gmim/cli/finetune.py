@@ -8,7 +8,6 @@ from pathlib import Path
 
 from gmim.cli.arguments import TRAINING_FLAGS, add_config_arguments, add_training_arguments, flag_overrides
 from gmim.config import load_config
-from gmim.segmentation.config import FinetuneConfig
 
 #: Direct flags → config keys: the training flags, then fine-tuning's own.
 FLAGS = {
@@ -49,7 +48,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from gmim.segmentation.method import finetune  # the training stack loads only when a run starts
+    from gmim.segmentation.config import FinetuneConfig  # the training stack loads only when a run starts
+    from gmim.segmentation.method import finetune
 
     overrides = [*flag_overrides(args, FLAGS), *args.overrides]
     config = load_config(FinetuneConfig, args.config, overrides, presets="finetune")

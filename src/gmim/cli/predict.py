@@ -6,11 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from tqdm.auto import tqdm
-
-from gmim.data.caching import describe_load_error
 from gmim.data.sources import discover_cases
-from gmim.engine.device import resolve_device
 from gmim.errors import InputError
 
 
@@ -32,7 +28,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from gmim.segmentation.inference import Predictor  # the network stack loads only when a run starts
+    from tqdm.auto import tqdm
+
+    from gmim.data.caching import describe_load_error  # the network stack loads only when a run starts
+    from gmim.engine.device import resolve_device
+    from gmim.segmentation.inference import Predictor
 
     predictor = Predictor(args.model, resolve_device(args.device), flip_tta=args.tta, overlap=args.overlap)
     cases = discover_cases(args.inputs, same_channels=False)  # each case is checked against the model

@@ -8,7 +8,6 @@ from pathlib import Path
 
 from gmim.cli.arguments import TRAINING_FLAGS, add_config_arguments, add_training_arguments, flag_overrides
 from gmim.config import load_config
-from gmim.pretraining.config import PretrainConfig
 
 EPILOG = """\
 DATA: folders of images (.nii, .nii.gz, .nrrd, .mha, .mhd, searched recursively; one channel each),
@@ -55,7 +54,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from gmim.pretraining.method import pretrain  # torch and MONAI load only when a run starts
+    from gmim.pretraining.config import PretrainConfig  # torch and MONAI load only when a run starts
+    from gmim.pretraining.method import pretrain
 
     overrides = [*flag_overrides(args, FLAGS), *args.overrides]
     config = load_config(PretrainConfig, args.config, overrides, presets="pretrain")
