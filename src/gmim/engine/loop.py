@@ -15,7 +15,6 @@ Usage::
 
 from __future__ import annotations
 
-import json
 import math
 import signal
 import time
@@ -28,7 +27,7 @@ from typing import Any, Protocol
 
 import torch
 
-from gmim.atomic import atomic_path
+from gmim.atomic import write_json
 from gmim.config import dump_config
 from gmim.engine.checkpoint import load_checkpoint, restore_training_state, save_checkpoint, training_state
 from gmim.engine.config import LoopConfig
@@ -41,7 +40,7 @@ from gmim.engine.progress import Progress
 from gmim.engine.run_folder import RunLock, check_run_folder
 from gmim.engine.sampling import SeededDataset, StepSampler, run_loader
 from gmim.engine.signals import Interrupted, stop_requests
-from gmim.errors import InputError
+from gmim.errors import InputError, refuse_out_of_range
 
 __all__ = ["RESUMABLE", "Method", "RunSummary", "Trainer", "Validation", "validation_interval"]
 
@@ -159,9 +158,7 @@ def _check(train: LoopConfig, world_size: int) -> None:
         (train.seed >= 0, "train.seed", ">= 0"),
         (train.workers >= 0, "train.workers", ">= 0"),
     ]
-    for ok, key, what in checks:
-        if not ok:
-            raise InputError(f"{key} must be {what}")
+    refuse_out_of_range(checks)
 
 
 class _Stopwatch:
@@ -218,6 +215,7 @@ class Trainer:
         self.command, self.run_config, self.train, self.out, self.resume = command, run_config, train, Path(out), resume
         self.may_change, self.inherit = (*RESUMABLE, *may_change), inherit
         self.total = 0
+        self._progress: Progress | None = None  # while fit runs
 
     # -- set-up ----------------------------------------------------------------------------------
 
@@ -228,7 +226,7 @@ class Trainer:
         try:
             _check(self.train, self.context.world_size)
             if self._lock is not None:
-                self._lock.__enter__()  # before the guard: of two runs started together, one is refused
+                self._lock.acquire()  # before the guard: of two runs started together, one is refused
             check_run_folder(self.run_config, self.out, self.resume, self.may_change, self.inherit)
             deterministic = self.train.deterministic
             torch.use_deterministic_algorithms(self.context.device.type == "cpu" if deterministic is None else deterministic,
@@ -246,7 +244,7 @@ class Trainer:
     def __exit__(self, exc_type: type[BaseException] | None = None, *exc: object) -> None:
         torch.use_deterministic_algorithms(self._deterministic)
         if self._lock is not None:
-            self._lock.__exit__()
+            self._lock.release()
         self.context.shutdown(clean=exc_type is None)
 
     @property
@@ -264,9 +262,8 @@ class Trainer:
     def write(self, message: str) -> None:
         """A line for the console, from rank 0 (above the progress bar while there is one)."""
         if self.is_main:
-            progress = getattr(self, "_progress", None)
-            if progress is not None:
-                progress.write(message)
+            if self._progress is not None:
+                self._progress.write(message)
             else:
                 print(message, flush=True)
 
@@ -351,8 +348,7 @@ class Trainer:
         )
         if self.is_main:
             self.write(summary.line())
-            with atomic_path(self.out / "summary.json") as tmp:
-                tmp.write_text(json.dumps(asdict(summary), indent=2))
+            write_json(self.out / "summary.json", asdict(summary))
         context.barrier()
         return summary
 
@@ -395,8 +391,7 @@ class Trainer:
         self.write(f"step {step}: {result.summary}")
         if result.score is not None and result.score > best:
             save_checkpoint(self.out / "best.pt", {"model": method.model.state_dict(), "step": step, **result.record})
-            with atomic_path(self.out / "best.json") as tmp:
-                tmp.write_text(json.dumps({"step": step, **result.record, **result.details}, indent=2))
+            write_json(self.out / "best.json", {"step": step, **result.record, **result.details})
             return result.score
         return best
 

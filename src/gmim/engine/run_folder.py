@@ -44,7 +44,7 @@ class RunLock:
         self.path, self.command = folder / LOCK_NAME, command
         self.held = False
 
-    def __enter__(self) -> RunLock:
+    def acquire(self) -> None:
         _require_folder(self.path.parent)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         holder = {"pid": os.getpid(), "host": socket.gethostname(), "command": self.command,
@@ -58,7 +58,7 @@ class RunLock:
             with os.fdopen(fd, "w") as file:
                 json.dump(holder, file)
             self.held = True
-            return self
+            return
         raise InputError(f"--out {self.path.parent}: could not lock the run folder ({self.path})")
 
     def _take_over_if_stale(self) -> None:
@@ -73,7 +73,7 @@ class RunLock:
         print(f"note: {self.path} was left by a process that has ended; taking it over", file=sys.stderr)
         self.path.unlink(missing_ok=True)
 
-    def __exit__(self, *exc: object) -> None:
+    def release(self) -> None:
         if self.held:
             self.path.unlink(missing_ok=True)
             self.held = False

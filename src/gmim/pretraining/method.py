@@ -24,7 +24,7 @@ from gmim.data.sources import Case, discover_cases
 from gmim.engine.checkpoint import save_checkpoint
 from gmim.engine.loop import RunSummary, Trainer, Validation
 from gmim.engine.sampling import SeededDataset, derived_seed
-from gmim.errors import InputError
+from gmim.errors import InputError, refuse_out_of_range
 from gmim.pretraining.config import PretrainConfig
 from gmim.pretraining.data import load_volumes, view_transforms
 from gmim.pretraining.losses import GMIMLoss
@@ -70,9 +70,7 @@ def _check_config(config: PretrainConfig) -> None:
         (0 <= masking.drop_probability <= 1, "masking.drop_probability", "in [0, 1]"),
         (0 <= masking.decay <= 1, "masking.decay", "in [0, 1]"),
     ]
-    for ok, key, what in checks:
-        if not ok:
-            raise InputError(f"{key} must be {what}")
+    refuse_out_of_range(checks)
     GridMaskPlanner(masking.grids, masking.base_ratio, masking.scale, masking.dynamic)
     GMIMLoss(config.loss.alpha_cc, config.loss.alpha_rec, config.loss.off_diagonal_weight)
     if not 0 <= model.target_momentum < 1:

@@ -9,7 +9,6 @@ validation), ``metrics.jsonl``, ``summary.json`` and ``tensorboard/``.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,7 +19,7 @@ import torch
 from monai.losses import DiceCELoss, DiceLoss
 from monai.transforms import Compose, EnsureTyped
 
-from gmim.atomic import atomic_path
+from gmim.atomic import write_json
 from gmim.data.caching import preload
 from gmim.data.checks import check_cases, read_grid, voxel_spacing
 from gmim.data.sources import BRATS_MODALITIES, Case, discover_cases, nnunet_dataset_json
@@ -28,7 +27,7 @@ from gmim.data.transforms import augment_transforms, load_transforms
 from gmim.engine.distributed import gather_objects
 from gmim.engine.loop import RunSummary, Trainer, Validation
 from gmim.engine.sampling import SeededDataset
-from gmim.errors import InputError
+from gmim.errors import InputError, refuse_out_of_range
 from gmim.segmentation.config import FinetuneConfig
 from gmim.segmentation.inference import sliding_window, sliding_window_count
 from gmim.segmentation.metrics import dice_scores
@@ -92,9 +91,7 @@ def resolve_config(config: FinetuneConfig, paths: Sequence[Path], cases: Sequenc
         (config.data.folds >= 2, "data.folds", "at least 2"),
         (0 <= overlap < 1, "inference.overlap", "in [0, 1)"),
     ]
-    for ok, key, what in checks:
-        if not ok:
-            raise InputError(f"{key} must be {what}")
+    refuse_out_of_range(checks)
     return config
 
 
@@ -102,11 +99,6 @@ def _loss(task: Task) -> torch.nn.Module:
     if task.kind == "regions":
         return DiceLoss(sigmoid=True) if task.loss == "dice" else DiceCELoss(sigmoid=True)
     return DiceLoss(to_onehot_y=True, softmax=True) if task.loss == "dice" else DiceCELoss(to_onehot_y=True, softmax=True)
-
-
-def _write_json(path: Path, data: Any) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2))
 
 
 def finetune(config: FinetuneConfig, data: Sequence[str | Path], out: Path, resume: bool = False) -> RunSummary:
@@ -136,12 +128,12 @@ class SegmentationFinetuning:
         task, train, out = config.task, config.train, trainer.out
         self.model = build_network(config.model, task.out_channels)
         if trainer.is_main:
-            _write_json(out / "splits.json", {"training": [c.id for c in train_cases], "validation": [c.id for c in val_cases]})
+            write_json(out / "splits.json", {"training": [c.id for c in train_cases], "validation": [c.id for c in val_cases]})
         if config.model.init is not None and not trainer.resume:
             report = load_pretrained(self.model, Path(config.model.init))
             trainer.write(str(report))
             if trainer.is_main:
-                _write_json(out / "weights_report.json", report.as_dict())
+                write_json(out / "weights_report.json", report.as_dict())
         self.groups = parameter_groups(self.model, train.lr, train.encoder_lr_multiplier, train.freeze_encoder)
         self.loss_function = _loss(task)
         load = load_transforms(config.preprocessing, label=True)
