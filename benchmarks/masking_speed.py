@@ -2,7 +2,9 @@
 
 Times, on two 128³ crops of the ICBM152 T1 (PyPI package nilearn), what one training step needs
 from masking: cell entropies on every candidate grid, the grid choice, the per-cell ratios and the
-a0 token mask. The loop version is the reference of the tests (tests/loop_masking.py).
+a0 token mask. The loop version is the reference of the tests (tests/loop_masking.py). Both ways of
+counting cell entropies are timed ("table", a CPU's default; "sort", a GPU's). On a GPU it also
+counts the host synchronisations of one plan and its masks a0–a3 (torch.cuda sync debug mode).
 
     python benchmarks/masking_speed.py [--repeats 5] [--device cpu|cuda]
 """
@@ -13,6 +15,7 @@ import argparse
 import statistics
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -57,6 +60,28 @@ def time_vectorised(x: torch.Tensor, planner: GridMaskPlanner, repeats: int) -> 
     return times[1:]
 
 
+def count_syncs(x: torch.Tensor, planner: GridMaskPlanner) -> int:
+    """Host synchronisations of one plan and its hierarchical masks on a CUDA batch, after a first
+    call that copies the crop's geometry to the device."""
+    generators = [torch.Generator(device=x.device).manual_seed(i) for i in range(x.shape[0])]
+    coins = torch.Generator().manual_seed(0)
+
+    def masks() -> None:
+        planner.plan(x).hierarchical_masks(x.shape[2:], drop_probability=1.0, sample_generators=generators,
+                                           coin_generator=coins)
+
+    masks()
+    torch.cuda.synchronize()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            masks()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    return sum("synchronizing" in str(w.message) for w in caught)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5, help="timed runs of the vectorised planner")
@@ -68,14 +93,15 @@ def main() -> None:
           f"{torch.get_num_threads()} CPU threads")
     loop_seconds = time_loop(x, planner)
     print(f"loop (prototype's algorithm, numpy/skimage):  {loop_seconds * 1e3:9.1f} ms")
-    cpu = time_vectorised(x, planner, args.repeats)
-    cpu_ms = statistics.median(cpu) * 1e3
-    print(f"vectorised, cpu (median of {args.repeats}):          {cpu_ms:9.1f} ms   {loop_seconds * 1e3 / cpu_ms:6.1f}× faster")
-    if args.device != "cpu":
-        device_times = time_vectorised(x.to(args.device), planner, args.repeats)
-        device_ms = statistics.median(device_times) * 1e3
-        print(f"vectorised, {args.device} (median of {args.repeats}):         {device_ms:9.2f} ms   "
-              f"{loop_seconds * 1e3 / device_ms:6.0f}× faster")
+    devices = ["cpu"] if args.device == "cpu" else ["cpu", args.device]
+    for device in devices:
+        batch = x.to(device)
+        for counting in ("table", "sort"):
+            counted = GridMaskPlanner(counting=counting)
+            ms = statistics.median(time_vectorised(batch, counted, args.repeats)) * 1e3
+            syncs = f"   {count_syncs(batch, counted)} host syncs" if batch.is_cuda else ""
+            print(f"vectorised, {device}, {counting} count (median of {args.repeats}): {ms:9.2f} ms   "
+                  f"{loop_seconds * 1e3 / ms:6.1f}× faster{syncs}")
 
 
 if __name__ == "__main__":

@@ -13,6 +13,11 @@ any machine), so that a GPU's step time can be judged before one is at hand.
     python benchmarks/pretrain_step.py --device cuda --roi 128 --feature-size 48 --bf16
     python benchmarks/pretrain_step.py --flops --roi 128 --feature-size 48       # the prototype's step
     python benchmarks/pretrain_step.py --no-sdpa                         # MONAI's window attention by hand
+    python benchmarks/pretrain_step.py --compile                         # torch.compile both steps
+
+With ``--compile`` each step is compiled as ``train.compile`` does (GMIM with a mask at every point,
+so that one graph serves every step); the parts of the GMIM step are then not timed, and the first
+steps take minutes (not counted). AdamW is PyTorch's fused one on CUDA unless ``--no-fused-adamw``.
 """
 
 from __future__ import annotations
@@ -77,8 +82,9 @@ def _views(args: argparse.Namespace) -> tuple[torch.Tensor, torch.Tensor, list, 
 def _measure(args: argparse.Namespace, variant: str) -> dict[str, float]:
     from monai.networks.nets import SwinUNETR
 
+    from gmim.engine.optim import adamw
     from gmim.pretraining.losses import GMIMLoss
-    from gmim.pretraining.masking import GridMaskPlanner, voxel_mask
+    from gmim.pretraining.masking import GridMaskPlanner, mask_every_point, voxel_mask
     from gmim.pretraining.model import GMIM, GMIMOutput
 
     torch.manual_seed(0)
@@ -90,28 +96,43 @@ def _measure(args: argparse.Namespace, variant: str) -> dict[str, float]:
     def autocast():
         return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
 
+    def optimizer_of(module: torch.nn.Module) -> torch.optim.Optimizer:
+        return adamw(module.parameters(), 1e-4, 1e-5, fused=args.fused_adamw and device.type == "cuda")
+
+    def time_step(step: Callable[[torch.nn.Module], None], module: torch.nn.Module) -> None:
+        """The step of ``module`` into results["step"]; with --compile the eager step first, in
+        results["eager step"], for a ratio measured side by side."""
+        if args.compile:
+            results["eager step"] = _timed(lambda: step(module), device, args.repeats)
+            module = torch.compile(module)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        results["step"] = _timed(lambda: step(module), device, args.repeats)
+
     results: dict[str, float] = {}
     if variant == "plain":
         network = _attention(SwinUNETR(in_channels=1, out_channels=1, feature_size=args.feature_size), args).to(device)
-        optimizer = torch.optim.AdamW(network.parameters(), lr=1e-4)
+        optimizer = optimizer_of(network)
 
-        def plain_step() -> None:
+        def plain_step(module: torch.nn.Module) -> None:
             with autocast():
-                prediction = network(x)
+                prediction = module(x)
             loss = (prediction.float() - x).pow(2).mean()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
 
-        results["step"] = _timed(plain_step, device, args.repeats)
+        time_step(plain_step, network)
     else:
         model = _attention(GMIM(1, args.feature_size), args).to(device)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+        optimizer = optimizer_of(model)
         planner, loss_function = GridMaskPlanner(), GMIMLoss()
         generator = torch.Generator(device=device).manual_seed(0)
+        coins = torch.Generator().manual_seed(0)
 
         def masks() -> list:
-            return planner.plan(x).hierarchical_masks(x.shape[2:], generator=generator)
+            masks = planner.plan(x).hierarchical_masks(x.shape[2:], generator=generator, coin_generator=coins)
+            return mask_every_point(masks, x.shape[2:]) if args.compile else masks  # compiled: one graph
 
         fixed = masks()
 
@@ -128,10 +149,10 @@ def _measure(args: argparse.Namespace, variant: str) -> dict[str, float]:
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
 
-        def gmim_step() -> None:
+        def gmim_step(module: torch.nn.Module) -> None:
             step_masks = masks()
             with autocast():
-                output = model(x, y, step_masks)
+                output = module(x, y, step_masks)
             loss = loss_function(output, x, voxel_mask(step_masks[0]))["loss"]
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -139,11 +160,10 @@ def _measure(args: argparse.Namespace, variant: str) -> dict[str, float]:
 
         results["data"] = _timed(draw, torch.device("cpu"), args.repeats)
         results["masking"] = _timed(masks, device, args.repeats)
-        results["target forward"] = _timed(target_forward, device, args.repeats)
-        results["online forward+backward+losses"] = _timed(online, device, args.repeats)
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
-        results["step"] = _timed(gmim_step, device, args.repeats)
+        if not args.compile:
+            results["target forward"] = _timed(target_forward, device, args.repeats)
+            results["online forward+backward+losses"] = _timed(online, device, args.repeats)
+        time_step(gmim_step, model)
     if device.type == "cuda":
         results["peak memory (GiB)"] = torch.cuda.max_memory_allocated(device) / 2**30
     else:
@@ -193,6 +213,9 @@ def main() -> None:
     parser.add_argument("--flops", action="store_true", help="count each step's FLOPs instead of timing it")
     parser.add_argument("--sdpa", action=argparse.BooleanOptionalAction, default=True,
                         help="window attention through scaled_dot_product_attention (default), or MONAI's by hand")
+    parser.add_argument("--compile", action="store_true", help="torch.compile each step's module (as train.compile)")
+    parser.add_argument("--fused-adamw", action=argparse.BooleanOptionalAction, default=True,
+                        help="PyTorch's fused AdamW on CUDA (default, as the training loop), or the foreach one")
     args = parser.parse_args()
     if args.flops:
         counts = _flops(args)
@@ -203,7 +226,9 @@ def main() -> None:
         return
     context = multiprocessing.get_context("spawn")
     print(f"roi {args.roi}³, feature size {args.feature_size}, batch {args.batch_size}, {args.device}"
-          f"{', bf16' if args.bf16 else ''}, {'SDPA' if args.sdpa else 'MONAI'} attention; torch {torch.__version__}, "
+          f"{', bf16' if args.bf16 else ''}, {'SDPA' if args.sdpa else 'MONAI'} attention"
+          f"{', compiled' if args.compile else ''}{', fused AdamW' if args.fused_adamw and args.device.startswith('cuda') else ''}; "
+          f"torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads")
     results = {}
     for variant in ("gmim", "plain"):
@@ -213,7 +238,7 @@ def main() -> None:
         results[variant] = queue.get()
         process.join()
     for name, seconds in results["gmim"].items():
-        if name not in ("step", "peak memory (GiB)"):
+        if name not in ("step", "eager step", "peak memory (GiB)"):
             print(f"  GMIM {name:34s} {seconds * 1e3:10.1f} ms")
     gmim, plain = results["gmim"]["step"], results["plain"]["step"]
     print(f"  GMIM step (all of it, optimiser too)   {gmim * 1e3:10.1f} ms   {args.batch_size / gmim:6.2f} volumes/s   "
@@ -221,6 +246,11 @@ def main() -> None:
     print(f"  plain Swin UNETR step                  {plain * 1e3:10.1f} ms   {args.batch_size / plain:6.2f} volumes/s   "
           f"peak {results['plain']['peak memory (GiB)']:.2f} GiB")
     print(f"  overhead GMIM / plain: {gmim / plain:.2f}×   masking: {results['gmim']['masking'] / gmim:.1%} of the GMIM step")
+    if args.compile:
+        for variant, label in (("gmim", "GMIM"), ("plain", "plain")):
+            eager = results[variant]["eager step"]
+            print(f"  {label} step eager {eager * 1e3:.1f} ms, compiled {results[variant]['step'] * 1e3:.1f} ms: "
+                  f"{eager / results[variant]['step']:.2f}× faster compiled")
 
 
 if __name__ == "__main__":

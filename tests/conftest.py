@@ -127,3 +127,22 @@ def finetuned_run(tmp_path_factory, brain_extraction, gmim_encoder):
                  "--steps", "3", "--fold", "0", *TINY_FINETUNE])
     assert code == 0
     return out
+
+
+@pytest.fixture
+def compile_counters(monkeypatch):
+    """``torch.compile`` through AOT autograd's eager backend, and dynamo's counters from zero.
+
+    The graphs are traced as with inductor (graph breaks and recompiles show), but inductor's code
+    generation, minutes on a CPU, is left out; benchmarks/pretrain_step.py --compile times it.
+    """
+    import functools
+
+    import torch
+    import torch._dynamo
+
+    monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="aot_eager"))
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    yield torch._dynamo.utils.counters
+    torch._dynamo.reset()

@@ -65,6 +65,18 @@ def test_frozen_encoder_keeps_the_pretrained_weights(tmp_path, brain_extraction,
     assert [g["name"] for g in torch.load(out / "last.pt", weights_only=True)["optimizer"]["param_groups"]] == ["decoder"]
 
 
+def test_compiled_finetuning_traces_one_graph_and_saves_swin_unetr_weights(tmp_path, brain_extraction, compile_counters):
+    from monai.networks.nets import SwinUNETR
+
+    out = tmp_path / "compiled"
+    assert main(["finetune", str(brain_extraction / "brain.json"), "--out", str(out), "--steps", "2", "--fold", "all",
+                 "--labelled-cases", "2", "--set", "train.compile=true", *TINY_FINETUNE]) == 0
+    # two graphs: MONAI's SwinUNETR.forward checks the input size with numpy first, then one graph
+    assert compile_counters["stats"]["unique_graphs"] == 2 and not compile_counters["recompiles"]
+    network = SwinUNETR(in_channels=1, out_channels=2, feature_size=12)
+    network.load_state_dict(torch.load(out / "best.pt", weights_only=True)["model"])  # strict
+
+
 def _weights(path):
     return torch.load(path, weights_only=True)
 

@@ -27,6 +27,9 @@ class LoopConfig:
     #: Clip the gradient norm to this (null: no clipping).
     grad_clip: float | None = None
     mixed_precision: bool = True
+    #: Compile the trained module with ``torch.compile`` (the first steps then take minutes); the
+    #: weights, checkpoints and exports are those of the module itself.
+    compile: bool = False
     #: Validate every this many steps and at the end; 0: only at the end; null: every twentieth of
     #: the run, or less often where a validation would cost more than 5 % of the training compute.
     validate_every: int | None = None

@@ -46,7 +46,7 @@ __all__ = ["RESUMABLE", "Method", "RunSummary", "Trainer", "Validation", "valida
 
 #: The loop's settings that a resumed run may change: how long and how it runs, not what it learns.
 RESUMABLE = ("train.steps", "train.epochs", "train.device", "train.deterministic", "train.workers", "train.validate_every",
-             "train.checkpoint_every", "train.log_every", "train.stop_after")
+             "train.checkpoint_every", "train.log_every", "train.stop_after", "train.compile")
 #: With ``train.validate_every: null``, validations take about this share of the training compute …
 VALIDATION_SHARE = 0.05
 #: … and there are at most this many in a run (besides the final one).
@@ -88,7 +88,8 @@ class Method(Protocol):
 
     def train_step(self, model: torch.nn.Module, batch: Any, step: int) -> dict[str, torch.Tensor]:
         """The loss terms of the batch of step ``step`` (1-based), ``"loss"`` the one to minimise;
-        ``model`` is :attr:`model`, wrapped for DDP where there are several processes."""
+        ``model`` is :attr:`model`, wrapped for DDP where there are several processes and compiled
+        with ``train.compile``."""
 
     def after_optimizer_step(self) -> None:
         """Work after each optimizer step (e.g. an EMA update)."""
@@ -278,6 +279,7 @@ class Trainer:
             raise InputError(f"train.batch_size {train.batch_size} is larger than the {volumes} training volume(s)")
         self.total = train.steps if train.steps is not None else train.epochs * math.ceil(volumes / train.batch_size)
         model = wrap_ddp(method.model, context)
+        stepped = torch.compile(model) if train.compile else model  # shares its parameters with model
         groups = method.parameter_groups()
         parameters = [p for group in groups for p in group["params"]]
         optimizer = adamw(groups, train.lr, train.weight_decay, fused=self.device.type == "cuda")
@@ -304,7 +306,7 @@ class Trainer:
                 while step < end:
                     with stopwatch("data"):
                         batch = next(batches)
-                    terms = method.train_step(model, batch, step + 1)
+                    terms = method.train_step(stepped, batch, step + 1)
                     self.precision.step(terms["loss"], optimizer, parameters, train.grad_clip)
                     scheduler.step()
                     method.after_optimizer_step()

@@ -1,25 +1,35 @@
 """Adaptive grid masking (docs/method.md §2) and hierarchical token masks (docs/method.md §3).
 
-Everything here is batched PyTorch on the input's device. The only Python loops run over the
-candidate grids and over the (at most four) hash rounds of :func:`_dense_ids`; cells and voxels are
-never iterated over.
+Everything here is batched PyTorch on the input's device. Cells and voxels are never iterated over;
+the Python loops run over the candidate grids, the application points and the samples of a batch.
+
+Cell entropies are counted in one of two ways, chosen per device. The *table* count (CPU default)
+bins (cell, value) pairs into a dense table, whose size depends on how many distinct values the
+batch holds. The *sort* count (GPU default) sorts each cell's values and measures the runs of equal
+values; its shapes depend only on the crop's shape. With it, planning and masking read nothing back
+to the host, so on a GPU they queue their kernels without waiting. The only host-side values are
+the three coin flips of :meth:`GridMaskPlan.hierarchical_masks`, drawn from a CPU generator.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = [
     "APPLICATION_POINTS",
+    "COUNTINGS",
     "GridMaskPlan",
     "GridMaskPlanner",
     "axis_cells",
     "cell_entropy",
+    "mask_every_point",
     "voxel_mask",
 ]
 
@@ -30,6 +40,9 @@ APPLICATION_POINTS: tuple[tuple[str, int], ...] = (
     ("a2 layers1", 4),
     ("a3 layers2", 8),
 )
+
+#: Ways to count cell entropies: "auto" takes "table" on a CPU and "sort" elsewhere.
+COUNTINGS = ("auto", "table", "sort")
 
 # Entropies equal to this many decimals (bits) count as one value when ranking cells. Cells with the
 # same histogram have the same entropy; without rounding, summation order would split them.
@@ -51,6 +64,51 @@ def axis_cells(size: int, grid: int, device: torch.device | str | None = None) -
     and still defined (some cells empty) when the grid is finer than the token grid.
     """
     return torch.arange(size, device=device) * grid // size
+
+
+def _axis_counts(size: int, grid: int) -> list[int]:
+    """Positions in each cell along an axis: cell k holds i from ceil(k·size/grid) on."""
+    first = [-(-k * size // grid) for k in range(grid + 1)]
+    return [b - a for a, b in zip(first, first[1:])]
+
+
+# The shapes of crops and token grids repeat every step: their geometry is built once per device.
+@functools.lru_cache(maxsize=64)
+def _grid_cells(shape: tuple[int, ...], grid: int, device: torch.device) -> Tensor:
+    """(D, H, W) flat cell index of each position of a ``shape`` grid, cells in C order."""
+    depth, height, width = shape
+    d = axis_cells(depth, grid, device).view(-1, 1, 1)
+    h = axis_cells(height, grid, device).view(1, -1, 1)
+    w = axis_cells(width, grid, device).view(1, 1, -1)
+    return (d * grid + h) * grid + w
+
+
+@functools.lru_cache(maxsize=64)
+def _cell_sizes(shape: tuple[int, ...], grid: int, device: torch.device) -> Tensor:
+    """(grid³,) number of positions of a ``shape`` grid in each cell."""
+    d, h, w = (_axis_counts(n, grid) for n in shape)
+    return torch.tensor([a * b * c for a in d for b in h for c in w], dtype=torch.int64, device=device)
+
+
+@functools.lru_cache(maxsize=16)
+def _padded_cells(shape: tuple[int, ...], grid: int, device: torch.device) -> tuple[Tensor, Tensor]:
+    """Flat position of each slot of grid³ equal-length rows, one row per cell, and which slots are real.
+
+    For grids that do not divide the crop, where cells differ in size by one position per axis.
+    """
+    axes = []
+    for n in shape:
+        counts = _axis_counts(n, grid)
+        length = max(counts)
+        first = torch.tensor([-(-k * n // grid) for k in range(grid)]).view(-1, 1)
+        slot = torch.arange(length).view(1, -1)
+        axes.append(((first + slot).clamp_max(n - 1), slot < torch.tensor(counts).view(-1, 1)))
+    (d, dv), (h, hv), (w, wv) = axes
+    height, width = shape[1], shape[2]
+    position = (d[:, None, None, :, None, None] * height + h[None, :, None, None, :, None]) * width
+    position = position + w[None, None, :, None, None, :]
+    real = dv[:, None, None, :, None, None] & hv[None, :, None, None, :, None] & wv[None, None, :, None, None, :]
+    return position.reshape(-1).to(device), real.reshape(grid**3, -1).to(device)
 
 
 def _dense_ids(keys: Tensor) -> tuple[Tensor, int]:
@@ -99,21 +157,6 @@ def _value_keys(x: Tensor) -> Tensor:
     return (x.float() + 0.0).view(torch.int32)  # -0.0 + 0.0 is +0.0, so both zeros share a key
 
 
-def _spatial_cells(spatial: Sequence[int], grid: int, device: torch.device) -> Tensor:
-    """(D, H, W) flat cell index of each voxel."""
-    depth, height, width = spatial
-    d = axis_cells(depth, grid, device).view(-1, 1, 1)
-    h = axis_cells(height, grid, device).view(1, -1, 1)
-    w = axis_cells(width, grid, device).view(1, 1, -1)
-    return (d * grid + h) * grid + w
-
-
-def _cell_sizes(spatial: Sequence[int], grid: int, device: torch.device) -> Tensor:
-    """(grid³,) number of positions of a ``spatial`` grid in each cell."""
-    counts = [torch.bincount(axis_cells(n, grid, device), minlength=grid) for n in spatial]
-    return (counts[0].view(-1, 1, 1) * counts[1].view(1, -1, 1) * counts[2].view(1, 1, -1)).reshape(-1)
-
-
 def _nests(spatial: Sequence[int], fine: int, coarse: int) -> bool:
     """True when every cell of the ``coarse`` grid is a union of whole cells of the ``fine`` one."""
     return fine % coarse == 0 and all(n % fine == 0 for n in spatial)
@@ -130,8 +173,12 @@ def _entropy_bits(sum_c_log_c: Tensor, n: Tensor) -> Tensor:
     return ((torch.log(n) - sum_c_log_c / n) / math.log(2.0)).clamp_min(0.0)
 
 
-class _CellCounter:
-    """Counts of each distinct voxel value per cell, for entropies on several grids of one batch."""
+class _TableCounter:
+    """Counts of each distinct voxel value per cell, for entropies on several grids of one batch.
+
+    The fastest count on a CPU, but its table is sized by the number of distinct values, which
+    has to be read back to the host: on a GPU that waits for the queued work (use the sort count).
+    """
 
     def __init__(self, x: Tensor) -> None:
         self.shape = tuple(x.shape)
@@ -142,7 +189,7 @@ class _CellCounter:
     def _cell_value_keys(self, grid: int, dtype: torch.dtype) -> Tensor:
         """(B·C·D·H·W,) key cell·U + value id of each voxel, samples' cells numbered one after the other."""
         batch = self.shape[0]
-        spatial = _spatial_cells(self.shape[2:], grid, self.device).to(dtype) * self.n_values
+        spatial = _grid_cells(self.shape[2:], grid, self.device).to(dtype) * self.n_values
         sample = torch.arange(batch, device=self.device, dtype=dtype).view(-1, 1, 1, 1, 1) * (grid**3 * self.n_values)
         return (self.value_ids.view(self.shape).to(dtype) + spatial + sample).reshape(-1)
 
@@ -169,17 +216,73 @@ class _CellCounter:
         else:  # too many distinct values for a dense table: count only the (cell, value) pairs present
             pairs, counts = torch.unique(self._cell_value_keys(grid, torch.int64), return_counts=True)
             sum_c_log_c = torch.bincount(pairs // self.n_values, weights=_c_log_c(counts), minlength=n_cells)
-        n = (_cell_sizes(self.shape[2:], grid, self.device) * channels).double().repeat(batch)
-        return _entropy_bits(sum_c_log_c, n).view(batch, grid**3)
+        n = (_cell_sizes(self.shape[2:], grid, self.device) * channels).double()
+        return _entropy_bits(sum_c_log_c.view(batch, grid**3), n)
 
 
-def cell_entropy(x: Tensor, grid: int) -> Tensor:
+def _cell_rows(keys: Tensor, grid: int) -> Tensor:
+    """(B·g³, L) value keys of each cell, one row per cell in C order, all channels pooled.
+
+    Where cells differ in size, short rows are padded with keys above every int32 key, a different
+    one per slot: each pad is a run of one and adds nothing to Σ c·ln c.
+    """
+    batch, channels, *spatial = keys.shape
+    if all(n % grid == 0 for n in spatial):
+        d, h, w = (n // grid for n in spatial)
+        cells = keys.view(batch, channels, grid, d, grid, h, grid, w).permute(0, 2, 4, 6, 1, 3, 5, 7)
+        return cells.reshape(batch * grid**3, -1)
+    position, real = _padded_cells(tuple(spatial), grid, keys.device)
+    rows = keys.reshape(batch, channels, -1).index_select(2, position).view(batch, channels, grid**3, -1)
+    rows = rows.transpose(1, 2).long()  # (B, g³, C, L)
+    pad = (1 << 32) + torch.arange(channels * real.shape[1], device=keys.device).view(channels, -1)
+    return torch.where(real[:, None, :], rows, pad).reshape(batch * grid**3, -1)
+
+
+def _run_c_log_c(rows: Tensor) -> Tensor:
+    """(R,) Σ c·ln c over the counts c of the distinct keys of each row, float64: sort, then runs."""
+    ordered = rows.sort(dim=1).values
+    position = torch.arange(ordered.shape[1], device=rows.device)
+    starts = torch.ones_like(ordered, dtype=torch.bool)
+    starts[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
+    ends = torch.ones_like(starts)
+    ends[:, :-1] = starts[:, 1:]
+    run_start = torch.where(starts, position, 0).cummax(dim=1).values
+    count = (position - run_start + 1).double()
+    return torch.where(ends, torch.xlogy(count, count), 0.0).sum(dim=1)
+
+
+def _sorted_entropy(keys: Tensor, grid: int) -> Tensor:
+    """(B, grid³) cell entropies in bits, float64, by the sort count."""
+    batch, channels = keys.shape[:2]
+    n = (_cell_sizes(tuple(keys.shape[2:]), grid, keys.device) * channels).double()
+    return _entropy_bits(_run_c_log_c(_cell_rows(keys, grid)).view(batch, -1), n)
+
+
+def _resolve_counting(counting: str, device: torch.device) -> str:
+    if counting not in COUNTINGS:
+        raise ValueError(f"counting must be one of {', '.join(COUNTINGS)}, got {counting!r}")
+    if counting == "auto":
+        return "table" if device.type == "cpu" else "sort"
+    return counting
+
+
+def _cell_entropies(x: Tensor, grids: Sequence[int], counting: str) -> dict[int, Tensor]:
+    """Grid -> (B, grid³) cell entropies in bits, float64, of a (B, C, D, H, W) batch."""
+    if _resolve_counting(counting, x.device) == "table":
+        counter = _TableCounter(x)
+        # finest grid first, so coarser ones can be summed from its count table
+        return {g: counter.entropy(g) for g in sorted(set(grids), reverse=True)}
+    keys = _value_keys(x)
+    return {g: _sorted_entropy(keys, g) for g in set(grids)}
+
+
+def cell_entropy(x: Tensor, grid: int, counting: str = "auto") -> Tensor:
     """Shannon entropy in bits of the exact voxel values in each of grid³ cells, all channels pooled.
 
     Equals ``skimage.measure.shannon_entropy`` of each cell. ``x`` is (B, C, D, H, W); the result is
     (B, grid³) float64 with cells in C order of (grid, grid, grid).
     """
-    return _CellCounter(x).entropy(grid)
+    return _cell_entropies(x, (grid,), counting)[grid]
 
 
 def _linspace_like_numpy(start: float, stop: float, count: Tensor, index: Tensor) -> Tensor:
@@ -204,12 +307,38 @@ def _dynamic_ratios(entropy: Tensor, base_ratio: float, scale: float) -> Tensor:
 
 @dataclass(frozen=True)
 class GridMaskPlan:
-    """Where and how much to mask, per sample of a batch (docs/method.md §2)."""
+    """Where and how much to mask, per sample of a batch (docs/method.md §2).
 
-    grid: Tensor  #: (B,) cells per axis chosen for each sample
-    entropy: list[Tensor]  #: B tensors (g³,): cell entropies in bits
-    ratio: list[Tensor]  #: B tensors (g³,): mask ratio per cell
+    Every candidate grid keeps its entropies and ratios, and each sample's grid is an index tensor:
+    masking never needs the choice on the host. :meth:`chosen` reads it back, for figures and tests.
+    """
+
+    grids: tuple[int, ...]  #: the candidate grids, cells per axis
+    choice: Tensor  #: (B,) index into ``grids`` of each sample's grid
+    entropies: tuple[Tensor, ...]  #: per candidate grid g, (B, g³) cell entropies in bits
+    ratios: tuple[Tensor, ...]  #: per candidate grid g, (B, g³) mask ratio per cell
     score: Tensor  #: (B, len(grids)) grid scores; NaN where a crop is constant
+
+    @property
+    def grid(self) -> Tensor:
+        """(B,) cells per axis of each sample's grid."""
+        return _constant(self.grids, self.choice.device).index_select(0, self.choice)
+
+    def chosen(self, index: int) -> tuple[int, Tensor, Tensor]:
+        """Grid, (g³,) entropies and (g³,) ratios of sample ``index``; reads its choice back to the host."""
+        k = int(self.choice[index])
+        return self.grids[k], self.entropies[k][index], self.ratios[k][index]
+
+    def sample(self, index: int) -> GridMaskPlan:
+        """The plan of sample ``index`` alone, as a batch of one."""
+        one = slice(index, index + 1)
+        return GridMaskPlan(
+            grids=self.grids,
+            choice=self.choice[one],
+            entropies=tuple(h[one] for h in self.entropies),
+            ratios=tuple(r[one] for r in self.ratios),
+            score=self.score[one],
+        )
 
     def token_mask(
         self,
@@ -221,47 +350,40 @@ class GridMaskPlan:
 
         Token i along an axis of N tokens belongs to cell floor(i·g/N), so every grid works on every
         token grid, including grids finer than the token grid (cells without tokens mask nothing).
-        Positions are drawn uniformly without replacement in each cell, from ``generator``.
+        Positions are drawn uniformly without replacement in each cell, from ``generator``: tokens
+        are sorted by (cell, random key) and the first n of each cell are masked.
         """
         if len(token_shape) != 3 or any(int(n) < 1 for n in token_shape):
             raise ValueError(f"token_shape must be three positive sizes, got {tuple(token_shape)}")
         if not (math.isfinite(ratio_scale) and ratio_scale >= 0):
             raise ValueError(f"ratio_scale must be a finite number >= 0, got {ratio_scale}")
-        device = self.grid.device
-        batch = self.grid.numel()
-        nd, nh, nw = (int(n) for n in token_shape)
-        grids = self.grid.view(-1, 1)
-        d = (torch.arange(nd, device=device) * grids // nd).view(batch, nd, 1, 1)
-        h = (torch.arange(nh, device=device) * grids // nh).view(batch, 1, nh, 1)
-        w = (torch.arange(nw, device=device) * grids // nw).view(batch, 1, 1, nw)
-        g = grids.view(batch, 1, 1, 1)
-        max_cells = int(self.grid.max()) ** 3
-        sample = torch.arange(batch, device=device).view(batch, 1, 1, 1)
-        cells = (sample * max_cells + (d * g + h) * g + w).reshape(-1)
-
-        ratios = torch.zeros(batch, max_cells, dtype=torch.float64, device=device)
-        for b, r in enumerate(self.ratio):  # B small tensors into one padded table
-            ratios[b, : r.numel()] = r
-        tokens_per_cell = torch.bincount(cells, minlength=batch * max_cells)
-        n_masked = torch.floor(tokens_per_cell * (ratios.view(-1) * ratio_scale).clamp_max(1.0)).long()
+        device = self.choice.device
+        batch = self.choice.numel()
+        shape = tuple(int(n) for n in token_shape)
+        n_tokens = math.prod(shape)
+        max_cells = max(self.grids) ** 3
+        # each sample's cell of every token, masked count and first sorted position of every cell
+        cells = torch.zeros(batch, n_tokens, dtype=torch.int64, device=device)
+        n_masked = torch.zeros(batch, max_cells, dtype=torch.int64, device=device)
+        cell_start = torch.zeros_like(n_masked)
+        for k, (grid, ratio) in enumerate(zip(self.grids, self.ratios)):
+            chosen = (self.choice == k).view(batch, 1)
+            tokens = _cell_sizes(shape, grid, device)
+            padding = (0, max_cells - grid**3)
+            count = torch.floor(tokens * (ratio * ratio_scale).clamp_max(1.0)).long()
+            cells = torch.where(chosen, _grid_cells(shape, grid, device).view(1, -1), cells)
+            n_masked = torch.where(chosen, F.pad(count, padding), n_masked)
+            cell_start = torch.where(chosen, F.pad(torch.cumsum(tokens, 0) - tokens, padding), cell_start)
+        sample = torch.arange(batch, device=device).view(batch, 1)
+        cells = (cells + sample * max_cells).view(-1)
+        cell_start = (cell_start + sample * n_tokens).view(-1)
 
         noise = torch.randint(0, 1 << 31, (cells.numel(),), generator=generator, device=device)
         _, order = torch.sort((cells << 31) | noise, stable=True)
-        cell_start = torch.cumsum(tokens_per_cell, 0) - tokens_per_cell
-        sorted_cells = cells[order]
-        rank_in_cell = torch.arange(cells.numel(), device=device) - cell_start[sorted_cells]
-        masked = torch.empty_like(cells, dtype=torch.bool)
-        masked[order] = rank_in_cell < n_masked[sorted_cells]
-        return masked.view(batch, nd, nh, nw)
-
-    def sample(self, index: int) -> GridMaskPlan:
-        """The plan of sample ``index`` alone, as a batch of one."""
-        return GridMaskPlan(
-            grid=self.grid[index : index + 1],
-            entropy=[self.entropy[index]],
-            ratio=[self.ratio[index]],
-            score=self.score[index : index + 1],
-        )
+        sorted_cells = cells.index_select(0, order)
+        rank_in_cell = torch.arange(cells.numel(), device=device) - cell_start.index_select(0, sorted_cells)
+        masked = rank_in_cell < n_masked.view(-1).index_select(0, sorted_cells)
+        return torch.empty_like(masked).scatter_(0, order, masked).view(batch, *shape)
 
     def hierarchical_masks(
         self,
@@ -270,28 +392,33 @@ class GridMaskPlan:
         decay: float = 0.5,
         generator: torch.Generator | None = None,
         sample_generators: Sequence[torch.Generator] | None = None,
+        coin_generator: torch.Generator | None = None,
     ) -> list[Tensor | None]:
         """Masks for the application points a0–a3 of a crop of ``crop_shape`` (docs/method.md §3).
 
-        a0 is always masked at ratio r; a1–a3 each with probability ``drop_probability`` (one draw
-        per batch, from ``generator``) at ratio r·decay^i, and only when ``decay`` > 0. Like the
-        prototype, the ratio decays at every point whether or not that point masked. None where a
-        point does not mask. Token positions come from ``generator`` too, or from one generator per
-        sample in ``sample_generators``: then a sample's masks do not depend on its batch.
+        a0 is always masked at ratio r; a1–a3 each with probability ``drop_probability`` at ratio
+        r·decay^i, and only when ``decay`` > 0. Like the prototype, the ratio decays at every point
+        whether or not that point masked. None where a point does not mask.
+
+        The three coin flips, one per batch, are the only values masking reads on the host: they
+        come from ``coin_generator``, a CPU generator (by default ``generator`` when that is on the
+        CPU, else torch's default one). Token positions come from ``generator`` (on the crop's
+        device), or from one generator per sample in ``sample_generators``: then a sample's masks
+        do not depend on its batch.
         """
         _check_probability("drop_probability", drop_probability)
         _check_probability("decay", decay)
-        if sample_generators is not None and len(sample_generators) != self.grid.numel():
-            raise ValueError(f"sample_generators has {len(sample_generators)} generators for {self.grid.numel()} samples")
+        if sample_generators is not None and len(sample_generators) != self.choice.numel():
+            raise ValueError(f"sample_generators has {len(sample_generators)} generators for {self.choice.numel()} samples")
+        if coin_generator is None and generator is not None and generator.device.type == "cpu":
+            coin_generator = generator
+        flips = torch.rand(len(APPLICATION_POINTS) - 1, generator=coin_generator, dtype=torch.float64).tolist()
         masks: list[Tensor | None] = []
-        device = self.grid.device
         for index, (_, stride) in enumerate(APPLICATION_POINTS):
+            if index > 0 and (decay == 0 or flips[index - 1] >= drop_probability):
+                masks.append(None)
+                continue
             token_shape = [int(n) // stride for n in crop_shape]
-            if index > 0:
-                draw = torch.rand((), generator=generator, device=device)
-                if decay == 0 or bool(draw >= drop_probability):
-                    masks.append(None)
-                    continue
             if sample_generators is None:
                 masks.append(self.token_mask(token_shape, ratio_scale=decay**index, generator=generator))
             else:
@@ -304,6 +431,23 @@ class GridMaskPlan:
                     )
                 )
         return masks
+
+
+@functools.lru_cache(maxsize=16)
+def _constant(values: tuple[int, ...], device: torch.device) -> Tensor:
+    """``values`` as an int64 tensor on ``device``, copied there once."""
+    return torch.tensor(values, dtype=torch.int64, device=device)
+
+
+def mask_every_point(masks: Sequence[Tensor | None], crop_shape: Sequence[int]) -> list[Tensor]:
+    """``masks`` of points a0–a3 with an all-False mask (which changes nothing) for each None: every
+    point is then in the graph, as DDP with learned mask tokens and a compiled model (one graph for
+    every step) need."""
+    batch, device = masks[0].shape[0], masks[0].device
+    return [
+        m if m is not None else torch.zeros((batch, *(int(n) // stride for n in crop_shape)), dtype=torch.bool, device=device)
+        for m, (_, stride) in zip(masks, APPLICATION_POINTS)
+    ]
 
 
 def voxel_mask(token_mask: Tensor, patch_size: int = 2) -> Tensor:
@@ -325,6 +469,9 @@ class GridMaskPlanner:
     >>> planner = GridMaskPlanner(grids=(4, 8, 16), base_ratio=0.5, scale=0.3, dynamic=True)
     >>> plan = planner.plan(x)                      # x: (B, C, D, H, W)
     >>> a0 = plan.token_mask((d // 2, h // 2, w // 2), generator=g)
+
+    ``counting`` picks how cell entropies are counted (see the module's docstring); both give the
+    same plans.
     """
 
     def __init__(
@@ -333,6 +480,7 @@ class GridMaskPlanner:
         base_ratio: float = 0.5,
         scale: float = 0.3,
         dynamic: bool = True,
+        counting: str = "auto",
     ) -> None:
         grids = tuple(grids)
         if not grids or any(not isinstance(g, int) or isinstance(g, bool) or g < 1 for g in grids):
@@ -341,18 +489,22 @@ class GridMaskPlanner:
             raise ValueError(f"base_ratio must be in (0, 1], got {base_ratio!r}")
         if not (isinstance(scale, (int, float)) and 0.0 <= scale < 1.0):
             raise ValueError(f"scale must be in [0, 1), got {scale!r}")
+        _resolve_counting(counting, torch.device("cpu"))
         self.grids = grids
         self.base_ratio = float(base_ratio)
         self.scale = float(scale)
         self.dynamic = bool(dynamic)
+        self.counting = counting
 
     def __repr__(self) -> str:
         return (
             f"GridMaskPlanner(grids={self.grids}, base_ratio={self.base_ratio}, "
-            f"scale={self.scale}, dynamic={self.dynamic})"
+            f"scale={self.scale}, dynamic={self.dynamic}, counting={self.counting!r})"
         )
 
     def _check_input(self, x: Tensor) -> None:
+        """Shapes and dtype only: reading values would wait for a GPU. The data loaders refuse
+        volumes with NaN or infinite voxels, naming the file."""
         if not isinstance(x, Tensor) or x.dim() != 5:
             shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
             raise ValueError(f"x must be a (B, C, D, H, W) tensor, got shape {shape}")
@@ -363,36 +515,26 @@ class GridMaskPlanner:
             raise ValueError(f"x must have B, C >= 1 and D, H, W divisible by 32, got shape {tuple(x.shape)}")
         if max(self.grids) > min(spatial):
             raise ValueError(f"grid {max(self.grids)} is finer than the crop {spatial}: each cell needs a voxel")
-        low, high = torch.aminmax(x)  # NaN propagates into both, ±inf shows at an end
-        if not bool(torch.isfinite(low) & torch.isfinite(high)):
-            raise ValueError("x contains NaN or infinite voxels")
 
     def plan(self, x: Tensor) -> GridMaskPlan:
         """Plan the masks of a batch ``x`` (B, C, D, H, W)."""
         self._check_input(x)
-        counter = _CellCounter(x)
-        # finest grid first, so coarser ones can be summed from its count table
-        by_grid = {g: counter.entropy(g) for g in sorted(set(self.grids), reverse=True)}
-        entropies = [by_grid[g] for g in self.grids]
+        by_grid = _cell_entropies(x, self.grids, self.counting)
+        entropies = tuple(by_grid[g] for g in self.grids)
         scores = torch.stack(
             [g**_GRID_SCORE_EXPONENT * h.std(dim=1, correction=0) / h.mean(dim=1) for g, h in zip(self.grids, entropies)],
             dim=1,
         )
         constant = torch.stack([h.amax(dim=1) == 0 for h in entropies], dim=1).all(dim=1)
-        # argmax returns the first maximum, as the method's tie rule asks (docs/method.md §2); constant crops take the smallest grid
-        choice = torch.where(constant, torch.tensor(self.grids, device=x.device).argmin(), scores.nan_to_num(-1.0).argmax(1))
-
-        grid_list: list[int] = []
-        entropy_list: list[Tensor] = []
-        ratio_list: list[Tensor] = []
-        ratios_per_grid = [
-            _dynamic_ratios(h, self.base_ratio, self.scale) if self.dynamic else torch.full_like(h, self.base_ratio)
-            for h in entropies
-        ]
-        for b, (c, is_constant) in enumerate(zip(choice.tolist(), constant.tolist())):
-            grid_list.append(self.grids[c])
-            entropy_list.append(entropies[c][b])
-            ratio = torch.full_like(entropies[c][b], self.base_ratio) if is_constant else ratios_per_grid[c][b]
-            ratio_list.append(ratio)
-        grid = torch.tensor(grid_list, dtype=torch.int64, device=x.device)
-        return GridMaskPlan(grid=grid, entropy=entropy_list, ratio=ratio_list, score=scores)
+        # argmax returns the first maximum, as the method's tie rule asks (docs/method.md §2); constant
+        # crops take the (first) smallest grid, at the base ratio everywhere
+        smallest = min(range(len(self.grids)), key=self.grids.__getitem__)
+        choice = torch.where(constant, smallest, scores.nan_to_num(-1.0).argmax(1))
+        if self.dynamic:
+            ratios = tuple(
+                torch.where(constant.view(-1, 1), self.base_ratio, _dynamic_ratios(h, self.base_ratio, self.scale))
+                for h in entropies
+            )
+        else:
+            ratios = tuple(torch.full_like(h, self.base_ratio) for h in entropies)
+        return GridMaskPlan(grids=self.grids, choice=choice, entropies=entropies, ratios=ratios, score=scores)

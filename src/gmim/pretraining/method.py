@@ -28,7 +28,7 @@ from gmim.errors import InputError, refuse_out_of_range
 from gmim.pretraining.config import PretrainConfig
 from gmim.pretraining.data import load_volumes, view_transforms
 from gmim.pretraining.losses import GMIMLoss
-from gmim.pretraining.masking import APPLICATION_POINTS, GridMaskPlanner, voxel_mask
+from gmim.pretraining.masking import GridMaskPlanner, mask_every_point, voxel_mask
 from gmim.pretraining.model import GMIM
 from gmim.pretraining.visualize import save_loss_curve, save_masking_figure
 from gmim.weights import load_pretrained
@@ -141,22 +141,20 @@ class GMIMPretraining:
         return [{"params": list(self.model.parameters())}]
 
     def masks(self, x: torch.Tensor, indices: Sequence[int], key: int) -> tuple[list[torch.Tensor | None], torch.Tensor]:
-        """The masks of points a0–a3 for a batch: coin flips seeded by the step ``key``, positions by
-        the step and each sample's volume index. Returns them with the grids chosen."""
+        """The masks of points a0–a3 for a batch: coin flips seeded by the step ``key`` (on the CPU,
+        the only values masking reads back), positions by the step and each sample's volume index,
+        on the batch's device. Returns them with the grids chosen."""
         seed, masking, device = self.config.train.seed, self.config.masking, x.device
         plan = self.planner.plan(x)
         masks = plan.hierarchical_masks(
             x.shape[2:],
             masking.drop_probability,
             masking.decay,
-            generator=torch.Generator(device=device).manual_seed(derived_seed(seed, key)),
             sample_generators=[torch.Generator(device=device).manual_seed(derived_seed(seed, key, i)) for i in indices],
+            coin_generator=torch.Generator().manual_seed(derived_seed(seed, key)),
         )
-        if self.config.model.learned_mask_token:  # every point in the graph, so that DDP sees every mask token used
-            masks = [
-                m if m is not None else torch.zeros((x.shape[0], *(n // stride for n in x.shape[2:])), dtype=torch.bool, device=device)
-                for m, (_, stride) in zip(masks, APPLICATION_POINTS)
-            ]
+        if self.config.model.learned_mask_token or self.config.train.compile:
+            masks = mask_every_point(masks, x.shape[2:])
         return masks, plan.grid
 
     def train_step(self, model: torch.nn.Module, batch: dict[str, Any], step: int) -> dict[str, torch.Tensor]:
