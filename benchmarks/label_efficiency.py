@@ -22,7 +22,9 @@ of two real brains, image and tissue labels alike, then skull-stripped with thei
 Arms (:data:`ARMS`): no pre-training (``scratch``), GMIM as specified, random masking (half the
 2×2×2-voxel tokens of the crop, uniformly: one cell, no adaptive ratios, no hierarchy; a SimMIM-like
 baseline with the same Siamese losses, so that only the masking differs), and the specification's
-options on top of GMIM; all pre-trained on the same volumes with the same step budget, from the same
+options on top of GMIM, and the prototype as its code ran (``prototype``: the settings of
+``gmim.pretraining.config.AS_RUN``, its encoder fine-tuned with the prototype's patch merging); all
+pre-trained on the same volumes with the same step budget, from the same
 initial weights as the ``scratch`` arm's seed 0. Every arm is fine-tuned with each label count and
 seed (no validation: the final weights), predicts the test sets and is scored (Dice, HD95).
 
@@ -60,6 +62,7 @@ import yaml
 
 from gmim.atomic import atomic_path
 from gmim.errors import InputError
+from gmim.pretraining.config import AS_RUN
 from gmim.sample_data import TISSUE_VALUES, brain_tissue, deformed_copies
 
 PRESETS = Path(__file__).resolve().parent / "presets"
@@ -73,6 +76,8 @@ ARMS: dict[str, list[str] | None] = {
     "aligned": ["loss.align_overlap=true"],
     "ema": ["model.target_momentum=0.99"],
     "mask_token": ["model.learned_mask_token=true"],
+    # the prototype as its code ran (docs/method.md §9); fine-tuned with its patch merging too
+    "prototype": [f"{key}={json.dumps(value)}" for key, value in AS_RUN.items()],
 }
 
 #: The fine-tuning task's classes; label files hold these values (``other`` brain tissue counts as
@@ -152,6 +157,11 @@ class Preset:
     @property
     def all_arms(self) -> dict[str, list[str] | None]:
         return {**ARMS, **self.extra_arms}
+
+    def patch_merging(self, arm: str) -> str:
+        """The patch merging ``arm``'s encoder is pre-trained with, which its fine-tuning must share."""
+        settings = dict(item.split("=", 1) for item in self.all_arms[arm] or [])
+        return str(yaml.safe_load(settings.get("model.patch_merging", "monai")))
 
 
 def check_arms(arms: Sequence[str], known: dict[str, Any], where: str) -> list[str]:
@@ -296,7 +306,7 @@ class Benchmark:
         overrides = ["task.name=tissue", f"task.labels={json.dumps(self.preset.task_labels)}", "data.fold=all",
                      f"model.init={json.dumps(str(encoder) if encoder is not None else None)}",
                      f"data.labelled_cases={labels}", f"train.seed={seed}", f"train.device={self.device}",
-                     f"train.freeze_encoder={str(frozen).lower()}"]
+                     f"train.freeze_encoder={str(frozen).lower()}", f"model.patch_merging={self.preset.patch_merging(arm)}"]
         config = _config(FinetuneConfig, self.preset.finetune, self.out / "configs" / "finetune.yaml", overrides, "finetune")
         trained = run / "trained.json"
         if not trained.is_file():

@@ -23,18 +23,34 @@ def cell_entropies(volume: np.ndarray, grid: int) -> np.ndarray:
     return np.array([shannon_entropy(volume[:, a, b, c]) for a in sd for b in sh for c in sw])
 
 
-def plan(volume: np.ndarray, grids=(4, 8, 16), base_ratio=0.5, scale=0.3, dynamic=True):
-    """(grid, entropies, ratios) of one (C, D, H, W) volume, as the prototype computes them."""
-    entropies = {g: cell_entropies(volume, g) for g in grids}
-    if all(not h.any() for h in entropies.values()):  # constant crop: smallest grid, base ratio
-        g = min(grids)
-        return g, entropies[g], np.full(g**3, base_ratio)
-    scores = []
+def prototype_cell_entropies(volume: np.ndarray, grids) -> list[np.ndarray]:
+    """Cell entropies as the prototype ran: the grids in order, one working array overwritten in the
+    loop. Each grid's cell array, (cells, C, voxels per cell) with cells and their voxels in (z, y, x)
+    C order, is flattened and re-read in C order as the (C, D, H, W) volume of the next grid."""
+    entropies, work = [], volume
     for g in grids:
-        h = entropies[g]
+        sd, sh, sw = (axis_slices(n, g) for n in volume.shape[1:])
+        cells = np.stack([work[:, a, b, c].reshape(volume.shape[0], -1) for a in sd for b in sh for c in sw])
+        entropies.append(np.array([shannon_entropy(cell) for cell in cells]))
+        work = cells.reshape(volume.shape)
+    return entropies
+
+
+def plan(volume: np.ndarray, grids=(4, 8, 16), base_ratio=0.5, scale=0.3, dynamic=True, cells="spatial"):
+    """(grid, entropies, ratios) of one (C, D, H, W) volume, as the method states them (``cells``
+    "spatial") or as the prototype ran ("prototype")."""
+    if cells == "prototype":
+        entropies = prototype_cell_entropies(volume, grids)
+    else:
+        entropies = [cell_entropies(volume, g) for g in grids]
+    if all(not h.any() for h in entropies):  # constant crop: smallest grid, base ratio
+        k = int(np.argmin(grids))
+        return grids[k], entropies[k], np.full(grids[k] ** 3, base_ratio)
+    scores = []
+    for g, h in zip(grids, entropies):
         scores.append(g**-0.1 * np.std(h) / np.mean(h) if h.mean() > 0 else -1.0)
-    g = grids[int(np.argmax(scores))]
-    h = entropies[g]
+    k = int(np.argmax(scores))
+    g, h = grids[k], entropies[k]
     if not dynamic:
         return g, h, np.full(g**3, base_ratio)
     rounded = np.round(h, 9)

@@ -44,11 +44,19 @@ def test_from_gmim_encoder(finetuned_run, gmim_encoder):
     assert last["step"] == 3 and {"optimizer", "scheduler", "rng"} <= set(last)
 
 
-def test_from_scratch_with_gradient_checkpointing(tmp_path, brain_extraction, capsys):
+def test_from_scratch_with_gradient_checkpointing_and_the_prototypes_patch_merging(tmp_path, brain_extraction, capsys):
+    from gmim.merging import PrototypePatchMerging
+    from gmim.segmentation.network import build_network
+
     out = tmp_path / "scratch"
     code = main(["finetune", str(brain_extraction / "brain.json"), "--out", str(out), "--epochs", "1", "--fold", "all",
-                 "--labelled-cases", "2", "--set", "model.gradient_checkpointing=true", *TINY_FINETUNE])
+                 "--labelled-cases", "2", "--set", "model.gradient_checkpointing=true", "--patch-merging", "prototype",
+                 *TINY_FINETUNE])
     assert code == 0
+    config = load_config(FinetuneConfig, out / "config.yaml")  # what gmim predict builds its network from
+    network = build_network(config.model, out_channels=2)
+    assert isinstance(network.swinViT.layers1[0].downsample, PrototypePatchMerging)
+    network.load_state_dict(torch.load(out / "best.pt", weights_only=True)["model"])
     assert "no validation cases" in capsys.readouterr().out
     assert not (out / "weights_report.json").exists()
     assert len(json.loads((out / "splits.json").read_text())["training"]) == 2

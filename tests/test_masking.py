@@ -27,7 +27,7 @@ def assert_plan_matches_loop(x: torch.Tensor, planner: GridMaskPlanner, generato
     generator = torch.Generator().manual_seed(generator_seed)
     for b in range(x.shape[0]):
         grid, entropy, ratio = loop.plan(
-            x[b].numpy(), planner.grids, planner.base_ratio, planner.scale, planner.dynamic
+            x[b].numpy(), planner.grids, planner.base_ratio, planner.scale, planner.dynamic, planner.cells
         )
         chosen_grid, chosen_entropy, chosen_ratio = plan.chosen(b)
         assert chosen_grid == grid and int(plan.grid[b]) == grid
@@ -74,6 +74,29 @@ def test_planner_matches_loop_on_grids_that_do_not_divide_the_crop(mni, mni_t1, 
     start, size = (50, 60, 40), (96, 64, 32)
     x = torch.stack([crop(mni_t1, start, size), crop(gm, start, size)])[:, None]
     assert_plan_matches_loop(x, GridMaskPlanner(grids=(3, 5, 12), counting=counting))
+
+
+@pytest.mark.parametrize("counting", COUNTINGS)
+def test_prototype_cells_match_the_as_run_reference(mni, mni_t1, itk_t1, counting):
+    """cells="prototype": grids after the first read the previous grid's cell array as a volume.
+    On real crops this picks grid 4 where spatial cells pick a finer grid, as the prototype did."""
+    gm = np.asarray(mni["gm"].get_fdata(), dtype=np.float32)
+    x = torch.stack([crop(mni_t1, (30, 40, 20), (64, 64, 64)), crop(gm, (60, 80, 50), (64, 64, 64))])[:, None]
+    as_run = GridMaskPlanner(cells="prototype", counting=counting)
+    assert_plan_matches_loop(x, as_run)
+    assert_plan_matches_loop(torch.stack([crop(mni_t1, (50, 60, 40), (64, 64, 64)), crop(gm, (50, 60, 40), (64, 64, 64))])[None],
+                             GridMaskPlanner(grids=(8, 4, 16), cells="prototype", counting=counting))
+    spatial = GridMaskPlanner(counting=counting).plan(x)
+    prototype = as_run.plan(x)
+    np.testing.assert_array_equal(prototype.entropies[0].numpy(), spatial.entropies[0].numpy())  # first grid: the crop
+    assert prototype.grid.tolist() == [4, 4] and spatial.grid.tolist() != [4, 4]
+    itk = torch.stack([crop(itk_t1, (0, 0, 15), (128, 128, 32))])[:, None]
+    assert_plan_matches_loop(itk, GridMaskPlanner(grids=(4, 8, 16), cells="prototype", counting=counting))
+
+
+def test_prototype_cells_need_grids_that_divide_the_crop():
+    with pytest.raises(ValueError, match="divide the crop"):
+        GridMaskPlanner(grids=(4, 8, 12), cells="prototype").plan(torch.rand(1, 1, 64, 64, 32))
 
 
 class DataDependentOps(TorchDispatchMode):
@@ -210,7 +233,7 @@ def test_bad_input_is_refused(x, message):
     "kwargs, name",
     [({"base_ratio": 0.0}, "base_ratio"), ({"base_ratio": 1.5}, "base_ratio"), ({"scale": 1.0}, "scale"),
      ({"scale": -0.1}, "scale"), ({"grids": ()}, "grids"), ({"grids": (4, 0)}, "grids"), ({"grids": (4.0,)}, "grids"),
-     ({"counting": "hash"}, "counting")],
+     ({"counting": "hash"}, "counting"), ({"cells": "voxels"}, "cells")],
 )
 def test_bad_planner_options_are_refused(kwargs, name):
     with pytest.raises(ValueError, match=name):

@@ -160,6 +160,24 @@ def test_reconstruction_loss_against_direct_formula():
     assert float(empty) == 0.0
 
 
+def test_prototype_reconstruction_mean_is_over_all_voxels_of_the_batch():
+    """The prototype zeroes the visible voxels of prediction and target, then takes MSELoss over all
+    B·C·D·H·W voxels: the masked mean times the masked fraction when samples mask alike."""
+    generator = torch.Generator().manual_seed(1)
+    prediction = torch.randn(2, 2, 4, 4, 4, generator=generator)
+    target = torch.randn(2, 2, 4, 4, 4, generator=generator)
+    mask = torch.rand(2, 1, 4, 4, 4, generator=generator) > 0.4
+    keep = mask.float()
+    as_run = torch.nn.MSELoss()(prediction * keep, target * keep)
+    torch.testing.assert_close(reconstruction_loss(prediction, target, mask, mean="prototype"), as_run)
+    same = mask[:1].expand(2, -1, -1, -1, -1)
+    fraction = same.float().mean()
+    torch.testing.assert_close(reconstruction_loss(prediction, target, same, mean="prototype"),
+                               reconstruction_loss(prediction, target, same) * fraction)
+    with pytest.raises(ValueError, match="mean"):
+        reconstruction_loss(prediction, target, mask, mean="sum")
+
+
 def test_total_loss_weights(mni_t1):
     torch.manual_seed(0)
     model = GMIM(in_channels=1, feature_size=FEATURES)

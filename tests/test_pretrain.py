@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import shutil
 import signal
@@ -10,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import nibabel as nib
@@ -21,7 +23,7 @@ from monai.networks.nets import SwinUNETR
 from gmim.cli import main
 from gmim.config import load_config, preset_names
 from gmim.data.sources import discover_cases
-from gmim.pretraining.config import PretrainConfig
+from gmim.pretraining.config import AS_RUN, PretrainConfig
 from gmim.engine.device import seed_everything
 from gmim.pretraining.data import load_volumes, view_transforms
 from gmim.pretraining.method import build_model
@@ -170,11 +172,74 @@ def test_views_overlap_by_their_offset(mni_t1):
     assert small["x"].shape == (1, 32, 32, 32)
 
 
+@pytest.mark.parametrize("padding, numpy_mode", [("zero", "constant"), ("symmetric", "symmetric")])
+def test_views_of_a_small_volume_are_padded_with_zeros_or_mirrored(mni_t1, padding, numpy_mode):
+    """The prototype mirrors ([1,2,3,4] → [2,1,1,2,3,4,4,3]); both centre the volume in the region."""
+    from gmim.pretraining.views import SiameseViewsd
+
+    volume = mni_t1[80:92, 90:100, 70:78]
+    item = SiameseViewsd((16, 16, 16), (0, 0, 0), padding=padding)({"image": torch.from_numpy(volume.copy())[None]})
+    expected = np.pad(volume, [(2, 2), (3, 3), (4, 4)], mode=numpy_mode)
+    np.testing.assert_array_equal(item["x"][0].numpy(), expected)
+    line = SiameseViewsd((8, 1, 1), (0, 0, 0), padding=padding)({"image": torch.arange(1.0, 5.0).view(1, 4, 1, 1)})
+    assert line["x"].flatten().tolist() == ([0, 0, 1, 2, 3, 4, 0, 0] if padding == "zero" else [2, 1, 1, 2, 3, 4, 4, 3])
+
+
+def test_target_augmentation_per_batch_draws_once_from_the_batch_range(brains, tmp_path):
+    """data.target_augmentation=batch: the loader leaves y alone; the step augments the batch as one
+    array, so one gamma maps both samples through the batch's min and max."""
+    from gmim.pretraining.views import target_augmentation
+
+    config = load_config(PretrainConfig, "cpu-small", ["model.roi=[64,32,32]", "data.margin=[8,8,8]", "train.workers=0",
+                                                        "data.target_augmentation=batch"], presets="pretrain")
+    volumes, _ = load_volumes(discover_cases([brains]), config, 1)
+    item = view_transforms(config, augment_target=False)({**volumes[0]})
+    dz, dy, dx = item["offset"].tolist()  # y untouched: it equals x over their overlap
+    sx = tuple(slice(max(d, 0), n + min(d, 0)) for d, n in zip((dz, dy, dx), (64, 32, 32)))
+    sy = tuple(slice(max(-d, 0), n + min(-d, 0)) for d, n in zip((dz, dy, dx), (64, 32, 32)))
+    torch.testing.assert_close(item["x"][0][sx], item["y"][0][sy])
+    batch = torch.stack([torch.linspace(0, 1, 8).view(1, 2, 2, 2), torch.linspace(2, 4, 8).view(1, 2, 2, 2)])
+    augmentation = target_augmentation("y").transforms[0]  # the contrast: gamma over the batch's range
+    augmentation.set_random_state(seed=0)
+    for _ in range(20):
+        out = augmentation({"y": batch.clone()})["y"]
+        if not torch.equal(out, batch):
+            break
+    gamma = augmentation.adjuster.gamma_value
+    low, span = batch.min(), batch.max() - batch.min()
+    torch.testing.assert_close(torch.as_tensor(out), ((batch - low) / (span + 1e-7)) ** gamma * span + low)
+    out_dir = tmp_path / "per_batch"
+    assert run_cli("pretrain", brains, "--out", out_dir, "--config", "cpu-small", "--steps", "2", *SMALL,
+                   "--set", "data.target_augmentation=batch", "--set", "data.padding=symmetric",
+                   "--set", "data.crop_foreground=false") == 0
+
+
 @pytest.mark.parametrize("name", preset_names("pretrain"))
 def test_presets_parse(name):
     config = load_config(PretrainConfig, name, presets="pretrain")
     assert all(n % 32 == 0 for n in config.model.roi)
-    assert set(preset_names("pretrain")) >= {"brats2021", "ct", "cpu-small"}
+    assert set(preset_names("pretrain")) >= {"brats2021", "ct", "cpu-small", "prototype", "prototype-brats2021"}
+
+
+@pytest.mark.parametrize("as_run, as_described", [("prototype", "ct"), ("prototype-brats2021", "brats2021")])
+def test_prototype_presets_are_the_described_runs_with_the_as_run_settings(as_run, as_described):
+    from gmim.config import flatten
+
+    ran = flatten(asdict(load_config(PretrainConfig, as_run, presets="pretrain")))
+    described = flatten(asdict(load_config(PretrainConfig, as_described, presets="pretrain")))
+    assert {k: v for k, v in ran.items() if described[k] != v} == AS_RUN
+    assert len(AS_RUN) == 6  # docs/method.md §9: cells, reconstruction mean, merging, padding, crop, augmentation
+
+
+def test_prototype_preset_runs_end_to_end(brains, tmp_path):
+    from gmim.merging import patch_merging
+
+    out = tmp_path / "prototype"
+    assert run_cli("pretrain", brains, "--out", out, "--config", "prototype", "--steps", "2", "--modality", "mri", *SMALL) == 0
+    config = load_config(PretrainConfig, out / "config.yaml")
+    assert config.masking.cells == "prototype" and config.model.patch_merging == "prototype"
+    network = SwinUNETR(in_channels=1, out_channels=1, feature_size=12, downsample=patch_merging("prototype"))
+    network.swinViT.load_state_dict(torch.load(out / "encoder.pt", weights_only=True))
 
 
 def test_bad_inputs_exit_2_with_one_line(brains, tmp_path, capsys, mni_t1):
@@ -224,6 +289,7 @@ def test_file_corrupt_past_its_header_named_from_a_loader_worker(tmp_path, capsy
     last = err.replace("\r", "\n").strip().splitlines()[-1]
     assert code == 2 and "Traceback" not in err and "Caught" not in err, err
     assert last.startswith("gmim pretrain: error:") and ".nii: cannot be loaded" in last and "cut_" in last, err
+    assert not multiprocessing.active_children()  # the workers ended with the run: exit does not wait on them
 
 
 def test_skip_bad_goes_on_and_counts(brains, tmp_path, capsys):

@@ -16,6 +16,7 @@ __all__ = ["TRAINING_FLAGS", "add_config_arguments", "add_training_arguments", "
 TRAINING_FLAGS = {
     "roi": "model.roi",
     "feature_size": "model.feature_size",
+    "patch_merging": "model.patch_merging",
     "steps": "train.steps",
     "epochs": "train.epochs",
     "batch_size": "train.batch_size",
@@ -39,6 +40,8 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags of :data:`TRAINING_FLAGS`."""
     parser.add_argument("--roi", type=int, nargs="+", metavar="N", help="crop size: one size or three (D H W), multiples of 32")
     parser.add_argument("--feature-size", type=int, help="Swin UNETR feature size F (a multiple of 12; 48 in the paper)")
+    parser.add_argument("--patch-merging", choices=("monai", "prototype"),
+                        help="Swin patch merging: monai (default) or prototype (for encoders the authors' prototype trained)")
     length = parser.add_mutually_exclusive_group()
     length.add_argument("--steps", type=int, help="length of training in optimizer steps")
     length.add_argument("--epochs", type=int, help="length of training in passes over the training volumes")

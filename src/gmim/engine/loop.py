@@ -38,7 +38,7 @@ from gmim.engine.optim import adamw, warmup_cosine
 from gmim.engine.precision import MixedPrecision
 from gmim.engine.progress import Progress
 from gmim.engine.run_folder import RunLock, check_run_folder
-from gmim.engine.sampling import SeededDataset, StepSampler, run_loader
+from gmim.engine.sampling import SeededDataset, StepSampler, end_workers, run_loader
 from gmim.engine.signals import Interrupted, stop_requests
 from gmim.errors import InputError, refuse_out_of_range
 
@@ -329,7 +329,7 @@ class Trainer:
                         self.write(f"interrupted: step {step} saved in {self.out / 'last.pt'}; continue with --resume")
                         raise Interrupted(request.signum or signal.SIGINT)
             finally:
-                del batches  # ends the loader's workers
+                end_workers(batches)
                 self._progress.close()
                 self._progress = None
         seconds = time.perf_counter() - started

@@ -90,6 +90,15 @@ def _worker_ignores_interrupts(worker_id: int) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
+def end_workers(batches: Iterator[Any]) -> None:
+    """End a loader iterator's worker processes now. Left to garbage collection, a traceback that
+    holds the iterator (an error raised in a worker) keeps them alive, and since they ignore SIGTERM
+    the interpreter's exit then waits for them forever."""
+    shutdown = getattr(batches, "_shutdown_workers", None)  # PyTorch's own clean-up, run by its __del__
+    if shutdown is not None:
+        shutdown()
+
+
 def run_loader(dataset: SeededDataset, sampler: StepSampler, workers: int, pin_memory: bool) -> DataLoader:
     """The one loader of a run: batches of this rank's ``sampler.per_rank`` volumes (lists of crops
     per volume are flattened into the batch by MONAI's collate), prefetched by ``workers`` processes

@@ -9,7 +9,18 @@ from typing import Literal
 from gmim.data.transforms import CT_PRETRAIN_WINDOW, Preprocessing
 from gmim.engine.config import LoopConfig
 
-__all__ = ["DataConfig", "LossConfig", "MaskingConfig", "ModelConfig", "PretrainConfig", "TrainConfig"]
+__all__ = ["AS_RUN", "DataConfig", "LossConfig", "MaskingConfig", "ModelConfig", "PretrainConfig", "TrainConfig"]
+
+#: Where the prototype as its code ran differs from the method as the paper describes it
+#: (docs/method.md §9), as settings: the ``prototype`` presets are ``ct`` and ``brats2021`` with these.
+AS_RUN: dict[str, str | bool] = {
+    "masking.cells": "prototype",
+    "loss.reconstruction": "prototype",
+    "model.patch_merging": "prototype",
+    "data.padding": "symmetric",
+    "data.crop_foreground": False,
+    "data.target_augmentation": "batch",
+}
 
 
 @dataclass
@@ -28,6 +39,9 @@ class ModelConfig:
     #: Window attention through PyTorch's fused ``scaled_dot_product_attention`` (the same function
     #: as MONAI's, up to float round-off; see :mod:`gmim.attention`).
     fused_attention: bool = True
+    #: Swin's patch merging: ``monai`` (MONAI's, all eight sub-grids) or ``prototype`` (the authors'
+    #: prototype's, two sub-grids twice: for encoders it trained; docs/method.md §9).
+    patch_merging: Literal["monai", "prototype"] = "monai"
     dropout_path_rate: float = 0.0
     #: Encoder weights to start from (a gmim encoder.pt or Swin UNETR's model_swinvit.pt).
     init: str | None = None
@@ -44,6 +58,10 @@ class MaskingConfig:
     drop_probability: float = 0.3
     #: Hierarchical factor h: the ratio at a_i is r·h^i; 0 masks at a0 only.
     decay: float = 0.5
+    #: Which voxels make each grid's cells: ``spatial``, the crop's (docs/method.md §2); ``prototype``,
+    #: as the prototype ran: each grid after the first reads the previous grid's cell array as a
+    #: volume, which nearly always picks the first grid (§9). Its grids must divide the roi.
+    cells: Literal["spatial", "prototype"] = "spatial"
 
 
 @dataclass
@@ -54,6 +72,10 @@ class LossConfig:
     off_diagonal_weight: float = 0.005
     #: Reconstruction loss on the voxels of masked a0 tokens only (the prototype's choice).
     masked_only: bool = True
+    #: How the masked voxels' squared errors are averaged: ``masked_mean``, per sample over its
+    #: masked voxels (docs/method.md §5); ``prototype``, over all the batch's voxels, as the
+    #: prototype ran (an effective α_rec about 2× smaller at the default ratios; §9).
+    reconstruction: Literal["masked_mean", "prototype"] = "masked_mean"
     #: Standardise each projected dimension along the tokens before correlating (Barlow Twins).
     standardize: bool = False
     #: Correlate tokens at the same anatomical place, over the two crops' overlap, rather than
@@ -65,8 +87,16 @@ class LossConfig:
 class DataConfig:
     #: The view region is roi + margin per axis; BraTS-like MRI uses (32, 32, 0).
     margin: tuple[int, int, int] = (32, 32, 32)
-    #: Crop each volume to its foreground (non-zero after normalisation) before taking views.
+    #: Crop each volume to its foreground (non-zero after normalisation) before taking views, so
+    #: that views fall on the body rather than on air (the prototype does not; docs/method.md §9).
     crop_foreground: bool = True
+    #: How a volume smaller than the view region is padded: ``zero``, or ``symmetric`` (mirrored,
+    #: [1,2,3,4] → [2,1,1,2,3,4,4,3]: the prototype's).
+    padding: Literal["zero", "symmetric"] = "zero"
+    #: The target view's intensity augmentation drawn per ``sample`` (in the loader), or once per
+    #: ``batch`` with the contrast range from the batch's minimum and maximum (the prototype's; in
+    #: the training step, per process).
+    target_augmentation: Literal["sample", "batch"] = "sample"
     #: Cache the preprocessed volumes: ``memory``, ``disk`` (in the run folder) or ``none``.
     cache: Literal["memory", "disk", "none"] = "memory"
     #: Volumes held out for the validation loss: the datalist's ``validation`` section when it has

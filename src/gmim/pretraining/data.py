@@ -70,16 +70,16 @@ def load_volumes(
     return volumes, skipped
 
 
-def view_transforms(config: PretrainConfig) -> Compose:
-    """The random part: flips on each axis (p 0.5, both views alike), the two views, and the target
-    view's intensity augmentation."""
+def view_transforms(config: PretrainConfig, augment_target: bool = True) -> Compose:
+    """The random part: flips on each axis (p 0.5, both views alike), the two views, and (unless
+    the training step augments whole batches) the target view's intensity augmentation."""
     return Compose(
         [
             RandFlipd("image", prob=0.5, spatial_axis=0),
             RandFlipd("image", prob=0.5, spatial_axis=1),
             RandFlipd("image", prob=0.5, spatial_axis=2),
-            SiameseViewsd(config.model.roi, config.data.margin),
-            target_augmentation("y"),
+            SiameseViewsd(config.model.roi, config.data.margin, padding=config.data.padding),
+            *([target_augmentation("y")] if augment_target else []),
             EnsureTyped(["x", "y"], dtype=torch.float32, track_meta=False),  # plain tensors: no metadata overhead per op
         ]
     )

@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from gmim.pretraining.model import GMIMOutput
 
-__all__ = ["GMIMLoss", "align_to_online", "cross_correlation_loss", "reconstruction_loss"]
+__all__ = ["RECONSTRUCTION_MEANS", "GMIMLoss", "align_to_online", "cross_correlation_loss", "reconstruction_loss"]
 
 
 def cross_correlation_loss(
@@ -80,20 +80,32 @@ def align_to_online(target: Tensor, token_shape: Sequence[int], offset: Tensor, 
     return aligned.flatten(2).transpose(1, 2), weights.flatten(1)
 
 
-def reconstruction_loss(prediction: Tensor, target: Tensor, voxel_mask: Tensor | None = None) -> Tensor:
+#: How the masked voxels' squared errors are averaged: "masked_mean", over each sample's masked
+#: voxels, then over the batch; "prototype", as the prototype ran, over all B·C·D·H·W voxels of the
+#: batch (visible voxels count as zero error), which weights the loss by the masked fraction.
+RECONSTRUCTION_MEANS = ("masked_mean", "prototype")
+
+
+def reconstruction_loss(
+    prediction: Tensor, target: Tensor, voxel_mask: Tensor | None = None, mean: str = "masked_mean"
+) -> Tensor:
     """Mean squared error over the voxels where ``voxel_mask`` (B, 1, D, H, W) is True, or over all.
 
-    The mean is taken per sample, then over the batch, so that a sample weighs the same whether it
-    shares its batch or is split over processes (the prototype pools the batch: the same when
-    samples mask equally many voxels). A sample with no masked voxel (tiny cells can round to zero
-    masked tokens) contributes 0.
+    With ``mean`` "masked_mean" the mean is taken per sample, then over the batch, so that a sample
+    weighs the same whether it shares its batch or is split over processes; a sample with no masked
+    voxel (tiny cells can round to zero masked tokens) contributes 0. "prototype" divides the masked
+    voxels' squared error by the batch's voxel count (see :data:`RECONSTRUCTION_MEANS`).
     """
+    if mean not in RECONSTRUCTION_MEANS:
+        raise ValueError(f"mean must be one of {', '.join(RECONSTRUCTION_MEANS)}, got {mean!r}")
     if prediction.shape != target.shape:
         raise ValueError(f"prediction {tuple(prediction.shape)} and target {tuple(target.shape)} differ in shape")
     squared = (prediction.float() - target.float()).pow(2)
     if voxel_mask is None:
         return squared.mean()
     weight = voxel_mask.to(squared.dtype).expand_as(squared)
+    if mean == "prototype":
+        return (squared * weight).mean()
     per_sample = (squared * weight).flatten(1).sum(1) / weight.flatten(1).sum(1).clamp_min(1.0)
     return per_sample.mean()
 
@@ -113,6 +125,7 @@ class GMIMLoss(nn.Module):
         masked_only: bool = True,
         standardize: bool = False,
         align_overlap: bool = False,
+        reconstruction: str = "masked_mean",
     ) -> None:
         super().__init__()
         for name, value in (("alpha_cc", alpha_cc), ("alpha_rec", alpha_rec), ("off_diagonal_weight", off_diagonal_weight)):
@@ -124,6 +137,9 @@ class GMIMLoss(nn.Module):
         self.masked_only = masked_only
         self.standardize = standardize
         self.align_overlap = align_overlap
+        if reconstruction not in RECONSTRUCTION_MEANS:
+            raise ValueError(f"reconstruction must be one of {', '.join(RECONSTRUCTION_MEANS)}, got {reconstruction!r}")
+        self.reconstruction = reconstruction
 
     def forward(
         self, output: GMIMOutput, x: Tensor, voxel_mask: Tensor | None, offset: Tensor | None = None
@@ -137,5 +153,5 @@ class GMIMLoss(nn.Module):
             token_shape = [n // 32 for n in x.shape[2:]]
             target, weights = align_to_online(target, token_shape, offset)
         cc = cross_correlation_loss(output.online, target, self.off_diagonal_weight, self.standardize, weights)
-        rec = reconstruction_loss(output.reconstruction, x, voxel_mask if self.masked_only else None)
+        rec = reconstruction_loss(output.reconstruction, x, voxel_mask if self.masked_only else None, self.reconstruction)
         return {"loss": self.alpha_cc * cc + self.alpha_rec * rec, "cross_correlation": cc, "reconstruction": rec}

@@ -24,6 +24,7 @@ from torch import Tensor
 
 __all__ = [
     "APPLICATION_POINTS",
+    "CELLS",
     "COUNTINGS",
     "GridMaskPlan",
     "GridMaskPlanner",
@@ -43,6 +44,10 @@ APPLICATION_POINTS: tuple[tuple[str, int], ...] = (
 
 #: Ways to count cell entropies: "auto" takes "table" on a CPU and "sort" elsewhere.
 COUNTINGS = ("auto", "table", "sort")
+#: Which voxels make a grid's cells: "spatial", the crop's (docs/method.md §2); "prototype", as the
+#: authors' prototype ran: each grid after the first reads the previous grid's cell array as a
+#: volume (docs/method.md §9).
+CELLS = ("spatial", "prototype")
 
 # Entropies equal to this many decimals (bits) count as one value when ranking cells. Cells with the
 # same histogram have the same entropy; without rounding, summation order would split them.
@@ -266,14 +271,35 @@ def _resolve_counting(counting: str, device: torch.device) -> str:
     return counting
 
 
-def _cell_entropies(x: Tensor, grids: Sequence[int], counting: str) -> dict[int, Tensor]:
-    """Grid -> (B, grid³) cell entropies in bits, float64, of a (B, C, D, H, W) batch."""
+def _cell_entropies(x: Tensor, grids: Sequence[int], counting: str) -> list[Tensor]:
+    """(B, g³) cell entropies in bits, float64, of a (B, C, D, H, W) batch for each grid g of ``grids``."""
     if _resolve_counting(counting, x.device) == "table":
         counter = _TableCounter(x)
         # finest grid first, so coarser ones can be summed from its count table
-        return {g: counter.entropy(g) for g in sorted(set(grids), reverse=True)}
+        by_grid = {g: counter.entropy(g) for g in sorted(set(grids), reverse=True)}
+        return [by_grid[g] for g in grids]
     keys = _value_keys(x)
-    return {g: _sorted_entropy(keys, g) for g in set(grids)}
+    by_grid = {g: _sorted_entropy(keys, g) for g in set(grids)}
+    return [by_grid[g] for g in grids]
+
+
+def _cell_array_as_volume(x: Tensor, grid: int) -> Tensor:
+    """The prototype's cell array of ``x`` (B, C, D, H, W) — per sample (cells, C, voxels per cell),
+    cells and their voxels in (z, y, x) C order — flattened and re-read as a (B, C, D, H, W) volume."""
+    batch, channels, depth, height, width = x.shape
+    d, h, w = depth // grid, height // grid, width // grid
+    cells = x.view(batch, channels, grid, d, grid, h, grid, w).permute(0, 2, 4, 6, 1, 3, 5, 7)
+    return cells.reshape(x.shape)
+
+
+def _prototype_cell_entropies(x: Tensor, grids: Sequence[int], counting: str) -> list[Tensor]:
+    """Cell entropies as the prototype computed them: the first grid's on the crop, each later
+    grid's on the previous grid's cell array read as a volume (docs/method.md §9)."""
+    entropies = []
+    for grid in grids:
+        entropies.append(_cell_entropies(x, (grid,), counting)[0])
+        x = _cell_array_as_volume(x, grid)
+    return entropies
 
 
 def cell_entropy(x: Tensor, grid: int, counting: str = "auto") -> Tensor:
@@ -282,7 +308,7 @@ def cell_entropy(x: Tensor, grid: int, counting: str = "auto") -> Tensor:
     Equals ``skimage.measure.shannon_entropy`` of each cell. ``x`` is (B, C, D, H, W); the result is
     (B, grid³) float64 with cells in C order of (grid, grid, grid).
     """
-    return _cell_entropies(x, (grid,), counting)[grid]
+    return _cell_entropies(x, (grid,), counting)[0]
 
 
 def _linspace_like_numpy(start: float, stop: float, count: Tensor, index: Tensor) -> Tensor:
@@ -471,7 +497,8 @@ class GridMaskPlanner:
     >>> a0 = plan.token_mask((d // 2, h // 2, w // 2), generator=g)
 
     ``counting`` picks how cell entropies are counted (see the module's docstring); both give the
-    same plans.
+    same plans. ``cells="prototype"`` reproduces the prototype as it ran (see :data:`CELLS`); its
+    grids must divide the crop.
     """
 
     def __init__(
@@ -481,6 +508,7 @@ class GridMaskPlanner:
         scale: float = 0.3,
         dynamic: bool = True,
         counting: str = "auto",
+        cells: str = "spatial",
     ) -> None:
         grids = tuple(grids)
         if not grids or any(not isinstance(g, int) or isinstance(g, bool) or g < 1 for g in grids):
@@ -490,16 +518,19 @@ class GridMaskPlanner:
         if not (isinstance(scale, (int, float)) and 0.0 <= scale < 1.0):
             raise ValueError(f"scale must be in [0, 1), got {scale!r}")
         _resolve_counting(counting, torch.device("cpu"))
+        if cells not in CELLS:
+            raise ValueError(f"cells must be one of {', '.join(CELLS)}, got {cells!r}")
         self.grids = grids
         self.base_ratio = float(base_ratio)
         self.scale = float(scale)
         self.dynamic = bool(dynamic)
         self.counting = counting
+        self.cells = cells
 
     def __repr__(self) -> str:
         return (
             f"GridMaskPlanner(grids={self.grids}, base_ratio={self.base_ratio}, "
-            f"scale={self.scale}, dynamic={self.dynamic}, counting={self.counting!r})"
+            f"scale={self.scale}, dynamic={self.dynamic}, counting={self.counting!r}, cells={self.cells!r})"
         )
 
     def _check_input(self, x: Tensor) -> None:
@@ -515,12 +546,14 @@ class GridMaskPlanner:
             raise ValueError(f"x must have B, C >= 1 and D, H, W divisible by 32, got shape {tuple(x.shape)}")
         if max(self.grids) > min(spatial):
             raise ValueError(f"grid {max(self.grids)} is finer than the crop {spatial}: each cell needs a voxel")
+        if self.cells == "prototype" and any(n % g for g in self.grids for n in spatial):
+            raise ValueError(f"cells='prototype' needs grids that divide the crop; grids {self.grids}, crop {spatial}")
 
     def plan(self, x: Tensor) -> GridMaskPlan:
         """Plan the masks of a batch ``x`` (B, C, D, H, W)."""
         self._check_input(x)
-        by_grid = _cell_entropies(x, self.grids, self.counting)
-        entropies = tuple(by_grid[g] for g in self.grids)
+        count = _prototype_cell_entropies if self.cells == "prototype" else _cell_entropies
+        entropies = tuple(count(x, self.grids, self.counting))
         scores = torch.stack(
             [g**_GRID_SCORE_EXPONENT * h.std(dim=1, correction=0) / h.mean(dim=1) for g, h in zip(self.grids, entropies)],
             dim=1,

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from monai.utils import convert_to_tensor
 
 from gmim.attention import fuse_window_attention
 from gmim.data.sources import Case, discover_cases
@@ -30,6 +31,7 @@ from gmim.pretraining.data import load_volumes, view_transforms
 from gmim.pretraining.losses import GMIMLoss
 from gmim.pretraining.masking import GridMaskPlanner, mask_every_point, voxel_mask
 from gmim.pretraining.model import GMIM
+from gmim.pretraining.views import target_augmentation
 from gmim.pretraining.visualize import save_loss_curve, save_masking_figure
 from gmim.weights import load_pretrained
 
@@ -54,6 +56,7 @@ def build_model(config: PretrainConfig) -> GMIM:
         learned_mask_token=model.learned_mask_token,
         use_checkpoint=model.gradient_checkpointing,
         dropout_path_rate=model.dropout_path_rate,
+        patch_merging=model.patch_merging,
     )
     return fuse_window_attention(network) if model.fused_attention else network
 
@@ -71,12 +74,14 @@ def _check_config(config: PretrainConfig) -> None:
         (0 <= masking.decay <= 1, "masking.decay", "in [0, 1]"),
     ]
     refuse_out_of_range(checks)
-    GridMaskPlanner(masking.grids, masking.base_ratio, masking.scale, masking.dynamic)
+    GridMaskPlanner(masking.grids, masking.base_ratio, masking.scale, masking.dynamic, cells=masking.cells)
     GMIMLoss(config.loss.alpha_cc, config.loss.alpha_rec, config.loss.off_diagonal_weight)
     if not 0 <= model.target_momentum < 1:
         raise InputError(f"model.target_momentum must be in [0, 1), got {model.target_momentum}")
     if max(masking.grids) > min(model.roi):
         raise InputError(f"masking.grids: grid {max(masking.grids)} is finer than the roi {model.roi}")
+    if masking.cells == "prototype" and any(n % g for g in masking.grids for n in model.roi):
+        raise InputError(f"masking.cells: prototype needs grids that divide the roi {model.roi}, got {masking.grids}")
 
 
 def _split(cases: list[Case], config: PretrainConfig) -> tuple[list[Case], list[Case]]:
@@ -132,9 +137,11 @@ class GMIMPretraining:
         if val_cases and context.is_main:  # rank 0 validates
             self.val_volumes, skipped = load_volumes(val_cases, config, channels, out / "cache")
             self.skipped += skipped
-        self.train_data = SeededDataset(volumes, view_transforms(config), seed=config.train.seed)
+        per_batch = config.data.target_augmentation == "batch"
+        self.train_data = SeededDataset(volumes, view_transforms(config, augment_target=not per_batch), seed=config.train.seed)
+        self.batch_augmentation = target_augmentation("y") if per_batch else None
         masking = config.masking
-        self.planner = GridMaskPlanner(masking.grids, masking.base_ratio, masking.scale, masking.dynamic)
+        self.planner = GridMaskPlanner(masking.grids, masking.base_ratio, masking.scale, masking.dynamic, cells=masking.cells)
         self.loss_function = GMIMLoss(**vars(config.loss))
 
     def parameter_groups(self) -> list[dict[str, Any]]:
@@ -161,6 +168,9 @@ class GMIMPretraining:
         device, precision = self.trainer.device, self.trainer.precision
         x = batch["x"].to(device, non_blocking=True)
         y = batch["y"].to(device, non_blocking=True)
+        if self.batch_augmentation is not None:  # the prototype's: one draw for the batch (validation: per volume)
+            self.batch_augmentation.set_random_state(seed=derived_seed(self.config.train.seed, step, self.trainer.context.rank, 1))
+            y = convert_to_tensor(self.batch_augmentation({"y": y})["y"], track_meta=False)
         masks, grids = self.masks(x, batch["index"].tolist(), step)
         with precision.autocast():
             output = model(x, y, masks)

@@ -10,6 +10,7 @@ import torch
 from monai.networks.blocks import Convolution
 from torch import Tensor, nn
 
+from gmim.merging import patch_merging as merging_class
 from gmim.pretraining.encoder import MaskedSwinEncoder
 
 __all__ = ["GMIM", "GMIMOutput", "ReconstructionDecoder"]
@@ -63,6 +64,7 @@ class GMIM(nn.Module):
         learned_mask_token: bool = False,
         use_checkpoint: bool = False,
         dropout_path_rate: float = 0.0,
+        patch_merging: str = "monai",
     ) -> None:
         super().__init__()
         if not 0.0 <= target_momentum < 1.0:
@@ -70,7 +72,11 @@ class GMIM(nn.Module):
         if projection_dim < 1:
             raise ValueError(f"projection_dim must be positive, got {projection_dim}")
         self.encoder = MaskedSwinEncoder(
-            in_channels, feature_size, use_checkpoint=use_checkpoint, dropout_path_rate=dropout_path_rate
+            in_channels,
+            feature_size,
+            use_checkpoint=use_checkpoint,
+            dropout_path_rate=dropout_path_rate,
+            downsample=merging_class(patch_merging),
         )
         width = 16 * feature_size
         self.online_head = nn.Linear(width, projection_dim)

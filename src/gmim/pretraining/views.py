@@ -32,10 +32,13 @@ class SiameseViewsd(Randomizable, MapTransform):
     """``image`` (C, D, H, W) → ``x`` and ``y``, each (C, *roi), and ``offset`` (3,) int64.
 
     ``margin`` is the extra size of the region per axis: 32 in the prototype, and (32, 32, 0) for
-    BraTS-like MRI, whose views then share their depth range.
+    BraTS-like MRI, whose views then share their depth range. A smaller volume is padded with zeros,
+    or mirrored with ``padding="symmetric"`` (the prototype's).
     """
 
-    def __init__(self, roi: Sequence[int], margin: Sequence[int] = (32, 32, 32), key: str = "image") -> None:
+    def __init__(
+        self, roi: Sequence[int], margin: Sequence[int] = (32, 32, 32), key: str = "image", padding: str = "zero"
+    ) -> None:
         MapTransform.__init__(self, key)
         if len(roi) != 3 or len(margin) != 3 or min(roi) < 1 or min(margin) < 0:
             raise ValueError(f"roi must be three positive sizes and margin three sizes >= 0, got {roi} and {margin}")
@@ -43,7 +46,10 @@ class SiameseViewsd(Randomizable, MapTransform):
         self.roi = tuple(int(n) for n in roi)
         self.margin = tuple(int(n) for n in margin)
         self.region = tuple(r + m for r, m in zip(self.roi, self.margin))
-        self._pad = SpatialPad(self.region, method="symmetric")
+        if padding not in ("zero", "symmetric"):
+            raise ValueError(f"padding must be zero or symmetric, got {padding!r}")
+        # centred either way; "symmetric" mirrors the edge ([1,2,3,4] → [2,1,1,2,3,4,4,3])
+        self._pad = SpatialPad(self.region, method="symmetric", mode="constant" if padding == "zero" else "symmetric")
 
     def randomize(self, spatial: Sequence[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         region_start = np.array([self.R.randint(0, n - r + 1) for n, r in zip(spatial, self.region)])

@@ -24,6 +24,9 @@ class ModelConfig:
     #: Window attention through PyTorch's fused ``scaled_dot_product_attention`` (the same function
     #: as MONAI's, up to float round-off; see :mod:`gmim.attention`).
     fused_attention: bool = True
+    #: Swin's patch merging: ``monai`` (MONAI's, all eight sub-grids) or ``prototype`` (the authors'
+    #: prototype's, two sub-grids twice: for encoders it trained; docs/method.md §9).
+    patch_merging: Literal["monai", "prototype"] = "monai"
     #: Weights to start from: a gmim encoder.pt, Swin UNETR's model_swinvit.pt, a fine-tuned Swin
     #: UNETR or a .safetensors file (null: from scratch).
     init: str | None = None

@@ -11,6 +11,7 @@ from monai.networks.nets import SwinUNETR
 from gmim.attention import fuse_window_attention
 from gmim.engine.checkpoint import load_checkpoint
 from gmim.errors import InputError
+from gmim.merging import patch_merging
 from gmim.segmentation.config import ModelConfig
 
 __all__ = ["build_network", "check_model_config", "load_run_weights", "parameter_groups"]
@@ -33,6 +34,7 @@ def build_network(model: ModelConfig, out_channels: int) -> SwinUNETR:
         out_channels=out_channels,
         feature_size=model.feature_size,
         use_checkpoint=model.gradient_checkpointing,
+        downsample=patch_merging(model.patch_merging),
     )
     return fuse_window_attention(network) if model.fused_attention else network
 
