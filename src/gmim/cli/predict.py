@@ -14,8 +14,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "predict",
         help="segment volumes with a fine-tuned model",
-        description="Segment volumes (files, folders, datalists) with a `gmim finetune` run folder. Writes OUT/<case>.nii.gz "
-        "label maps with each input's shape and affine. A bad case is reported at the end; the others are still predicted.",
+        description="Segment volumes (files, folders, datalists, DICOM series) with a `gmim finetune` run folder. Writes "
+        "OUT/<case>.nii.gz label maps with each input's shape and affine; with --format dicom-seg also OUT/<case>_seg.dcm, "
+        "a DICOM Segmentation over a DICOM input series. A bad case is reported at the end; the others are still predicted.",
     )
     parser.add_argument("model", type=Path, metavar="MODEL", help="run folder of gmim finetune (or a checkpoint inside one)")
     parser.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="image files, folders or datalist JSON files")
@@ -24,6 +25,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--tta", action="store_const", const=True, help="average over the 8 mirrorings (8× slower)")
     parser.add_argument("--overlap", type=float, help="sliding-window overlap (default: the run's, 0.5)")
     parser.add_argument("--probabilities", action="store_true", help="also write OUT/probabilities/<case>.nii.gz")
+    parser.add_argument("--format", choices=("nifti", "dicom-seg"), default="nifti",
+                        help="dicom-seg: also a DICOM SEG per DICOM series input, one segment per class or region")
     parser.set_defaults(run=run)
 
 
@@ -40,10 +43,18 @@ def run(args: argparse.Namespace) -> int:
     duplicates = sorted({i for i in ids if ids.count(i) > 1})
     if duplicates:
         raise InputError(f"{args.inputs[0]}: several inputs named {duplicates[0]}; outputs are named after their input")
+    if args.format == "dicom-seg":
+        from gmim.data.dicom import is_series_reference
+
+        other = next((c for c in cases if not is_series_reference(c.images[0])), None)
+        if other is not None:
+            raise InputError(f"--format dicom-seg: {other.images[0]} is not a DICOM series (a DICOM SEG references its source series)")
     failed: list[str] = []
     for case in tqdm(cases, desc="predict", unit="case", dynamic_ncols=True):
         try:
-            predictor.predict(case, args.out, args.probabilities)
+            target = predictor.predict(case, args.out, args.probabilities)
+            if args.format == "dicom-seg":
+                predictor.write_dicom_seg(case, target, args.out / f"{case.id}_seg.dcm")
         except (ValueError, OSError, RuntimeError) as error:  # MONAI wraps reader errors in RuntimeError
             failed.append(f"{case.id}: {describe_load_error(case, error)}")
     print(f"{len(cases) - len(failed)} of {len(cases)} case(s) predicted into {args.out}")

@@ -13,6 +13,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from gmim.data.dicom import is_series_reference, read_series, series_grid
 from gmim.data.sources import Case
 from gmim.errors import InputError
 
@@ -34,7 +35,10 @@ def _is_nifti(path: Path) -> bool:
 
 
 def read_grid(path: Path) -> Grid:
-    """The spatial shape and the RAS voxel-to-world affine of an image file, from its header."""
+    """The spatial shape and the RAS voxel-to-world affine of an image file or DICOM series, from
+    its headers."""
+    if is_series_reference(path):
+        return series_grid(path)
     try:
         if _is_nifti(path):
             image = nib.load(path)
@@ -69,7 +73,9 @@ def same_grid(a: Grid, b: Grid) -> bool:
 
 
 def read_array(path: Path) -> np.ndarray:
-    """The voxels of an image file, axes in nibabel's (i, j, k) order whatever the format."""
+    """The voxels of an image file or DICOM series, axes in nibabel's (i, j, k) order whatever the format."""
+    if is_series_reference(path):
+        return np.asarray(read_series(path).dataobj)
     try:
         if _is_nifti(path):
             return np.asarray(nib.load(path).dataobj)

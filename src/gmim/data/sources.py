@@ -18,10 +18,12 @@ A DATA path is one of, told apart in this order:
   ``*_t2`` and an optional ``*_seg`` file in each;
 - a folder of images, searched recursively; files named like nnU-Net channels (``CASE_0000``,
   ``CASE_0001``, …, every file so named) are grouped into one case, any other file is a case of one
-  channel;
-- a single image file.
+  channel; every DICOM image series found in it, in any sub-folder layout, is a case of one channel
+  too (:mod:`gmim.data.dicom`);
+- a single image file, or a DICOM series named as ``<folder>/<SeriesInstanceUID>``.
 
-Image files: ``.nii``, ``.nii.gz``, ``.nrrd``, ``.mha``, ``.mhd``. Several DATA paths are
+Image files: ``.nii``, ``.nii.gz``, ``.nrrd``, ``.mha``, ``.mhd``, and DICOM series: in a datalist
+a channel may be a series folder (or ``<folder>/<SeriesInstanceUID>``). Several DATA paths are
 combined; every case must have the same number of channels. Anything unusable (a missing path, an
 empty folder, a malformed datalist, inconsistent channels) raises :class:`~gmim.errors.InputError`
 naming the path.
@@ -32,13 +34,17 @@ from __future__ import annotations
 import json
 import os
 import re
+import warnings
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gmim.errors import InputError
+
+if TYPE_CHECKING:
+    from gmim.data.dicom import Series
 
 __all__ = [
     "BRATS_MODALITIES",
@@ -110,7 +116,11 @@ def discover_cases(
 
 
 def _discover(path: Path) -> list[Case]:
+    from gmim.data.dicom import is_series_reference, series_at  # numpy and pydicom: not for `gmim --help`
+
     if not path.exists():
+        if is_series_reference(path):
+            return [Case(_series_id(path, series_at(path)), (path,))]
         raise InputError(f"{path}: no such file or folder")
     if path.is_file():
         if path.suffix.lower() == ".json":
@@ -131,11 +141,16 @@ def _discover(path: Path) -> list[Case]:
 def _resolve(base: Path, value: Any, where: str) -> Path:
     if not isinstance(value, str) or not value:
         raise InputError(f"{where}: expected a file path, got {value!r}")
+    from gmim.data.dicom import is_series_reference, series_at
+
     path = Path(value).expanduser()
     path = path if path.is_absolute() else base / path
-    if not path.is_file():
-        raise InputError(f"{where}: file not found: {path}")
-    return path
+    if path.is_file():
+        return path
+    if is_series_reference(path):
+        series_at(path)  # exactly one series there, or InputError naming the path
+        return path
+    raise InputError(f"{where}: file not found: {path}")
 
 
 def _read_json(path: Path) -> Any:
@@ -264,9 +279,36 @@ def _from_brats(folder: Path) -> list[Case]:
 
 
 def _from_image_folder(folder: Path) -> list[Case]:
+    from gmim.data.dicom import find_series
+
     files = sorted(p for p in folder.rglob("*") if p.is_file() and is_image_file(p))
+    series, notes = find_series(folder)
+    for note in notes:
+        warnings.warn(note, stacklevel=2)
+    if not files and not series:
+        if notes:
+            raise InputError(notes[0].removesuffix("; skipped"))
+        raise InputError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)}) or DICOM series in this folder")
+    return _from_image_files(files) + _series_cases(series)
+
+
+def _series_id(reference: Path, series: Series) -> str:
+    """A series folder's name, else PatientID_SeriesNumber (or the UID when they are missing)."""
+    if reference.is_dir():
+        return reference.name
+    return f"{series.patient_id}_{series.series_number}" if series.patient_id and series.series_number else series.uid
+
+
+def _series_cases(series: list[tuple[Path, Series]]) -> list[Case]:
+    ids = [_series_id(reference, s) for reference, s in series]
+    return [
+        Case(i if ids.count(i) == 1 else f"{i}_{s.uid}", (reference,)) for i, (reference, s) in zip(ids, series)
+    ]
+
+
+def _from_image_files(files: list[Path]) -> list[Case]:
     if not files:
-        raise InputError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)}) in this folder")
+        return []
     ids = [case_id(p) for p in files]
     if all(_NNUNET_CHANNEL.match(i) for i in ids):
         grouped: dict[tuple[Path, str], dict[int, Path]] = defaultdict(dict)

@@ -14,13 +14,17 @@ task's training targets.
 
 from __future__ import annotations
 
+import logging
+import warnings
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
+import nibabel as nib
 import torch
 from monai.config import KeysCollection
-from monai.data import MetaTensor
+from monai.data import MetaTensor, NibabelReader
 from monai.transforms import (
     EnsureChannelFirstd,
     EnsureTyped,
@@ -37,10 +41,12 @@ from monai.transforms import (
     SpatialPadd,
 )
 
+from gmim.data.dicom import is_series_reference, read_series
 from gmim.errors import InputError
 
 __all__ = [
     "CT_PRETRAIN_WINDOW",
+    "DicomSeriesReader",
     "LabelsToRegionsd",
     "Preprocessing",
     "RequireVolumed",
@@ -48,6 +54,10 @@ __all__ = [
     "intensity_transform",
     "load_transforms",
 ]
+
+# MONAI sets up its GPU DICOM decoder whenever pydicom is installed, and says on stderr that it is
+# not there on every load pipeline built; gmim reads DICOM with its own reader.
+logging.getLogger("monai.data.nvimgcodec_pydicom_plugin").setLevel(logging.ERROR)
 
 #: The HU window of GMIM pre-training on CT (docs/method.md §6).
 CT_PRETRAIN_WINDOW = (-1000.0, 1000.0)
@@ -63,6 +73,21 @@ class Preprocessing:
     #: Voxel spacing in mm to resample to; null keeps each scan's own.
     spacing: tuple[float, float, float] | None = None
     orientation: str = "RAS"
+
+
+class DicomSeriesReader(NibabelReader):
+    """MONAI reader of DICOM series references (:mod:`gmim.data.dicom`), registered beside
+    MONAI's own readers, which keep every image file."""
+
+    def verify_suffix(self, filename: Sequence[str] | str) -> bool:
+        names = [filename] if isinstance(filename, (str, Path)) else list(filename)
+        return all(is_series_reference(Path(name)) for name in names)
+
+    def read(self, data: Sequence[str] | str, **kwargs: object) -> nib.Nifti1Image | list[nib.Nifti1Image]:
+        names = [data] if isinstance(data, (str, Path)) else list(data)
+        self.filenames = names
+        images = [read_series(Path(name)) for name in names]
+        return images if len(images) > 1 else images[0]
 
 
 class RequireVolumed(MapTransform):
@@ -93,8 +118,12 @@ def load_transforms(preprocessing: Preprocessing, label: bool = True) -> list[An
     (MONAI records it), which is how predictions go back to the input's grid.
     """
     keys = ["image", "label"] if label else ["image"]
+    with warnings.catch_warnings():  # its GPU DICOM reader, as above
+        warnings.filterwarnings("ignore", message="NvImgCodecPydicomReader")
+        load = LoadImaged(keys, image_only=True)
+    load.register(DicomSeriesReader())  # tried first, for DICOM series references only
     steps: list[Any] = [
-        LoadImaged(keys, image_only=True),
+        load,
         EnsureChannelFirstd(keys),
         RequireVolumed(keys),
         Orientationd(keys, axcodes=preprocessing.orientation, labels=None),

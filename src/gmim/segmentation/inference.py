@@ -132,6 +132,15 @@ class Predictor:
         return target
 
 
+    def write_dicom_seg(self, case: Case, label_map: Path, path: Path) -> None:
+        """The label map ``predict`` wrote for ``case`` (a DICOM series), as a DICOM SEG at ``path``
+        with one segment per class or region of the task."""
+        from gmim.segmentation.dicom_seg import write_segmentation
+
+        masks = self.task.masks(torch.as_tensor(np.asarray(nib.load(label_map).dataobj).astype(np.int64))).numpy()
+        write_segmentation(masks, list(self.task.scored), case.images[0], path, f"gmim {self.task.name}")
+
+
 def _save(array: np.ndarray, affine: np.ndarray, like: Path, path: Path) -> None:
     """A NIfTI with ``affine``; the input's header (orientation codes) is kept when it is a NIfTI."""
     header = None

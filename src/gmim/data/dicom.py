@@ -1,0 +1,321 @@
+"""DICOM series as scans: found by SeriesInstanceUID in any folder layout, checked, then read.
+
+A series is named by a path, like an image file: the folder that holds it when that folder (with
+its sub-folders) holds no other image series, else ``<folder>/<SeriesInstanceUID>``. Headers are
+read with pydicom, without pixel data, to find and check series; voxels are read with SimpleITK's
+GDCM series reader, which applies RescaleSlope/RescaleIntercept (CT in HU). Geometry comes from
+ImagePositionPatient and ImageOrientationPatient: slices are ordered by their position along the
+normal, and the slice spacing is the distance between positions, never SliceThickness.
+
+What a collection may hold besides image series is passed over: non-image objects (structure sets,
+reports, segmentations) silently, localizers and single-slice series with a note. A series that
+cannot be a volume (missing slices, gantry tilt, mixed sizes or orientations, a transfer syntax
+nothing installed decodes) raises :class:`~gmim.errors.InputError` naming it.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from gmim.errors import InputError
+
+if TYPE_CHECKING:
+    import nibabel as nib
+
+__all__ = ["Series", "find_series", "is_series_reference", "read_series", "series_at", "series_files", "series_grid"]
+
+#: Modalities of DICOM objects that hold no image volume: passed over in a collection.
+NON_IMAGE_MODALITIES = frozenset({"RTSTRUCT", "RTPLAN", "RTRECORD", "SR", "SEG", "PR", "KO", "REG", "DOC", "RWV", "FID", "PLAN"})
+#: Transfer syntaxes SimpleITK's GDCM decodes: uncompressed, deflate, JPEG, JPEG-LS, JPEG 2000, RLE.
+GDCM_SYNTAXES = frozenset({
+    "1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.2",
+    "1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51", "1.2.840.10008.1.2.4.57", "1.2.840.10008.1.2.4.70",
+    "1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81", "1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91",
+    "1.2.840.10008.1.2.5",
+})
+#: Slice gaps may differ from their median by this share (plus 1 µm) before slices count as missing.
+SPACING_TOLERANCE = 0.01
+#: Slices count as stacked along their normal when each step leaves it by at most this share.
+TILT_TOLERANCE = 1e-3
+_HEADER_TAGS = ["SOPClassUID", "SeriesInstanceUID", "Modality", "ImageType", "ImagePositionPatient",
+                "ImageOrientationPatient", "PixelSpacing", "Rows", "Columns", "NumberOfFrames", "PatientID",
+                "SeriesNumber", "InstanceNumber"]
+_UID = re.compile(r"^[0-9]+(\.[0-9]+)+$")
+_IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd", ".json", ".txt", ".csv", ".yaml", ".png", ".jpg")
+
+
+@dataclass(frozen=True)
+class Slice:
+    path: Path
+    position: tuple[float, ...] | None
+    orientation: tuple[float, ...] | None
+    spacing: tuple[float, ...] | None  #: PixelSpacing: between rows, between columns (mm)
+    size: tuple[int, int]  #: rows, columns
+    frames: int
+    syntax: str
+
+
+@dataclass(frozen=True)
+class Series:
+    """The image files of one SeriesInstanceUID under a folder, and what names it."""
+
+    uid: str
+    folder: Path
+    slices: tuple[Slice, ...]
+    modality: str
+    patient_id: str
+    series_number: str
+    localizer: bool
+
+    @property
+    def files(self) -> list[Path]:
+        return [s.path for s in self.slices]
+
+    def label(self) -> str:
+        """How messages name the series."""
+        return f"DICOM series {self.uid} in {self.folder}"
+
+
+def _is_dicom(path: Path) -> bool:
+    if path.name.lower().endswith(_IMAGE_SUFFIXES):
+        return False
+    try:
+        with path.open("rb") as file:
+            return file.read(132)[128:] == b"DICM"
+    except OSError:
+        return False
+
+
+def _floats(value: object) -> tuple[float, ...] | None:
+    return tuple(float(v) for v in value) if value is not None else None  # type: ignore[union-attr]
+
+
+def _read_header(path: Path) -> tuple[str, Slice, dict[str, str]] | None:
+    """(series UID, slice, naming fields) of an image object; None for anything else."""
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=_HEADER_TAGS)
+    except Exception:  # not DICOM after all, or unreadable: not part of any series
+        return None
+    modality = str(ds.get("Modality", "")).upper()
+    if modality in NON_IMAGE_MODALITIES or "Rows" not in ds or "SeriesInstanceUID" not in ds:
+        return None
+    image_type = [str(t).upper() for t in ds.get("ImageType", [])]
+    fields = {"modality": modality, "patient_id": str(ds.get("PatientID", "")),
+              "series_number": str(ds.get("SeriesNumber", "")), "localizer": "LOCALIZER" in image_type}
+    syntax = str(ds.file_meta.get("TransferSyntaxUID", "1.2.840.10008.1.2")) if hasattr(ds, "file_meta") else "1.2.840.10008.1.2"
+    item = Slice(path, _floats(ds.get("ImagePositionPatient")), _floats(ds.get("ImageOrientationPatient")),
+                 _floats(ds.get("PixelSpacing")), (int(ds.Rows), int(ds.Columns)), int(ds.get("NumberOfFrames", 1) or 1), syntax)
+    return str(ds.SeriesInstanceUID), item, fields  # type: ignore[return-value]
+
+
+@functools.lru_cache(maxsize=256)
+def _index(folder: Path) -> tuple[Series, ...]:
+    """Every image series with a file under ``folder``, by SeriesInstanceUID (read once per process)."""
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and _is_dicom(p))
+    slices: dict[str, list[Slice]] = defaultdict(list)
+    fields: dict[str, dict[str, str]] = {}
+    for path in files:
+        header = _read_header(path)
+        if header is not None:
+            uid, item, naming = header
+            slices[uid].append(item)
+            fields.setdefault(uid, naming)
+    return tuple(
+        Series(uid, folder, tuple(slices[uid]), fields[uid]["modality"], fields[uid]["patient_id"],
+               fields[uid]["series_number"], bool(fields[uid]["localizer"]))
+        for uid in sorted(slices)
+    )
+
+
+def _is_volume(series: Series) -> bool:
+    return not series.localizer and (len(series.slices) > 1 or series.slices[0].frames > 1)
+
+
+def find_series(folder: Path) -> tuple[list[tuple[Path, Series]], list[str]]:
+    """The volume series under ``folder``, each with the path that names it, and a note for each
+    series passed over (localizers, single slices)."""
+    found, notes = [], []
+    for series in _index(folder):
+        if not _is_volume(series):
+            kind = "a localizer" if series.localizer else "a single slice (2D)"
+            notes.append(f"{series.label()}: {kind}, not a volume; skipped")
+            continue
+        found.append(series)
+    by_folder: dict[Path, list[Series]] = defaultdict(list)
+    for series in found:
+        by_folder[_common_folder(series)].append(series)
+    named = []
+    for parent, group in by_folder.items():
+        for series in group:
+            named.append((parent if len(group) == 1 and _alone(parent, series) else parent / series.uid, series))
+    return sorted(named, key=lambda item: str(item[0])), notes
+
+
+def _common_folder(series: Series) -> Path:
+    parents = {p.parent for p in series.files}
+    if len(parents) == 1:
+        return parents.pop()
+    return Path(*Path(next(iter(parents))).parts[: len(_common_parts(parents))])
+
+
+def _common_parts(paths: set[Path]) -> tuple[str, ...]:
+    parts = [p.parts for p in paths]
+    common = []
+    for level in zip(*parts):
+        if len(set(level)) > 1:
+            break
+        common.append(level[0])
+    return tuple(common)
+
+
+def _alone(folder: Path, series: Series) -> bool:
+    """Whether ``series`` is the only volume series under ``folder``."""
+    return [s.uid for s in _index(folder) if _is_volume(s)] == [series.uid]
+
+
+def is_series_reference(path: Path) -> bool:
+    """Whether ``path`` names a DICOM series: a folder, or ``<folder>/<SeriesInstanceUID>``."""
+    return path.is_dir() or (not path.exists() and path.parent.is_dir() and bool(_UID.match(path.name)))
+
+
+def series_at(reference: Path) -> Series:
+    """The series a path names (see the module docstring); InputError when there is not exactly one."""
+    reference = Path(reference)
+    if reference.is_dir():
+        volumes = [s for s in _index(reference) if _is_volume(s)]
+        if len(volumes) != 1:
+            what = "no DICOM image series" if not volumes else f"{len(volumes)} DICOM series; name one as {reference}/<SeriesInstanceUID>"
+            skipped = [s for s in _index(reference) if not _is_volume(s)]
+            if not volumes and skipped:
+                what = f"only {'a localizer' if skipped[0].localizer else 'a single slice (2D)'}, not a volume"
+            raise InputError(f"{reference}: {what}")
+        return volumes[0]
+    for series in _index(reference.parent):
+        if series.uid == reference.name:
+            if not _is_volume(series):
+                raise InputError(f"{series.label()}: {'a localizer' if series.localizer else 'a single slice (2D)'}, not a volume")
+            return series
+    raise InputError(f"{reference}: no DICOM series {reference.name} in {reference.parent}")
+
+
+@dataclass(frozen=True)
+class _Geometry:
+    files: list[Path]  #: in slice order (ascending along the normal)
+    shape: tuple[int, int, int]  #: columns, rows, slices: the (i, j, k) of the voxel array
+    affine: np.ndarray  #: RAS voxel-to-world
+
+
+def _geometry(series: Series) -> _Geometry:
+    """Checked geometry of a series of single-frame slices (see the module docstring)."""
+    name, slices = series.label(), series.slices
+    if any(s.position is None or s.orientation is None or s.spacing is None for s in slices):
+        raise InputError(f"{name}: slices without ImagePositionPatient, ImageOrientationPatient or PixelSpacing")
+    if len({s.size for s in slices}) > 1:
+        raise InputError(f"{name}: slices of different sizes {sorted({s.size for s in slices})}")
+    orientation = np.array([s.orientation for s in slices])
+    if np.abs(orientation - orientation[0]).max() > 1e-4:
+        raise InputError(f"{name}: slices of different orientations (ImageOrientationPatient)")
+    if len({s.spacing for s in slices}) > 1:
+        raise InputError(f"{name}: slices of different pixel spacings")
+    row, column = orientation[0, :3], orientation[0, 3:]
+    normal = np.cross(row, column)
+    positions = np.array([s.position for s in slices])
+    order = np.argsort(positions @ normal, kind="stable")
+    positions = positions[order]
+    steps = np.diff(positions, axis=0)
+    gaps = steps @ normal
+    if (gaps < 1e-3).any():
+        raise InputError(f"{name}: several slices at one position (echoes, phases or time points in one series?)")
+    off_normal = np.linalg.norm(steps - gaps[:, None] * normal, axis=1)
+    if (off_normal > TILT_TOLERANCE * gaps).any():
+        angle = np.degrees(np.arctan(float((off_normal / gaps).max())))
+        raise InputError(f"{name}: slices not stacked along their normal (gantry tilt or non-parallel slices, "
+                         f"{angle:.1f}°); resample it to an orthogonal grid first")
+    median = float(np.median(gaps))
+    if np.abs(gaps - median).max() > SPACING_TOLERANCE * median + 1e-3:
+        missing = int(np.round(gaps / median).sum() - len(gaps))
+        raise InputError(f"{name}: uneven slice spacing ({gaps.min():.3g}–{gaps.max():.3g} mm"
+                         + (f", about {missing} missing slice(s))" if missing > 0 else ")"))
+    row_spacing, column_spacing = slices[0].spacing  # type: ignore[misc]
+    lps = np.eye(4)
+    lps[:3, 0] = row * column_spacing  # i: along a row, one column to the next
+    lps[:3, 1] = column * row_spacing  # j: down a column, one row to the next
+    lps[:3, 2] = normal * (float((positions[-1] - positions[0]) @ normal) / (len(positions) - 1))
+    lps[:3, 3] = positions[0]
+    ras = np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps
+    rows, columns = slices[0].size
+    return _Geometry([slices[i].path for i in order], (columns, rows, len(slices)), ras)
+
+
+def _check_syntax(series: Series) -> None:
+    unknown = sorted({s.syntax for s in series.slices} - GDCM_SYNTAXES)
+    if unknown:
+        import pydicom.uid
+
+        name = pydicom.uid.UID(unknown[0]).name
+        raise InputError(f"{series.label()}: transfer syntax {name} ({unknown[0]}) is not decoded by SimpleITK's GDCM; "
+                         "convert the series to an uncompressed transfer syntax first (e.g. dcmtk's dcmdjpeg or gdcmconv --raw)")
+
+
+def series_files(reference: Path) -> list[Path]:
+    """The files of the single-frame series ``reference`` names, in the order of the voxel array's k."""
+    series = series_at(reference)
+    if len(series.slices) == 1:
+        raise InputError(f"{series.label()}: an enhanced multi-frame object, not a series of slices")
+    return _geometry(series).files
+
+
+def series_grid(reference: Path) -> tuple[tuple[int, int, int], np.ndarray]:
+    """Spatial shape and RAS affine of the series ``reference`` names, from its headers."""
+    series = series_at(reference)
+    _check_syntax(series)
+    if len(series.slices) == 1:  # one enhanced multi-frame object: GDCM reads its functional groups
+        import SimpleITK as sitk
+
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(series.files[0]))
+        reader.ReadImageInformation()
+        return tuple(int(n) for n in reader.GetSize()[:3]), _ras_affine(reader)  # type: ignore[return-value]
+    geometry = _geometry(series)
+    return geometry.shape, geometry.affine
+
+
+def _ras_affine(image: object) -> np.ndarray:
+    """RAS affine of a SimpleITK image or reader (ITK's world is LPS)."""
+    direction = np.asarray(image.GetDirection(), dtype=np.float64).reshape(3, 3)  # type: ignore[attr-defined]
+    affine = np.eye(4)
+    affine[:3, :3] = direction * np.asarray(image.GetSpacing())  # type: ignore[attr-defined]
+    affine[:3, 3] = image.GetOrigin()  # type: ignore[attr-defined]
+    return np.diag([-1.0, -1.0, 1.0, 1.0]) @ affine
+
+
+def read_series(reference: Path) -> nib.Nifti1Image:
+    """The voxels of a series (rescaled: CT in HU), as an in-memory NIfTI image in RAS world."""
+    import nibabel as nib
+    import SimpleITK as sitk
+
+    series = series_at(reference)
+    _check_syntax(series)
+    if len(series.slices) == 1:
+        image = sitk.ReadImage(str(series.files[0]))
+        return nib.Nifti1Image(sitk.GetArrayFromImage(image).transpose(2, 1, 0).astype(np.float32), _ras_affine(image))
+    geometry = _geometry(series)
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames([str(p) for p in geometry.files])
+    try:
+        image = reader.Execute()
+    except RuntimeError as error:
+        raise InputError(f"{series.label()}: cannot be read ({str(error).strip().splitlines()[-1][:200]})") from error
+    array = sitk.GetArrayFromImage(image).transpose(2, 1, 0)  # (slices, rows, columns) → (i, j, k)
+    if array.shape != geometry.shape:
+        raise InputError(f"{series.label()}: read as {array.shape}, its headers say {geometry.shape}")
+    return nib.Nifti1Image(array.astype(np.float32), geometry.affine)
