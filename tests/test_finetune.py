@@ -234,6 +234,16 @@ def test_bad_input_is_one_line_exit_2(tmp_path, brain_extraction, gmim_encoder, 
     line = _error(capsys, ["finetune", _datalist(tmp_path, brain_extraction, tmp_path / "values.nii.gz"), *out])
     assert "values.nii.gz: label values [3] are not in the task" in line
 
+    image = nib.load(brain_extraction / "itk_t1.nii.gz")
+    holes = np.asarray(image.dataobj, dtype=np.float32)
+    holes[60, 60, 30] = np.inf  # training on it would end with every weight NaN
+    nib.save(nib.Nifti1Image(holes, image.affine), tmp_path / "inf.nii.gz")
+    entries = json.loads((brain_extraction / "brain.json").read_text())["training"]
+    entries = [{"image": str(brain_extraction / e["image"]), "label": str(brain_extraction / e["label"])} for e in entries]
+    entries[0]["image"] = str(tmp_path / "inf.nii.gz")
+    (tmp_path / "inf.json").write_text(json.dumps({"training": entries}))
+    assert "inf.nii.gz: 1 NaN or infinite voxel(s)" in _error(capsys, ["finetune", str(tmp_path / "inf.json"), *out, "--fold", "all"])
+
     (tmp_path / "corrupt.nii.gz").write_bytes(b"\x1f\x8b" + b"broken" * 10)
     assert "corrupt.nii.gz: not a readable image" in _error(capsys, ["finetune", _datalist(tmp_path, brain_extraction, tmp_path / "corrupt.nii.gz"), *out])
 

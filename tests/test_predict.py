@@ -70,16 +70,21 @@ def test_bad_cases_are_reported_at_the_end(tmp_path, finetuned_run, brain_extrac
     itk = brain_extraction / "itk_t1.nii.gz"
     (folder / "good.nii.gz").write_bytes(itk.read_bytes())
     (folder / "truncated.nii.gz").write_bytes(itk.read_bytes()[:100_000])  # a readable header, broken voxels
+    image = nib.load(itk)
+    holes = np.asarray(image.dataobj, dtype=np.float32)
+    holes.flat[:: 997] = np.nan  # 0.1 % NaN: refused, not predicted as background
+    nib.save(nib.Nifti1Image(holes, image.affine), folder / "with_nan.nii.gz")
     (tmp_path / "two.json").write_text(json.dumps({"training": [{"image": [str(itk), str(itk)]}]}))
     code = main(["predict", str(finetuned_run), str(folder), str(tmp_path / "two.json"), "--out", str(tmp_path / "out"), "--device", "cpu"])
     captured = capsys.readouterr()
     assert code == 2 and "Traceback" not in captured.err
-    assert (tmp_path / "out" / "good.nii.gz").is_file() and "1 of 4 case(s) predicted" in captured.out
+    assert (tmp_path / "out" / "good.nii.gz").is_file() and "1 of 5 case(s) predicted" in captured.out
     errors = [line for line in captured.err.splitlines() if line.startswith("gmim predict: error:")]
-    assert len(errors) == 3
+    assert len(errors) == 4
     assert "corrupt: " in errors[0] and "corrupt.nii.gz: not a readable image" in errors[0]
     assert "truncated: " in errors[1] and "truncated.nii.gz: cannot be loaded" in errors[1]
-    assert "itk_t1: " in errors[2] and "has 2 channel(s), the model takes 1" in errors[2]  # named after its channel file
+    assert "with_nan: " in errors[2] and f"with_nan.nii.gz: {holes.size // 997 + 1} NaN or infinite voxel(s)" in errors[2]
+    assert "itk_t1: " in errors[3] and "has 2 channel(s), the model takes 1" in errors[3]  # named after its channel file
 
 
 @pytest.mark.parametrize(

@@ -49,6 +49,7 @@ __all__ = [
     "DicomSeriesReader",
     "LabelsToRegionsd",
     "Preprocessing",
+    "RequireFinited",
     "RequireVolumed",
     "augment_transforms",
     "intensity_transform",
@@ -103,6 +104,22 @@ class RequireVolumed(MapTransform):
         return data
 
 
+class RequireFinited(MapTransform):
+    """Refuse voxels that are NaN or infinite, naming the file: normalisation would spread them, and
+    training would end with NaN weights, prediction with an empty mask, and nothing saying why."""
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> Mapping[Hashable, Any]:
+        for key in self.key_iterator(data):
+            image = data[key]
+            bad = ~torch.isfinite(torch.as_tensor(image))
+            if bool(bad.any()):
+                source = image.meta.get("filename_or_obj", key) if isinstance(image, MetaTensor) else key
+                channels = [c for c in range(bad.shape[0]) if bool(bad[c].any())]
+                where = f" (channel {channels[0]})" if bad.shape[0] > 1 else ""
+                raise InputError(f"{source}: {int(bad.sum())} NaN or infinite voxel(s){where}")
+        return data
+
+
 def intensity_transform(keys: KeysCollection, preprocessing: Preprocessing) -> MapTransform:
     """The modality's intensity normalisation (see the module docstring)."""
     if preprocessing.modality == "ct":
@@ -126,6 +143,7 @@ def load_transforms(preprocessing: Preprocessing, label: bool = True) -> list[An
         load,
         EnsureChannelFirstd(keys),
         RequireVolumed(keys),
+        RequireFinited(keys),
         Orientationd(keys, axcodes=preprocessing.orientation, labels=None),
     ]
     if preprocessing.spacing is not None:

@@ -31,8 +31,8 @@ def _nonzero(image: torch.Tensor) -> torch.Tensor:
 
 
 class CheckVolumed(MapTransform):
-    """Refuse a volume without ``channels`` channels or with voxels that are not finite (that it is
-    3D, :class:`gmim.data.transforms.RequireVolumed` has checked on loading)."""
+    """Refuse a volume without ``channels`` channels (that it is 3D and finite, the loading has
+    checked: :class:`gmim.data.transforms.RequireVolumed`, :class:`~gmim.data.transforms.RequireFinited`)."""
 
     def __init__(self, channels: int, key: str = "image") -> None:
         super().__init__(key)
@@ -44,8 +44,6 @@ class CheckVolumed(MapTransform):
             where = data.get("id", key)
             if image.shape[0] != self.channels:
                 raise InputError(f"{where}: {image.shape[0]} channels, expected {self.channels}")
-            if not bool(torch.isfinite(image).all()):
-                raise InputError(f"{where}: contains NaN or infinite voxels")
         return data
 
 
