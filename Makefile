@@ -7,7 +7,7 @@ TORCH ?= torch==2.13.0
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 ITK_DATA := /usr/share/doc/insighttoolkit5-examples/examples/Data/KmeansTest_T1UCharRaw.nii.gz
 
-.PHONY: demo test benchmark test-data clean
+.PHONY: demo test test-fast benchmark test-data clean
 
 $(VENV)/.torch:
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,10 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed test-data
 	$(PY) -m pytest
+
+# The tests that run no training, inference or multi-process command: under a minute.
+test-fast: $(VENV)/.installed test-data
+	$(PY) -m pytest -m "not slow"
 
 benchmark: $(VENV)/.installed
 	$(PY) benchmarks/masking_speed.py

@@ -146,3 +146,10 @@ def compile_counters(monkeypatch):
     torch._dynamo.utils.counters.clear()
     yield torch._dynamo.utils.counters
     torch._dynamo.reset()
+
+
+def pytest_collection_modifyitems(items):
+    """Tests that need a fine-tuned run (a session fixture that trains one) are slow too."""
+    for item in items:
+        if "finetuned_run" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)

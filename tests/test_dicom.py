@@ -155,6 +155,7 @@ SMALL_PRETRAIN = ["--roi", "64", "32", "32", "--feature-size", "12", "--batch-si
                   "--set", "train.mixed_precision=false"]
 
 
+@pytest.mark.slow
 def test_pretrain_on_a_tree_of_series_a_bad_one_refused_or_skipped(tmp_path, icbm, t1, capsys):
     from gmim.cli import main
 

@@ -147,6 +147,7 @@ WORKER = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_gloo(tmp_path):
     script = tmp_path / "worker.py"
     script.write_text(WORKER)

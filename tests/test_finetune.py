@@ -44,6 +44,7 @@ def test_from_gmim_encoder(finetuned_run, gmim_encoder):
     assert last["step"] == 3 and {"optimizer", "scheduler", "rng"} <= set(last)
 
 
+@pytest.mark.slow
 def test_from_scratch_with_gradient_checkpointing_and_the_prototypes_patch_merging(tmp_path, brain_extraction, capsys):
     from gmim.merging import PrototypePatchMerging
     from gmim.segmentation.network import build_network
@@ -73,6 +74,7 @@ def test_frozen_encoder_keeps_the_pretrained_weights(tmp_path, brain_extraction,
     assert [g["name"] for g in torch.load(out / "last.pt", weights_only=True)["optimizer"]["param_groups"]] == ["decoder"]
 
 
+@pytest.mark.slow
 def test_compiled_finetuning_traces_one_graph_and_saves_swin_unetr_weights(tmp_path, brain_extraction, compile_counters):
     from monai.networks.nets import SwinUNETR
 
@@ -89,6 +91,7 @@ def _weights(path):
     return torch.load(path, weights_only=True)
 
 
+@pytest.mark.slow
 def test_stop_after_sigterm_and_resume_continue_exactly(tmp_path, brain_extraction):
     """train.stop_after, then SIGTERM in the middle of the resumed run, then a second resume (from a
     last.pt in the older layout): the weights of 4 uninterrupted steps, bit for bit."""
@@ -121,6 +124,7 @@ def test_stop_after_sigterm_and_resume_continue_exactly(tmp_path, brain_extracti
     assert torch.equal(_weights(split / "best.pt")["model"]["out.conv.conv.weight"], straight["model"]["out.conv.conv.weight"])
 
 
+@pytest.mark.slow
 def test_one_loader_for_a_run_of_several_epochs(tmp_path, brain_extraction, monkeypatch):
     """3 epochs of 2 cases, validation and checkpoints on: the loader's workers start once."""
     iterators = []
@@ -151,6 +155,7 @@ def _brats_case(folder, name, t1, affine, seed):
     nib.save(nib.Nifti1Image(seg, affine), folder / f"{name}_seg.nii.gz")
 
 
+@pytest.mark.slow
 def test_brats_regions_finetune_predict_evaluate(tmp_path, mni_t1, capsys):
     affine = np.diag([1.0, 1.0, 1.0, 1.0])
     for i, start in enumerate(((60, 70, 60), (70, 80, 70), (50, 90, 80))):
@@ -176,6 +181,7 @@ def test_brats_regions_finetune_predict_evaluate(tmp_path, mni_t1, capsys):
     assert set(metrics["cases"]) == {f"BraTS2021_0000{i}" for i in range(3)} and metrics["names"] == ["TC", "WT", "ET"]
 
 
+@pytest.mark.slow
 def test_nnunet_multiclass_labels_from_dataset_json(tmp_path, mni, capsys):
     root = tmp_path / "Dataset002_Tissue"
     for folder in ("imagesTr", "labelsTr"):
@@ -276,6 +282,7 @@ def test_bad_input_is_one_line_exit_2(tmp_path, brain_extraction, gmim_encoder, 
     assert not (tmp_path / "run" / "last.pt").exists()
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes(tmp_path, brain_extraction):
     """Data parallel fine-tuning with torchrun (gloo on the CPU): shards, DDP, sharded validation;
     --batch-size is the global batch, so 2 processes see the samples that 1 process sees."""
@@ -303,6 +310,7 @@ def test_torchrun_two_processes(tmp_path, brain_extraction):
     np.testing.assert_allclose(losses[1], losses[0], rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_from_finetuned_checkpoint_and_from_a_one_channel_swinvit_for_two_channels(tmp_path, finetuned_run, brain_extraction, gmim_encoder, capsys):
     data = str(brain_extraction / "brain.json")
     short = ["--steps", "1", "--fold", "all", "--labelled-cases", "1", *TINY_FINETUNE]

@@ -62,6 +62,7 @@ def test_bad_presets_are_refused_in_one_line(bench, tmp_path):
     assert bench.main(["--preset", "smoke", "--arms", "gmim", "simclr", "--out", str(tmp_path / "out")]) == 2
 
 
+@pytest.mark.slow
 def test_subjects_from_two_real_brains(bench, tmp_path, itk_paths, mni):
     preset, _ = bench.Preset.load("smoke")
     datalists = bench.make_data(tmp_path, preset)

@@ -77,6 +77,7 @@ def test_planner_matches_loop_on_grids_that_do_not_divide_the_crop(mni, mni_t1, 
 
 
 @pytest.mark.parametrize("counting", COUNTINGS)
+@pytest.mark.slow
 def test_prototype_cells_match_the_as_run_reference(mni, mni_t1, itk_t1, counting):
     """cells="prototype": grids after the first read the previous grid's cell array as a volume.
     On real crops this picks grid 4 where spatial cells pick a finer grid, as the prototype did."""
@@ -173,6 +174,7 @@ def test_token_mask_is_deterministic_and_varies_with_seed(mni_t1):
     assert first.dtype == torch.bool and first.shape == (1, 32, 32, 32)
 
 
+@pytest.mark.slow
 def test_hierarchical_masks_frequency_and_ratios(mni_t1):
     x = crop(mni_t1, (40, 50, 30), (64, 64, 64))[None, None]
     plan = GridMaskPlanner().plan(x)

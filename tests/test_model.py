@@ -244,6 +244,7 @@ def test_aligned_loss_needs_the_offset(mni_t1):
         loss(output, x, None)
 
 
+@pytest.mark.slow
 def test_fused_window_attention_is_monai_attention_forward_and_backward(mni_t1):
     """SDPA window attention, shifted windows' mask included, computes MONAI's function: the same
     outputs and gradients to round-off (float64), with the state_dict unchanged."""

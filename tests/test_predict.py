@@ -19,6 +19,7 @@ from gmim.data.transforms import load_transforms
 from gmim.segmentation.inference import Predictor
 
 
+@pytest.mark.slow
 def test_prediction_has_the_input_grid(tmp_path, finetuned_run, itk_paths):
     source = nib.load(itk_paths["t1"])
     assert nib.aff2axcodes(source.affine) != ("R", "A", "S") and source.header.get_zooms() == (2.0, 2.0, 3.0)

@@ -54,6 +54,7 @@ def run_cli(*args: str) -> int:
     return main([str(a) for a in args])
 
 
+@pytest.mark.slow
 def test_three_step_run_through_the_cli(brains, tmp_path, capsys):
     out = tmp_path / "run"
     assert run_cli("pretrain", brains, "--out", out, "--config", "cpu-small", "--steps", "3", *SMALL,
@@ -75,6 +76,7 @@ def test_three_step_run_through_the_cli(brains, tmp_path, capsys):
     assert "holds a run already" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_interrupt_then_resume_continues_exactly(brains, tmp_path):
     """Ctrl-C during a 4-step run writes a checkpoint; resuming it gives the weights of 4 steps straight."""
     common = ["pretrain", str(brains), "--config", "cpu-small", *SMALL, "--steps", "4"]
@@ -102,6 +104,7 @@ def test_interrupt_then_resume_continues_exactly(brains, tmp_path):
     assert steps == [1, 2, 3, 4]
 
 
+@pytest.mark.slow
 def test_two_processes_match_one_with_the_same_global_batch(brains, tmp_path):
     common = ["pretrain", str(brains), "--config", "cpu-small", *SMALL, "--steps", "2"]
     # one thread in every process: two threads alone move the weights by ~2 % after Adam (below)
@@ -185,6 +188,7 @@ def test_views_of_a_small_volume_are_padded_with_zeros_or_mirrored(mni_t1, paddi
     assert line["x"].flatten().tolist() == ([0, 0, 1, 2, 3, 4, 0, 0] if padding == "zero" else [2, 1, 1, 2, 3, 4, 4, 3])
 
 
+@pytest.mark.slow
 def test_target_augmentation_per_batch_draws_once_from_the_batch_range(brains, tmp_path):
     """data.target_augmentation=batch: the loader leaves y alone; the step augments the batch as one
     array, so one gamma maps both samples through the batch's min and max."""
@@ -231,6 +235,7 @@ def test_prototype_presets_are_the_described_runs_with_the_as_run_settings(as_ru
     assert len(AS_RUN) == 6  # docs/method.md §9: cells, reconstruction mean, merging, padding, crop, augmentation
 
 
+@pytest.mark.slow
 def test_prototype_preset_runs_end_to_end(brains, tmp_path):
     from gmim.merging import patch_merging
 
@@ -292,6 +297,7 @@ def test_file_corrupt_past_its_header_named_from_a_loader_worker(tmp_path, capsy
     assert not multiprocessing.active_children()  # the workers ended with the run: exit does not wait on them
 
 
+@pytest.mark.slow
 def test_skip_bad_goes_on_and_counts(brains, tmp_path, capsys):
     corrupt = tmp_path / "corrupt"
     shutil.copytree(brains, corrupt)
@@ -301,6 +307,7 @@ def test_skip_bad_goes_on_and_counts(brains, tmp_path, capsys):
     assert "skipped 1 bad volume(s)" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_init_from_swin_unetr_self_supervised_weights(brains, tmp_path, capsys):
     """Continue pre-training from weights in the layout of Swin UNETR's model_swinvit.pt."""
     torch.manual_seed(1)
@@ -329,6 +336,7 @@ def test_wrong_channel_count_is_refused(brains, tmp_path, capsys, mni_t1):
     assert "two_channels" in last and "2 channels, expected 1" in last
 
 
+@pytest.mark.slow
 def test_options_beyond_the_prototype_run_end_to_end(brains, tmp_path):
     """Aligned and standardised correlation, an EMA target and learned mask tokens, all masks on."""
     options = ["loss.align_overlap=true", "loss.standardize=true", "model.target_momentum=0.9",
@@ -342,6 +350,7 @@ def test_options_beyond_the_prototype_run_end_to_end(brains, tmp_path):
     assert all(np.isfinite(r["train/loss"]) for r in records)
 
 
+@pytest.mark.slow
 def test_a_diverging_run_stops_and_keeps_its_last_good_checkpoint(brains, tmp_path, capsys):
     out = tmp_path / "run"
     code = run_cli("pretrain", brains, "--out", out, "--steps", "4", *SMALL, "--lr", "1e30", "--set", "train.checkpoint_every=1")
@@ -351,6 +360,7 @@ def test_a_diverging_run_stops_and_keeps_its_last_good_checkpoint(brains, tmp_pa
     assert all(torch.isfinite(v).all() for v in torch.load(out / "encoder.pt", weights_only=True).values())
 
 
+@pytest.mark.slow
 def test_a_busy_run_folder_is_refused_and_a_stale_lock_taken_over(brains, tmp_path, capsys):
     """Two runs into one folder would mix their outputs: the second is refused while the first lives."""
     out = tmp_path / "run"
@@ -367,6 +377,7 @@ def test_a_busy_run_folder_is_refused_and_a_stale_lock_taken_over(brains, tmp_pa
     assert not (out / ".gmim.lock").exists() and (out / "encoder.pt").is_file()
 
 
+@pytest.mark.slow
 def test_compiled_run_traces_one_graph_and_saves_plain_weights(brains, tmp_path, compile_counters):
     """train.compile: one graph whichever of a1–a3 a step masks (no recompiles), and checkpoints keyed
     like the module's own state_dict; a resume may turn compilation off."""
