@@ -101,3 +101,11 @@ def test_bad_model_or_options(tmp_path, finetuned_run, capsys, argv, message):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0]
+
+
+def test_an_output_that_cannot_take_the_predictions_is_refused_before_inference(tmp_path, finetuned_run, itk_paths, capsys):
+    (tmp_path / "taken").write_text("a file")
+    code = main(["predict", str(finetuned_run), str(itk_paths["t1"]), "--out", str(tmp_path / "taken"), "--device", "cpu"])
+    captured = capsys.readouterr()
+    assert code == 2 and captured.err.strip().splitlines() == [f"gmim predict: error: --out {tmp_path / 'taken'}: is a file, not a folder"]
+    assert "predict" not in captured.out  # no case was predicted

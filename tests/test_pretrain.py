@@ -50,6 +50,12 @@ def brains(tmp_path_factory, mni_t1, itk_t1) -> Path:
     return folder
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def run_cli(*args: str) -> int:
     return main([str(a) for a in args])
 
@@ -94,7 +100,11 @@ def test_interrupt_then_resume_continues_exactly(brains, tmp_path):
     assert "interrupted" in err and "Traceback" not in err
     stopped = torch.load(split / "last.pt", weights_only=True)["step"]
     assert 1 <= stopped < 4
+    orphan = split / ".last.pt.k1ll3d.tmp.pt"  # what a kill during a checkpoint write leaves
+    orphan.write_bytes(b"half a checkpoint")
     assert run_cli(*common, "--out", split, "--resume") == 0
+    assert not orphan.exists()
+    assert (split / "last.pt").stat().st_mode & 0o777 == 0o666 & ~_umask()  # not mkstemp's 0600
     straight = torch.load(tmp_path / "straight" / "last.pt", weights_only=True)
     resumed = torch.load(split / "last.pt", weights_only=True)
     assert straight["step"] == resumed["step"] == 4

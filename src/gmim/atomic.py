@@ -10,6 +10,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+# The process's umask, read once (reading it means setting it): files written atomically get the
+# mode a plain open() would give them, not mkstemp's 0600.
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+#: How atomic_path names its temporaries: ``.<name>.<random>.tmp<suffixes>``.
+TEMPORARY_PATTERN = ".*.*.tmp*"
+
 
 @contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
@@ -26,9 +33,19 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def remove_stale_temporaries(folder: str | os.PathLike[str]) -> list[Path]:
+    """Delete the temporaries that killed writes left in ``folder`` (call it while no writer runs
+    there, e.g. holding the run lock); returns what was deleted."""
+    stale = [p for p in Path(folder).glob(TEMPORARY_PATTERN) if p.is_file()]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
 
 
 def write_json(path: str | os.PathLike[str], data: Any) -> None:

@@ -27,7 +27,7 @@ from typing import Any, Protocol
 
 import torch
 
-from gmim.atomic import write_json
+from gmim.atomic import remove_stale_temporaries, write_json
 from gmim.config import dump_config
 from gmim.engine.checkpoint import load_checkpoint, restore_training_state, save_checkpoint, training_state
 from gmim.engine.config import LoopConfig
@@ -229,6 +229,8 @@ class Trainer:
             if self._lock is not None:
                 self._lock.acquire()  # before the guard: of two runs started together, one is refused
             check_run_folder(self.run_config, self.out, self.resume, self.may_change, self.inherit)
+            if self.is_main:  # the lock is held: no writer of this run folder is alive
+                remove_stale_temporaries(self.out)
             deterministic = self.train.deterministic
             torch.use_deterministic_algorithms(self.context.device.type == "cpu" if deterministic is None else deterministic,
                                                warn_only=True)
