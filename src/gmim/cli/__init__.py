@@ -1,9 +1,13 @@
-"""The ``gmim`` command line: one sub-command per module, bad input reported in one line (exit 2)."""
+"""The ``gmim`` command line: one sub-command per module, bad input reported in one line (exit 2).
+
+``gmim --debug COMMAND`` (or ``GMIM_DEBUG=1``) lets every error through with its full traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -20,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="GMIM self-supervised pre-training of Swin UNETR encoders for 3D medical image segmentation.",
     )
     parser.add_argument("--version", action="version", version=f"gmim {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of any error (also GMIM_DEBUG=1)")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).add_parser(subparsers)
@@ -36,13 +41,31 @@ def error_message(error: BaseException) -> str:
     return text
 
 
+def out_of_memory(error: BaseException) -> str | None:
+    """What to change, when ``error`` is PyTorch running out of GPU or CPU memory; else None."""
+    text = str(error)
+    if type(error).__name__ == "OutOfMemoryError" or "out of memory" in text or "can't allocate memory" in text:
+        where = "the GPU" if "CUDA" in text or type(error).__name__ == "OutOfMemoryError" else "the CPU"
+        return (f"out of memory on {where}: use a smaller --roi or --batch-size (training), a smaller "
+                "--overlap (predict), set model.gradient_checkpointing=true, or run on another --device")
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.debug or os.environ.get("GMIM_DEBUG", "") not in ("", "0"):
+        return int(args.run(args) or 0)
     try:
         return int(args.run(args) or 0)
     except (ValueError, OSError) as error:  # InputError is a ValueError
         print(f"gmim {args.command}: error: {error_message(error)}", file=sys.stderr)
+        return 2
+    except RuntimeError as error:  # only out-of-memory is the user's to fix; anything else is a bug: its traceback
+        advice = out_of_memory(error)
+        if advice is None:
+            raise
+        print(f"gmim {args.command}: error: {advice}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as interrupt:  # a run that saved its state raises it with the signal's number
         print(f"gmim {args.command}: interrupted", file=sys.stderr)

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from gmim.data.sources import discover_cases
+from gmim.cli import out_of_memory
 from gmim.errors import InputError
 
 
@@ -69,6 +70,8 @@ def run(args: argparse.Namespace) -> int:
             if args.format == "dicom-seg":
                 predictor.write_dicom_seg(case, target, args.out / f"{case.id}_seg.dcm")
         except (ValueError, OSError, RuntimeError) as error:  # MONAI wraps reader errors in RuntimeError
+            if out_of_memory(error) is not None:
+                raise  # not the case's fault: the command line says what to change
             failed.append(f"{case.id}: {describe_load_error(case, error)}")
     print(f"{len(cases) - len(failed)} of {len(cases)} case(s) predicted into {args.out}")
     if failed:
