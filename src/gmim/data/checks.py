@@ -13,7 +13,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from gmim.data.dicom import is_series_reference, read_series, series_grid
+from gmim.data.dicom import is_series_reference, itk_ras_affine, read_series, series_grid
 from gmim.data.sources import Case
 from gmim.errors import InputError
 
@@ -51,12 +51,7 @@ def read_grid(path: Path) -> Grid:
         dim = reader.GetDimension()
         if dim < 3:
             raise InputError(f"{path}: a {dim}D image, expected 3D")
-        direction = np.asarray(reader.GetDirection(), dtype=np.float64).reshape(dim, dim)[:3, :3]
-        affine = np.eye(4)
-        affine[:3, :3] = direction * np.asarray(reader.GetSpacing()[:3])
-        affine[:3, 3] = reader.GetOrigin()[:3]
-        affine[:2] *= -1  # ITK's LPS world → RAS
-        return tuple(int(n) for n in reader.GetSize()[:3]), affine
+        return tuple(int(n) for n in reader.GetSize()[:3]), itk_ras_affine(reader)
     except InputError:
         raise
     except Exception as error:  # nibabel and SimpleITK raise many types for a corrupt file

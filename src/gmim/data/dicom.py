@@ -16,6 +16,7 @@ nothing installed decodes) raises :class:`~gmim.errors.InputError` naming it.
 from __future__ import annotations
 
 import functools
+import os
 import re
 from collections import defaultdict
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ from gmim.errors import InputError
 if TYPE_CHECKING:
     import nibabel as nib
 
-__all__ = ["Series", "find_series", "is_series_reference", "read_series", "series_at", "series_files", "series_grid"]
+__all__ = ["Series", "find_series", "itk_ras_affine", "is_series_reference", "read_series", "series_at", "series_files", "series_grid"]
 
 #: Modalities of DICOM objects that hold no image volume: passed over in a collection.
 NON_IMAGE_MODALITIES = frozenset({"RTSTRUCT", "RTPLAN", "RTRECORD", "SR", "SEG", "PR", "KO", "REG", "DOC", "RWV", "FID", "PLAN"})
@@ -44,9 +45,8 @@ GDCM_SYNTAXES = frozenset({
 SPACING_TOLERANCE = 0.01
 #: Slices count as stacked along their normal when each step leaves it by at most this share.
 TILT_TOLERANCE = 1e-3
-_HEADER_TAGS = ["SOPClassUID", "SeriesInstanceUID", "Modality", "ImageType", "ImagePositionPatient",
-                "ImageOrientationPatient", "PixelSpacing", "Rows", "Columns", "NumberOfFrames", "PatientID",
-                "SeriesNumber", "InstanceNumber"]
+_HEADER_TAGS = ["SeriesInstanceUID", "Modality", "ImageType", "ImagePositionPatient", "ImageOrientationPatient",
+                "PixelSpacing", "Rows", "Columns", "NumberOfFrames", "PatientID", "SeriesNumber"]
 _UID = re.compile(r"^[0-9]+(\.[0-9]+)+$")
 _IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd", ".json", ".txt", ".csv", ".yaml", ".png", ".jpg")
 
@@ -69,7 +69,6 @@ class Series:
     uid: str
     folder: Path
     slices: tuple[Slice, ...]
-    modality: str
     patient_id: str
     series_number: str
     localizer: bool
@@ -81,6 +80,10 @@ class Series:
     def label(self) -> str:
         """How messages name the series."""
         return f"DICOM series {self.uid} in {self.folder}"
+
+    def kind(self) -> str:
+        """What a series that is not a volume is, for messages."""
+        return "a localizer" if self.localizer else "a single slice (2D)"
 
 
 def _is_dicom(path: Path) -> bool:
@@ -109,7 +112,7 @@ def _read_header(path: Path) -> tuple[str, Slice, dict[str, str]] | None:
     if modality in NON_IMAGE_MODALITIES or "Rows" not in ds or "SeriesInstanceUID" not in ds:
         return None
     image_type = [str(t).upper() for t in ds.get("ImageType", [])]
-    fields = {"modality": modality, "patient_id": str(ds.get("PatientID", "")),
+    fields = {"patient_id": str(ds.get("PatientID", "")),
               "series_number": str(ds.get("SeriesNumber", "")), "localizer": "LOCALIZER" in image_type}
     syntax = str(ds.file_meta.get("TransferSyntaxUID", "1.2.840.10008.1.2")) if hasattr(ds, "file_meta") else "1.2.840.10008.1.2"
     item = Slice(path, _floats(ds.get("ImagePositionPatient")), _floats(ds.get("ImageOrientationPatient")),
@@ -130,8 +133,8 @@ def _index(folder: Path) -> tuple[Series, ...]:
             slices[uid].append(item)
             fields.setdefault(uid, naming)
     return tuple(
-        Series(uid, folder, tuple(slices[uid]), fields[uid]["modality"], fields[uid]["patient_id"],
-               fields[uid]["series_number"], bool(fields[uid]["localizer"]))
+        Series(uid, folder, tuple(slices[uid]), fields[uid]["patient_id"], fields[uid]["series_number"],
+               bool(fields[uid]["localizer"]))
         for uid in sorted(slices)
     )
 
@@ -146,8 +149,7 @@ def find_series(folder: Path) -> tuple[list[tuple[Path, Series]], list[str]]:
     found, notes = [], []
     for series in _index(folder):
         if not _is_volume(series):
-            kind = "a localizer" if series.localizer else "a single slice (2D)"
-            notes.append(f"{series.label()}: {kind}, not a volume; skipped")
+            notes.append(f"{series.label()}: {series.kind()}, not a volume; skipped")
             continue
         found.append(series)
     by_folder: dict[Path, list[Series]] = defaultdict(list)
@@ -161,20 +163,7 @@ def find_series(folder: Path) -> tuple[list[tuple[Path, Series]], list[str]]:
 
 
 def _common_folder(series: Series) -> Path:
-    parents = {p.parent for p in series.files}
-    if len(parents) == 1:
-        return parents.pop()
-    return Path(*Path(next(iter(parents))).parts[: len(_common_parts(parents))])
-
-
-def _common_parts(paths: set[Path]) -> tuple[str, ...]:
-    parts = [p.parts for p in paths]
-    common = []
-    for level in zip(*parts):
-        if len(set(level)) > 1:
-            break
-        common.append(level[0])
-    return tuple(common)
+    return Path(os.path.commonpath([p.parent for p in series.files]))
 
 
 def _alone(folder: Path, series: Series) -> bool:
@@ -196,13 +185,13 @@ def series_at(reference: Path) -> Series:
             what = "no DICOM image series" if not volumes else f"{len(volumes)} DICOM series; name one as {reference}/<SeriesInstanceUID>"
             skipped = [s for s in _index(reference) if not _is_volume(s)]
             if not volumes and skipped:
-                what = f"only {'a localizer' if skipped[0].localizer else 'a single slice (2D)'}, not a volume"
+                what = f"only {skipped[0].kind()}, not a volume"
             raise InputError(f"{reference}: {what}")
         return volumes[0]
     for series in _index(reference.parent):
         if series.uid == reference.name:
             if not _is_volume(series):
-                raise InputError(f"{series.label()}: {'a localizer' if series.localizer else 'a single slice (2D)'}, not a volume")
+                raise InputError(f"{series.label()}: {series.kind()}, not a volume")
             return series
     raise InputError(f"{reference}: no DICOM series {reference.name} in {reference.parent}")
 
@@ -284,17 +273,18 @@ def series_grid(reference: Path) -> tuple[tuple[int, int, int], np.ndarray]:
         reader = sitk.ImageFileReader()
         reader.SetFileName(str(series.files[0]))
         reader.ReadImageInformation()
-        return tuple(int(n) for n in reader.GetSize()[:3]), _ras_affine(reader)  # type: ignore[return-value]
+        return tuple(int(n) for n in reader.GetSize()[:3]), itk_ras_affine(reader)  # type: ignore[return-value]
     geometry = _geometry(series)
     return geometry.shape, geometry.affine
 
 
-def _ras_affine(image: object) -> np.ndarray:
-    """RAS affine of a SimpleITK image or reader (ITK's world is LPS)."""
-    direction = np.asarray(image.GetDirection(), dtype=np.float64).reshape(3, 3)  # type: ignore[attr-defined]
+def itk_ras_affine(image: object) -> np.ndarray:
+    """The RAS affine of the first three axes of a SimpleITK image or image reader (ITK's world is LPS)."""
+    dim = image.GetDimension()  # type: ignore[attr-defined]
+    direction = np.asarray(image.GetDirection(), dtype=np.float64).reshape(dim, dim)[:3, :3]  # type: ignore[attr-defined]
     affine = np.eye(4)
-    affine[:3, :3] = direction * np.asarray(image.GetSpacing())  # type: ignore[attr-defined]
-    affine[:3, 3] = image.GetOrigin()  # type: ignore[attr-defined]
+    affine[:3, :3] = direction * np.asarray(image.GetSpacing()[:3])  # type: ignore[attr-defined]
+    affine[:3, 3] = image.GetOrigin()[:3]  # type: ignore[attr-defined]
     return np.diag([-1.0, -1.0, 1.0, 1.0]) @ affine
 
 
@@ -307,7 +297,7 @@ def read_series(reference: Path) -> nib.Nifti1Image:
     _check_syntax(series)
     if len(series.slices) == 1:
         image = sitk.ReadImage(str(series.files[0]))
-        return nib.Nifti1Image(sitk.GetArrayFromImage(image).transpose(2, 1, 0).astype(np.float32), _ras_affine(image))
+        return nib.Nifti1Image(sitk.GetArrayFromImage(image).transpose(2, 1, 0).astype(np.float32), itk_ras_affine(image))
     geometry = _geometry(series)
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames([str(p) for p in geometry.files])
