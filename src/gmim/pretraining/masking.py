@@ -71,10 +71,15 @@ def axis_cells(size: int, grid: int, device: torch.device | str | None = None) -
     return torch.arange(size, device=device) * grid // size
 
 
+def _axis_starts(size: int, grid: int) -> list[int]:
+    """First position of each cell along an axis, then ``size``: cell k holds i from ceil(k·size/grid) on."""
+    return [-(-k * size // grid) for k in range(grid + 1)]
+
+
 def _axis_counts(size: int, grid: int) -> list[int]:
-    """Positions in each cell along an axis: cell k holds i from ceil(k·size/grid) on."""
-    first = [-(-k * size // grid) for k in range(grid + 1)]
-    return [b - a for a, b in zip(first, first[1:])]
+    """Positions in each cell along an axis."""
+    starts = _axis_starts(size, grid)
+    return [b - a for a, b in zip(starts, starts[1:])]
 
 
 # The shapes of crops and token grids repeat every step: their geometry is built once per device.
@@ -105,7 +110,7 @@ def _padded_cells(shape: tuple[int, ...], grid: int, device: torch.device) -> tu
     for n in shape:
         counts = _axis_counts(n, grid)
         length = max(counts)
-        first = torch.tensor([-(-k * n // grid) for k in range(grid)]).view(-1, 1)
+        first = torch.tensor(_axis_starts(n, grid)[:-1]).view(-1, 1)
         slot = torch.arange(length).view(1, -1)
         axes.append(((first + slot).clamp_max(n - 1), slot < torch.tensor(counts).view(-1, 1)))
     (d, dv), (h, hv), (w, wv) = axes
