@@ -66,9 +66,7 @@ def run(args: argparse.Namespace) -> int:
     failed: list[str] = []
     for case in tqdm(cases, desc="predict", unit="case", dynamic_ncols=True):
         try:
-            target = predictor.predict(case, args.out, args.probabilities)
-            if args.format == "dicom-seg":
-                predictor.write_dicom_seg(case, target, args.out / f"{case.id}_seg.dcm")
+            predictor.predict(case, args.out, args.probabilities, dicom_seg=args.format == "dicom-seg")
         except (ValueError, OSError, RuntimeError) as error:  # MONAI wraps reader errors in RuntimeError
             if out_of_memory(error) is not None:
                 raise  # not the case's fault: the command line says what to change

@@ -115,9 +115,11 @@ class Predictor:
         data = {**data, "pred": MetaTensor(values, meta=data["image"].meta, applied_operations=data["image"].applied_operations)}
         return self.invert(data)["pred"].as_tensor()
 
-    def predict(self, case: Case, out: Path, save_probabilities: bool = False) -> Path:
+    def predict(self, case: Case, out: Path, save_probabilities: bool = False, dicom_seg: bool = False) -> Path:
         """Write ``out/<id>.nii.gz`` (a label map; with ``save_probabilities`` also
-        ``out/probabilities/<id>.nii.gz``) in the grid of the case's first channel file."""
+        ``out/probabilities/<id>.nii.gz``) in the grid of the case's first channel file; with
+        ``dicom_seg`` also ``out/<id>_seg.dcm``, a DICOM SEG over that channel's DICOM series, one
+        segment per class or region of the task."""
         self.check(case)
         probabilities = self.probabilities(case)
         shape, affine = read_grid(case.images[0])
@@ -129,16 +131,12 @@ class Predictor:
         _save(labels.astype(dtype), affine, case.images[0], target)
         if save_probabilities:
             _save(np.moveaxis(probabilities.numpy(), 0, -1).astype(np.float32), affine, case.images[0], out / "probabilities" / f"{case.id}.nii.gz")
+        if dicom_seg:
+            from gmim.segmentation.dicom_seg import write_segmentation
+
+            masks = self.task.masks(torch.as_tensor(labels)).numpy()
+            write_segmentation(masks, list(self.task.scored), case.images[0], out / f"{case.id}_seg.dcm", f"gmim {self.task.name}")
         return target
-
-
-    def write_dicom_seg(self, case: Case, label_map: Path, path: Path) -> None:
-        """The label map ``predict`` wrote for ``case`` (a DICOM series), as a DICOM SEG at ``path``
-        with one segment per class or region of the task."""
-        from gmim.segmentation.dicom_seg import write_segmentation
-
-        masks = self.task.masks(torch.as_tensor(np.asarray(nib.load(label_map).dataobj).astype(np.int64))).numpy()
-        write_segmentation(masks, list(self.task.scored), case.images[0], path, f"gmim {self.task.name}")
 
 
 def _save(array: np.ndarray, affine: np.ndarray, like: Path, path: Path) -> None:
