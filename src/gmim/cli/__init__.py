@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from gmim import __version__
+from gmim.errors import InputError
 
 #: Modules that each define ``add_parser(subparsers)``; the parser's ``run`` default does the work.
 COMMAND_MODULES = ("gmim.cli.demo", "gmim.cli.pretrain", "gmim.cli.finetune", "gmim.cli.predict", "gmim.cli.evaluate")
@@ -58,10 +59,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.run(args) or 0)
     try:
         return int(args.run(args) or 0)
-    except (ValueError, OSError) as error:  # InputError is a ValueError
+    except (InputError, OSError) as error:  # the user's to fix; any other error is a bug: its traceback
         print(f"gmim {args.command}: error: {error_message(error)}", file=sys.stderr)
         return 2
-    except RuntimeError as error:  # only out-of-memory is the user's to fix; anything else is a bug: its traceback
+    except RuntimeError as error:  # out-of-memory is the user's to fix too
         advice = out_of_memory(error)
         if advice is None:
             raise

@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 from gmim.data.sources import discover_cases
-from gmim.cli import out_of_memory
 from gmim.errors import InputError
 
 
@@ -46,8 +45,7 @@ def _require_output_folder(out: Path) -> None:
 def run(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
-    from gmim.data.caching import describe_load_error  # the network stack loads only when a run starts
-    from gmim.engine.device import resolve_device
+    from gmim.engine.device import resolve_device  # the network stack loads only when a run starts
     from gmim.segmentation.inference import Predictor
 
     _require_output_folder(args.out)  # before any inference, not after it
@@ -67,10 +65,8 @@ def run(args: argparse.Namespace) -> int:
     for case in tqdm(cases, desc="predict", unit="case", dynamic_ncols=True):
         try:
             predictor.predict(case, args.out, args.probabilities, dicom_seg=args.format == "dicom-seg")
-        except (ValueError, OSError, RuntimeError) as error:  # MONAI wraps reader errors in RuntimeError
-            if out_of_memory(error) is not None:
-                raise  # not the case's fault: the command line says what to change
-            failed.append(f"{case.id}: {describe_load_error(case, error)}")
+        except (InputError, OSError) as error:  # the case's fault; anything else stops the command
+            failed.append(f"{case.id}: {error}")
     print(f"{len(cases) - len(failed)} of {len(cases)} case(s) predicted into {args.out}")
     if failed:
         for line in failed:

@@ -19,11 +19,11 @@ from monai.data import Dataset, PersistentDataset
 from monai.transforms import Compose
 from torch.utils.data import Subset
 
-from gmim.data.checks import check_cases
+from gmim.data.checks import check_cases, reader_reason
 from gmim.data.sources import Case
 from gmim.errors import InputError
 
-__all__ = ["NamedErrorsDataset", "describe_load_error", "preload"]
+__all__ = ["NamedErrorsDataset", "SelfHealingPersistentDataset", "describe_load_error", "preload"]
 
 
 def describe_load_error(case: Case, error: BaseException) -> InputError:
@@ -33,9 +33,24 @@ def describe_load_error(case: Case, error: BaseException) -> InputError:
         cause = cause.__cause__
     if isinstance(cause, InputError):
         return cause
-    text = str(cause).strip()
-    reason = text.splitlines()[0][:200] if text else type(cause).__name__
-    return InputError(f"{case.images[0]}: cannot be loaded ({reason})")
+    return InputError(f"{case.images[0]}: cannot be loaded ({reader_reason(cause, case.images[0])})")
+
+
+class SelfHealingPersistentDataset(PersistentDataset):
+    """MONAI's disk cache, except that an entry it cannot read (a write cut short, a full disk) is
+    named, deleted and rebuilt from its source. MONAI rebuilds only entries with a bad pickle and
+    re-raises the rest, which then reads as a fault of the source image in every later run."""
+
+    def _cachecheck(self, item_transformed: Any) -> Any:
+        try:
+            return super()._cachecheck(item_transformed)
+        except Exception as error:
+            entry = self.cache_dir / f"{self.hash_func(item_transformed).decode('utf-8')}{self.transform_hash}.pt"
+            if not entry.is_file():
+                raise  # the source itself failed: not the cache's fault
+            warnings.warn(f"{entry}: unreadable disk-cache entry ({reader_reason(error)}); rebuilding it", stacklevel=2)
+            entry.unlink(missing_ok=True)
+            return super()._cachecheck(item_transformed)
 
 
 class NamedErrorsDataset(Dataset):
@@ -70,12 +85,13 @@ def preload(
     if cache == "disk":
         if cache_dir is None:
             raise ValueError("the disk cache needs a cache_dir")
-        source: Dataset = PersistentDataset(list(records), transform, cache_dir=cache_dir)
+        source: Dataset = SelfHealingPersistentDataset(list(records), transform, cache_dir=cache_dir)
     else:
         source = Dataset(list(records), transform)
 
     def load(index: int) -> Any:
         try:
+            check_cases([cases[index]], workers=1)  # a crafted header is refused before its voxels are read
             return source[index]
         except Exception as error:  # a corrupt file raises whatever its reader raises
             return describe_load_error(cases[index], error)

@@ -6,8 +6,12 @@ so checking a whole dataset costs little; only label values need the label voxel
 
 from __future__ import annotations
 
+import math
+import os
+import re
 from collections.abc import Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import nibabel as nib
@@ -17,7 +21,8 @@ from gmim.data.dicom import is_series_reference, itk_ras_affine, read_series, se
 from gmim.data.sources import Case
 from gmim.errors import InputError
 
-__all__ = ["Grid", "check_cases", "read_array", "read_grid", "read_label_values", "same_grid", "voxel_spacing"]
+__all__ = ["Grid", "Header", "check_cases", "check_header", "read_array", "read_grid", "read_header", "read_label_map",
+           "read_label_values", "reader_reason", "same_grid", "voxel_spacing"]
 
 #: Tolerance (mm) for affines to count as equal: header round-off, not different grids.
 AFFINE_TOLERANCE = 1e-3
@@ -25,37 +30,139 @@ AFFINE_TOLERANCE = 1e-3
 Grid = tuple[tuple[int, ...], np.ndarray]
 
 
-def _reason(error: Exception) -> str:
+def reader_reason(error: BaseException, path: Path | None = None) -> str:
+    """A reader's error in a few words: its first line, or for SimpleITK, whose message starts with a
+    source line of ITK, the reader's own words after "ERROR:" (the file named by its name only)."""
     text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
+    lines = [line for line in text.splitlines() if "ERROR:" in line]
+    if lines:
+        text = re.sub(r"\(0x[0-9a-f]+\)", "", lines[0].split("ERROR:", 1)[1]).strip()
+        return text.replace(str(path), path.name) if path is not None else text
+    if not text:
+        return type(error).__name__
+    line = text.splitlines()[0]
+    return line.split(". ")[0] if len(line) > 120 else line
 
 
 def _is_nifti(path: Path) -> bool:
     return path.name.lower().endswith((".nii", ".nii.gz"))
 
 
+#: Images are loaded as float32: one that would take more than this share of the machine's memory
+#: is refused from its header, before a reader allocates it.
+MEMORY_SHARE = 0.5
+#: Deflate (gzip) compresses at most 1032:1, so a ``.nii.gz`` can hold at most this many bytes of
+#: voxels per byte of file; a header that claims more is truncated or crafted.
+DEFLATE_MAX_RATIO = 1032
+
+
+@dataclass(frozen=True)
+class Header:
+    """What an image file's header claims, read without its voxels."""
+
+    shape: tuple[int, ...]  # every axis, the spatial ones first
+    dtype: np.dtype
+    affine: np.ndarray  # RAS voxel-to-world of the spatial axes
+    #: Bytes of voxels the file must hold for its header to be true (None: not known from the file size).
+    stored_bytes: int | None = None
+
+    @property
+    def voxels(self) -> int:
+        return math.prod(self.shape)
+
+
+def _nifti_header(path: Path) -> Header:
+    image = nib.load(path)
+    header = image.header
+    shape = tuple(int(n) for n in header.get_data_shape())
+    dtype = np.dtype(header.get_data_dtype())
+    if path.name.lower().endswith(".gz"):
+        stored = -(-math.prod(shape) * dtype.itemsize // DEFLATE_MAX_RATIO)
+    else:
+        stored = int(header.get("vox_offset", 0)) + math.prod(shape) * dtype.itemsize
+    return Header(shape, dtype, np.asarray(image.affine, dtype=np.float64), stored)
+
+
+def _itk_header(path: Path) -> Header:
+    import SimpleITK as sitk
+
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    reader.ReadImageInformation()
+    shape = tuple(int(n) for n in reader.GetSize())
+    if reader.GetNumberOfComponents() > 1:  # vector pixels: one more axis
+        shape = (*shape, int(reader.GetNumberOfComponents()))
+    dtype = _itk_dtype(sitk.GetPixelIDValueAsString(reader.GetPixelID()))
+    return Header(shape, dtype, itk_ras_affine(reader))
+
+
+def _itk_dtype(pixel: str) -> np.dtype:
+    """The NumPy type of one of SimpleITK's pixel type names ("16-bit signed integer", "complex of
+    32-bit float", "vector of 8-bit unsigned integer")."""
+    bits = int(re.search(r"(\d+)-bit", pixel).group(1))  # type: ignore[union-attr]
+    if "complex" in pixel:
+        return np.dtype(f"c{2 * bits // 8}")
+    kind = "f" if "float" in pixel else "u" if "unsigned" in pixel else "i"
+    return np.dtype(f"{kind}{bits // 8}")
+
+
+def _memory_bytes() -> int:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def _size(n: float) -> str:
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{int(n)} bytes"
+
+
+def check_header(path: Path, header: Header) -> None:
+    """Refuse, naming the file, what no reader should be asked to load: not one 3D volume, an empty
+    or complex image, a zero or non-finite voxel size, a header that claims more voxels than the
+    file holds, or a volume too large for the machine's memory."""
+    shape = header.shape
+    dims = "×".join(map(str, shape))
+    if len(shape) < 3:
+        raise InputError(f"{path}: a {len(shape)}D image ({dims}), expected 3D")
+    if any(n > 1 for n in shape[3:]):
+        raise InputError(f"{path}: a {len(shape)}D image ({dims}), expected one 3D volume per file "
+                         "(give each channel or time point as a file of its own)")
+    if 0 in shape[:3]:
+        raise InputError(f"{path}: an empty image ({dims} voxels)")
+    if header.dtype.kind == "c":
+        raise InputError(f"{path}: complex voxels ({header.dtype}); give a real-valued image (e.g. the magnitude)")
+    spacing = np.sqrt((header.affine[:3, :3] ** 2).sum(0))
+    if not np.all(np.isfinite(header.affine)) or not np.all(spacing > 0):
+        raise InputError(f"{path}: voxel size {tuple(round(float(v), 6) for v in spacing)} mm in its header: "
+                         "must be finite and positive")
+    claimed = header.voxels * header.dtype.itemsize
+    if header.stored_bytes is not None and path.stat().st_size < header.stored_bytes:
+        raise InputError(f"{path}: its header claims {dims} {header.dtype} voxels ({_size(claimed)}), more "
+                         f"than its {path.stat().st_size} bytes can hold: truncated or not an image")
+    needed, memory = header.voxels * 4, _memory_bytes()
+    if needed > MEMORY_SHARE * memory:
+        raise InputError(f"{path}: {dims} voxels take {_size(needed)} as float32, more than "
+                         f"{MEMORY_SHARE:.0%} of this machine's {_size(memory)} memory")
+
+
+def read_header(path: Path) -> Header:
+    """The header of an image file, checked by :func:`check_header`."""
+    try:
+        header = _nifti_header(path) if _is_nifti(path) else _itk_header(path)
+    except Exception as error:  # nibabel and SimpleITK raise many types for a corrupt file
+        raise InputError(f"{path}: not a readable image ({reader_reason(error, path)})") from error
+    check_header(path, header)
+    return header
+
+
 def read_grid(path: Path) -> Grid:
     """The spatial shape and the RAS voxel-to-world affine of an image file or DICOM series, from
-    its headers."""
+    its headers (checked by :func:`check_header`)."""
     if is_series_reference(path):
         return series_grid(path)
-    try:
-        if _is_nifti(path):
-            image = nib.load(path)
-            return tuple(int(n) for n in image.shape[:3]), np.asarray(image.affine, dtype=np.float64)
-        import SimpleITK as sitk
-
-        reader = sitk.ImageFileReader()
-        reader.SetFileName(str(path))
-        reader.ReadImageInformation()
-        dim = reader.GetDimension()
-        if dim < 3:
-            raise InputError(f"{path}: a {dim}D image, expected 3D")
-        return tuple(int(n) for n in reader.GetSize()[:3]), itk_ras_affine(reader)
-    except InputError:
-        raise
-    except Exception as error:  # nibabel and SimpleITK raise many types for a corrupt file
-        raise InputError(f"{path}: not a readable image ({_reason(error)})") from error
+    header = read_header(path)
+    return header.shape[:3], header.affine
 
 
 def voxel_spacing(affine: np.ndarray) -> tuple[float, float, float]:
@@ -68,25 +175,39 @@ def same_grid(a: Grid, b: Grid) -> bool:
 
 
 def read_array(path: Path) -> np.ndarray:
-    """The voxels of an image file or DICOM series, axes in nibabel's (i, j, k) order whatever the format."""
+    """The voxels of an image file or DICOM series as one 3D array, axes in nibabel's (i, j, k) order
+    whatever the format; the header is checked first."""
     if is_series_reference(path):
         return np.asarray(read_series(path).dataobj)
+    shape = read_header(path).shape[:3]
     try:
         if _is_nifti(path):
-            return np.asarray(nib.load(path).dataobj)
+            return np.asarray(nib.load(path).dataobj).reshape(shape)
         import SimpleITK as sitk
 
-        return sitk.GetArrayFromImage(sitk.ReadImage(str(path))).transpose(2, 1, 0)
+        return sitk.GetArrayFromImage(sitk.ReadImage(str(path))).transpose(2, 1, 0).reshape(shape)
     except Exception as error:
-        raise InputError(f"{path}: not a readable image ({_reason(error)})") from error
+        raise InputError(f"{path}: not a readable image ({reader_reason(error, path)})") from error
+
+
+def read_label_map(path: Path) -> np.ndarray:
+    """The voxels of a label map as integers, refused when any is NaN, infinite or fractional (a
+    probability map or a resampled label is not a label map)."""
+    array = read_array(path)
+    if array.dtype.kind == "f":
+        finite = np.isfinite(array)
+        if not finite.all():
+            raise InputError(f"{path}: label map holds {int((~finite).sum())} NaN or infinite voxel(s)")
+        fractional = array != np.round(array)
+        if fractional.any():
+            raise InputError(f"{path}: label map holds non-integer values (e.g. {array[fractional][0]:g}); "
+                             "labels are whole numbers")
+    return array.astype(np.int64)
 
 
 def read_label_values(path: Path) -> np.ndarray:
     """The distinct values of a label map, refused when they are not integers."""
-    values = np.unique(read_array(path))
-    if not np.all(values == np.round(values)):
-        raise InputError(f"{path}: label map holds non-integer values (e.g. {values[values != np.round(values)][0]})")
-    return values.astype(np.int64)
+    return np.unique(read_label_map(path))
 
 
 def _check_case(case: Case, label_values: Collection[int] | None) -> None:

@@ -15,6 +15,7 @@ task's training targets.
 from __future__ import annotations
 
 import logging
+import math
 import warnings
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
@@ -42,7 +43,7 @@ from monai.transforms import (
 )
 
 from gmim.data.dicom import is_series_reference, read_series
-from gmim.errors import InputError
+from gmim.errors import InputError, refuse_out_of_range
 
 __all__ = [
     "CT_PRETRAIN_WINDOW",
@@ -74,6 +75,18 @@ class Preprocessing:
     #: Voxel spacing in mm to resample to; null keeps each scan's own.
     spacing: tuple[float, float, float] | None = None
     orientation: str = "RAS"
+
+    def check(self) -> None:
+        """Refuse settings that would divide by zero or resample to nothing, before any work."""
+        low, high = self.window
+        refuse_out_of_range([
+            (math.isfinite(low) and math.isfinite(high) and low < high, "preprocessing.window",
+             f"a finite [low, high] with low < high, got [{low:g}, {high:g}]"),
+            (self.spacing is None or all(math.isfinite(v) and v > 0 for v in self.spacing), "preprocessing.spacing",
+             f"positive finite sizes in mm or null, got {list(self.spacing or [])}"),
+            (len(self.orientation) == 3 and all(sum(c in pair for c in self.orientation.upper()) == 1 for pair in ("LR", "AP", "SI")),
+             "preprocessing.orientation", f"one of L/R, A/P and S/I per axis (e.g. RAS), got {self.orientation!r}"),
+        ])
 
 
 class DicomSeriesReader(NibabelReader):

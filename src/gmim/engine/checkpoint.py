@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pickle
 import random
+import re
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -62,6 +63,11 @@ def save_checkpoint(path: str | Path, checkpoint: dict[str, Any]) -> None:
         torch.save(checkpoint, tmp)
 
 
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """A checkpoint dict read with ``weights_only=True``; unreadable or foreign files → InputError."""
     path = Path(path)
@@ -69,9 +75,14 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise InputError(f"{path}: checkpoint not found")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError, ValueError) as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise InputError(f"{path}: not a readable PyTorch checkpoint ({first})") from error
+    except pickle.UnpicklingError as error:  # PyTorch's message advises weights_only=False: not here
+        refused = re.search(r"unsupported (?:global: )?GLOBAL ([\w.]+)", str(error), re.IGNORECASE)
+        if refused is None:
+            raise InputError(f"{path}: not a readable PyTorch checkpoint ({_first_line(error)})") from error
+        raise InputError(f"{path}: refused: it holds {refused.group(1)}, not only tensors and plain values; "
+                         "gmim loads weights only, so that no checkpoint can run code") from error
+    except (RuntimeError, zipfile.BadZipFile, EOFError, ValueError) as error:
+        raise InputError(f"{path}: not a readable PyTorch checkpoint ({_first_line(error)})") from error
     if not isinstance(checkpoint, dict):
         raise InputError(f"{path}: expected a checkpoint dictionary, got {type(checkpoint).__name__}")
     return checkpoint

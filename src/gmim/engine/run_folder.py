@@ -3,6 +3,7 @@ settings it started with."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
@@ -13,12 +14,27 @@ from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from gmim.config import flatten, load_config, to_dict
 from gmim.errors import InputError
 
-__all__ = ["RunLock", "check_run_folder"]
+__all__ = ["RunLock", "check_run_folder", "written_by"]
 
 LOCK_NAME = ".gmim.lock"
+#: The section of a run's ``config.yaml`` that only one command writes, and that command.
+_OWN_SECTIONS = {"masking": "gmim pretrain", "task": "gmim finetune"}
+
+
+def written_by(config: Path) -> str | None:
+    """The command whose run folder holds ``config``, from its sections (None: not known)."""
+    try:
+        sections = yaml.safe_load(config.read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+    if not isinstance(sections, dict):
+        return None
+    return next((command for section, command in _OWN_SECTIONS.items() if section in sections), None)
 
 
 def _require_folder(out: Path) -> None:
@@ -93,6 +109,10 @@ def check_run_folder(config: Any, out: Path, resume: bool, may_change: Collectio
         return
     if not (out / "last.pt").is_file():
         raise InputError(f"--resume: {out / 'last.pt'} not found")
+    writer = written_by(out / "config.yaml")
+    sections = {field.name for field in dataclasses.fields(config)}
+    if writer is not None and not any(_OWN_SECTIONS[s] == writer for s in sections & _OWN_SECTIONS.keys()):
+        raise InputError(f"--resume: {out} holds a {writer} run; resume it with {writer}")
     saved = flatten(to_dict(load_config(type(config), out / "config.yaml")))
     for key in inherit:
         *sections, name = key.split(".")

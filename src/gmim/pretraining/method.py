@@ -72,8 +72,10 @@ def _check_config(config: PretrainConfig) -> None:
         (config.train.picture_every >= 0, "train.picture_every", ">= 0"),
         (0 <= masking.drop_probability <= 1, "masking.drop_probability", "in [0, 1]"),
         (0 <= masking.decay <= 1, "masking.decay", "in [0, 1]"),
+        (0 <= model.dropout_path_rate <= 1, "model.dropout_path_rate", "in [0, 1]"),
     ]
     refuse_out_of_range(checks)
+    config.preprocessing.check()
     GridMaskPlanner(masking.grids, masking.base_ratio, masking.scale, masking.dynamic, cells=masking.cells)
     GMIMLoss(config.loss.alpha_cc, config.loss.alpha_rec, config.loss.off_diagonal_weight)
     if not 0 <= model.target_momentum < 1:

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gmim.data.checks import read_array, read_grid, same_grid, voxel_spacing
+from gmim.data.checks import read_grid, read_label_map, same_grid, voxel_spacing
 from gmim.data.sources import case_id, discover_cases, is_image_file
 from gmim.errors import InputError
 from gmim.segmentation.metrics import dice_scores, hd95_scores
@@ -91,7 +91,7 @@ def pair_cases(predictions: Path, references: Path) -> tuple[list[tuple[str, Pat
 
 def infer_task(references: list[Path]) -> Task:
     """A multiclass task with the label values found in the references (when no task is given)."""
-    values = sorted(set().union(*(np.unique(read_array(p)).astype(int).tolist() for p in references)) - {0})
+    values = sorted(set().union(*(np.unique(read_label_map(p)).tolist() for p in references)) - {0})
     if not values:
         raise InputError(f"{references[0]}: references hold no foreground; give the task with --task")
     return Task(name="labels", labels={"background": 0, **{f"label{v}": v for v in values}})
@@ -109,11 +109,11 @@ def evaluate(predictions: Path, references: Path, task: Task | None = None) -> t
             raise InputError(f"{pred_path}: not on the grid of its reference {ref_path} (shape {pred_grid[0]} vs {ref_grid[0]}, or affine)")
         arrays = []
         for path in (pred_path, ref_path):
-            array = np.asarray(read_array(path))
-            unknown = sorted(set(np.unique(array).astype(int).tolist()) - allowed)
+            array = read_label_map(path)
+            unknown = sorted(set(np.unique(array).tolist()) - allowed)
             if unknown:
                 raise InputError(f"{path}: label values {unknown} are not in the task (known: {sorted(allowed)})")
-            arrays.append(task.masks(torch.from_numpy(array.astype(np.int64))))
+            arrays.append(task.masks(torch.from_numpy(array)))
         result.dice[name] = dice_scores(*arrays).tolist()
         result.hd95[name] = hd95_scores(*arrays, voxel_spacing(ref_grid[1])).tolist()
     return result, pairs

@@ -21,10 +21,12 @@ from monai.transforms import Compose, Invertd
 
 from gmim.atomic import atomic_path
 from gmim.config import load_config
+from gmim.data.caching import describe_load_error
 from gmim.data.checks import check_cases, read_grid
 from gmim.data.sources import Case
 from gmim.data.transforms import load_transforms
 from gmim.engine.precision import MixedPrecision
+from gmim.engine.run_folder import written_by
 from gmim.errors import InputError
 from gmim.segmentation.config import FinetuneConfig
 from gmim.segmentation.network import build_network, load_run_weights
@@ -65,6 +67,10 @@ def find_run(model: Path) -> tuple[Path, Path]:
     config = folder / "config.yaml"
     if not config.is_file():
         raise InputError(f"{config}: not found; a model needs the config.yaml of its run beside it")
+    writer = written_by(config)
+    if writer is not None and writer != "gmim finetune":
+        raise InputError(f"{model}: a {writer} run, not a gmim finetune one: predict needs a fine-tuned model "
+                         f"(an encoder.pt starts one: gmim finetune --pretrained)")
     return config, weights
 
 
@@ -99,7 +105,10 @@ class Predictor:
 
     def probabilities(self, case: Case) -> torch.Tensor:
         """Class or region probabilities (C, ...) on the grid of the case's first channel file."""
-        data = self.transform(case.as_dict())
+        try:
+            data = self.transform(case.as_dict())
+        except Exception as error:  # a reader raises what it raises; MONAI wraps it in RuntimeError
+            raise describe_load_error(case, error) from error
         image = data["image"].as_tensor()[None].to(self.device)  # no MetaTensor bookkeeping in the network
         axes = [(), *(c for n in (1, 2, 3) for c in itertools.combinations((2, 3, 4), n))] if self.config.inference.flip_tta else [()]
         total = torch.zeros((), device=self.device)

@@ -84,6 +84,7 @@ def resolve_config(config: FinetuneConfig, paths: Sequence[Path], cases: Sequenc
     elif config.model.in_channels != n_channels:
         raise InputError(f"model.in_channels {config.model.in_channels}: the data have {n_channels} channel(s) ({cases[0].images[0]})")
     check_model_config(config.model)
+    config.preprocessing.check()
     train, overlap = config.train, config.inference.overlap
     checks = [
         (train.samples_per_volume > 0, "train.samples_per_volume", "positive"),
