@@ -155,9 +155,16 @@ def test_preprocessing_settings_are_checked(scan, tmp_path, capsys, setting, exp
         assert expected in _one_line_error(capsys, argv, argv[0])
 
 
-def test_dropout_path_rate_is_named(scan, tmp_path, capsys):
-    last = _one_line_error(capsys, ["pretrain", scan["image"], "--out", tmp_path / "p", *PRETRAIN, "--set", "model.dropout_path_rate=2"], "pretrain")
-    assert last.endswith("model.dropout_path_rate must be in [0, 1]")
+@pytest.mark.parametrize(("command", "setting", "expected"), [
+    ("pretrain", ["--set", "model.dropout_path_rate=2"], "model.dropout_path_rate must be in [0, 1]"),
+    ("pretrain", ["--set", "train.seed=-1"], "train.seed must be >= 0"),
+    ("finetune", ["--set", "train.seed=-1"], "train.seed must be >= 0"),
+    ("finetune", ["--lr", "nan"], "train.lr must be positive and finite"),
+])
+def test_settings_out_of_range_name_their_key(scan, tmp_path, capsys, command, setting, expected):
+    data = scan["image"] if command == "pretrain" else _datalist(tmp_path / "d.json", scan["image"], scan["label"])
+    options = PRETRAIN if command == "pretrain" else FINETUNE
+    assert _one_line_error(capsys, [command, data, "--out", tmp_path / "run", *options, *setting], command).endswith(expected)
 
 
 def _run_folder(path: Path, config: object) -> Path:
@@ -216,3 +223,13 @@ def test_a_truncated_disk_cache_entry_is_named_and_rebuilt(scan, tmp_path):
     assert any(f"{entry}: unreadable disk-cache entry" in str(w.message) for w in caught)
     torch.testing.assert_close(torch.as_tensor(volume), torch.as_tensor(expected))
     assert entry.stat().st_size > 100  # rebuilt whole
+
+
+def test_an_output_folder_that_cannot_be_one_is_refused_before_any_work(scan, tmp_path, capsys):
+    taken = tmp_path / "taken"
+    taken.write_text("")
+    (tmp_path / "predictions").mkdir()
+    (tmp_path / "predictions" / "label.nii.gz").write_bytes(scan["label"].read_bytes())
+    for out, expected in ((taken, f"--out {taken}: is a file, not a folder"), (taken / "sub", f"--out {taken / 'sub'}: cannot be created")):
+        last = _one_line_error(capsys, ["evaluate", tmp_path / "predictions", scan["root"], "--out", out], "evaluate")
+        assert expected in last

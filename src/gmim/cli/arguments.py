@@ -1,16 +1,18 @@
-"""Command-line arguments shared by the training commands: ``--config``, ``--set`` and the direct
-flags that stand for config keys (the same flags mean the same keys in every command)."""
+"""Command-line arguments shared by the commands: ``--config``, ``--set`` and the direct flags that
+stand for config keys (the same flags mean the same keys in every command), and ``--out`` folders."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 from collections.abc import Mapping
+from pathlib import Path
 
 from gmim.config import preset_names
 from gmim.errors import InputError
 
-__all__ = ["TRAINING_FLAGS", "add_config_arguments", "add_training_arguments", "flag_overrides"]
+__all__ = ["TRAINING_FLAGS", "add_config_arguments", "add_training_arguments", "flag_overrides", "require_output_folder"]
 
 #: The training flags of every training command → config keys.
 TRAINING_FLAGS = {
@@ -65,3 +67,15 @@ def flag_overrides(args: argparse.Namespace, flags: Mapping[str, str]) -> list[s
     if getattr(args, "epochs", None) is not None:
         overrides.append("train.steps=null")
     return overrides
+
+
+def require_output_folder(out: Path) -> None:
+    """Create ``--out`` or refuse it, before any work whose results it would receive."""
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out}: is a file, not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise InputError(f"--out {out}: cannot be created ({error.strerror})") from error
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise InputError(f"--out {out}: not writable")

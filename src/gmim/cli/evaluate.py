@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from gmim.atomic import atomic_path
+from gmim.cli.arguments import require_output_folder
 from gmim.config import load_config
 from gmim.data.sources import discover_cases
 from gmim.errors import InputError
@@ -91,8 +92,10 @@ def run(args: argparse.Namespace) -> int:
     from gmim.segmentation.metrics import CONVENTIONS
     from gmim.segmentation.overlays import save_overlay
 
-    result, pairs = evaluate(args.predictions, args.references, _task(args.task))
+    if args.out is not None:
+        require_output_folder(args.out)  # before the scoring, not after it
     out = args.out or (args.predictions if args.predictions.is_dir() else args.predictions.parent)
+    result, pairs = evaluate(args.predictions, args.references, _task(args.task))
     print(_table(result))
     for line in CONVENTIONS:
         print(f"  {line}")

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
+from gmim.cli.arguments import require_output_folder
 from gmim.data.sources import discover_cases
 from gmim.errors import InputError
 
@@ -31,24 +31,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run)
 
 
-def _require_output_folder(out: Path) -> None:
-    if out.exists() and not out.is_dir():
-        raise InputError(f"--out {out}: is a file, not a folder")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise InputError(f"--out {out}: cannot be created ({error.strerror})") from error
-    if not os.access(out, os.W_OK | os.X_OK):
-        raise InputError(f"--out {out}: not writable")
-
-
 def run(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from gmim.engine.device import resolve_device  # the network stack loads only when a run starts
     from gmim.segmentation.inference import Predictor
 
-    _require_output_folder(args.out)  # before any inference, not after it
+    require_output_folder(args.out)  # before any inference, not after it
     predictor = Predictor(args.model, resolve_device(args.device), flip_tta=args.tta, overlap=args.overlap)
     cases = discover_cases(args.inputs, same_channels=False)  # each case is checked against the model
     ids = [c.id for c in cases]
