@@ -32,21 +32,37 @@ The probe (a preset's ``probe_labels``): every arm fine-tuned once more with its
 that only Swin UNETR's convolutional decoder learns. When a frozen random encoder does as well as a
 trained one, the task does not use what an encoder learns, and no pre-training can show in it.
 
+The linear probe (:mod:`linear_probe`, every preset): each arm's frozen encoder alone, its hidden
+states upsampled to the voxel grid and a logistic regression on them, fitted on the labelled pool
+and scored per class on the test sets. No decoder and no full-resolution convolution can make up
+for the encoder there, so it shows what pre-training put into the features; ``scratch`` is the
+random initial encoder every arm starts from.
+
+The run's time (:mod:`time_window`): before it starts the script prints its plan and an estimate
+from the preset's per-part figures for the device kind it runs on (``seconds``), times every phase,
+and with a budget (``budget_minutes``, ``--budget-minutes``) reports a phase that ran over its share
+and shortens what remains: later fine-tuning seeds first, then fine-tuning steps, then the
+pre-training steps of arms still to come. The ``gpu-window`` preset fits one H100 in 9 minutes.
+
     python benchmarks/label_efficiency.py --preset smoke --out runs/le_smoke      # minutes
-    python benchmarks/label_efficiency.py --preset cpu                            # < 1 h, 2 cores
+    python benchmarks/label_efficiency.py --preset cpu                            # about 1 h, 2 cores
     python benchmarks/label_efficiency.py --preset cpu-long --out runs/cpu_long   # 4× pre-training
     python benchmarks/label_efficiency.py --preset cpu-context --out runs/cpu_context  # deep CSF too
-    python benchmarks/label_efficiency.py --preset gpu --device cuda --docs docs  # and docs/results.md
+    python benchmarks/label_efficiency.py --preset gpu-window --plan              # the plan, nothing run
+    python benchmarks/label_efficiency.py --preset gpu-window --device cuda --out runs/gpu_window  # ≤ 9 min, H100
+    python benchmarks/label_efficiency.py --preset gpu --device cuda --docs docs  # hours; and docs/results.md
 
 Runs that finished are reused: rerunning after an interruption goes on where it stopped (an
 interrupted pre-training resumes from its ``last.pt``). ``OUT`` holds ``results.json`` (every run's
-numbers), ``results.md`` (the tables), ``dice_vs_labels.png`` and ``examples.png``.
+numbers, the linear probe's, the plan as it ran and each phase's time), ``results.md`` (the tables),
+``dice_vs_labels.png`` and ``examples.png``.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import shlex
 import shutil
@@ -64,6 +80,7 @@ from gmim.atomic import atomic_path
 from gmim.errors import InputError
 from gmim.pretraining.config import AS_RUN
 from gmim.sample_data import TISSUE_VALUES, brain_tissue, deformed_copies
+from time_window import PARTS, Plan, Window, check_figures
 
 PRESETS = Path(__file__).resolve().parent / "presets"
 
@@ -86,6 +103,9 @@ TASK_LABELS = {"background": 0, "grey_matter": 1, "white_matter": 2, "deep_csf":
 #: The class that needs context, reported on its own, and its name in tables.
 CONTEXT_CLASS, CONTEXT_NAME = "deep_csf", "deep CSF"
 TEST_SETS = {"icbm152": "ICBM152, other seeds (the brain the labels come from)", "itk": "ITK example brain and copies (another brain)"}
+#: Labelled voxels per subject the linear probe is fitted on (a random subsample), and voxels
+#: classified at a time when it predicts.
+PROBE_VOXELS, PROBE_CHUNK = 20_000, 100_000
 #: Seeds of the deformations: each pool its own, so no subject is in two pools.
 POOL_SEEDS = {"unlabelled": 1000, "labelled": 2000, "icbm152": 3000, "itk": 4000}
 
@@ -112,6 +132,11 @@ class Preset:
     probe_labels: list[int] = dataclasses.field(default_factory=list)
     #: Whether deep CSF, the class that needs context, is a class of the task.
     context_class: bool = False
+    #: Device kind (``cpu``, ``h100``, …) → seconds of each part of a run
+    #: (:data:`time_window.PARTS`) at this preset's sizes: the plan's estimate.
+    seconds: dict[str, dict[str, float]] = dataclasses.field(default_factory=dict)
+    #: The run's time window, start-up included; None: no budget (``--budget-minutes`` sets one).
+    budget_minutes: float | None = None
 
     @property
     def task_labels(self) -> dict[str, int]:
@@ -149,6 +174,9 @@ class Preset:
             raise InputError(f"{where}: probe_labels {self.probe_labels} must lie between 1 and labelled ({self.labelled})")
         if not self.seeds:
             raise InputError(f"{where}: seeds must list at least one seed")
+        check_figures(self.seconds, str(where))
+        if self.budget_minutes is not None:
+            check_budget(self.budget_minutes, f"{where}: budget_minutes")
         clash = sorted(set(self.extra_arms) & set(ARMS))
         if clash:
             raise InputError(f"{where}: extra_arms {clash} are built-in arms")
@@ -162,6 +190,12 @@ class Preset:
         """The patch merging ``arm``'s encoder is pre-trained with, which its fine-tuning must share."""
         settings = dict(item.split("=", 1) for item in self.all_arms[arm] or [])
         return str(yaml.safe_load(settings.get("model.patch_merging", "monai")))
+
+
+def check_budget(minutes: float, where: str) -> float:
+    if isinstance(minutes, bool) or not isinstance(minutes, int | float) or not minutes > 0:
+        raise InputError(f"{where} {minutes}: must be a positive number of minutes")
+    return float(minutes)
 
 
 def check_arms(arms: Sequence[str], known: dict[str, Any], where: str) -> list[str]:
@@ -241,17 +275,23 @@ def _config(cls: type, section: dict[str, Any], path: Path, overrides: Sequence[
     return load_config(cls, path, overrides, presets=presets)
 
 
-def weight_change(config: Any, encoder: Path) -> float:
-    """How far pre-training moved the encoder: ‖w − w₀‖ / ‖w₀‖ over its floating-point tensors, with
-    w₀ its initial weights, built again from the run's seed. Near 0: it fine-tunes as from scratch."""
-    import torch
-
+def initial_encoder(config: Any) -> Any:
+    """The encoder a pre-training with ``config`` starts from, built again from its seed: what every
+    arm starts from, and the ``scratch`` arm's frozen encoder in the linear probe."""
     from gmim.engine.device import seed_everything
     from gmim.pretraining.method import build_model
 
     config.model.in_channels = 1  # the benchmark's subjects are single T1 images
     seed_everything(config.train.seed)  # as pre-training does right before it builds the model
-    initial = build_model(config).encoder.state_dict()
+    return build_model(config).encoder
+
+
+def weight_change(config: Any, encoder: Path) -> float:
+    """How far pre-training moved the encoder: ‖w − w₀‖ / ‖w₀‖ over its floating-point tensors, with
+    w₀ its initial weights, built again from the run's seed. Near 0: it fine-tunes as from scratch."""
+    import torch
+
+    initial = initial_encoder(config).state_dict()
     trained = torch.load(encoder, map_location="cpu", weights_only=True)
     names = [name for name, value in initial.items() if value.is_floating_point()]
     moved = sum(float((trained[n].float() - initial[n].float()).pow(2).sum()) for n in names)
@@ -270,17 +310,22 @@ class Benchmark:
     def run_folder(self, arm: str, labels: int, seed: int, frozen: bool = False) -> Path:
         return self.out / "finetune" / arm / f"{'frozen_' * frozen}labels{labels}_seed{seed}"
 
-    def pretrain(self, arm: str) -> Path | None:
-        """Pre-train ``arm`` once (resuming an interrupted run); the encoder, or None for ``scratch``."""
-        overrides = self.preset.all_arms[arm]
-        if overrides is None:
-            return None
+    def pretrain_config(self, arm: str, steps: int | None = None) -> Any:
+        """``arm``'s pre-training settings (``scratch``: GMIM's, whose initial weights every arm shares)."""
         from gmim.pretraining.config import PretrainConfig
+
+        overrides = [*(self.preset.all_arms[arm] or []), f"train.device={self.device}"] + ([f"train.steps={steps}"] if steps else [])
+        return _config(PretrainConfig, self.preset.pretrain, self.out / "configs" / "pretrain.yaml", overrides, "pretrain")
+
+    def pretrain(self, arm: str, steps: int | None = None) -> Path | None:
+        """Pre-train ``arm`` once, ``steps`` steps (default the preset's), resuming an interrupted
+        run; the encoder, or None for ``scratch``."""
+        if self.preset.all_arms[arm] is None:
+            return None
         from gmim.pretraining.method import pretrain
 
         run = self.out / "pretrain" / arm
-        config = _config(PretrainConfig, self.preset.pretrain, self.out / "configs" / "pretrain.yaml",
-                         [*overrides, f"train.device={self.device}"], "pretrain")
+        config = self.pretrain_config(arm, steps)
         done = run / "done.json"
         if not done.is_file():
             print(f"pre-training {arm} ({config.train.steps} steps)", flush=True)
@@ -293,9 +338,92 @@ class Benchmark:
             write_json(done, {**record, "weight_change": weight_change(config, run / "encoder.pt")})
         return run / "encoder.pt"
 
-    def finetune(self, arm: str, labels: int, seed: int, encoder: Path | None, frozen: bool = False) -> dict[str, Any]:
+    def linear_probe(self, arm: str, encoder: Path | None) -> dict[str, Any]:
+        """The linear probe (:mod:`linear_probe`) of ``arm``'s frozen encoder (``scratch``: the initial
+        weights every arm starts from), fitted on the whole labelled pool: a probe asks what the
+        features hold, not how few labels find it. Dice per class and test subject, on the
+        preprocessed grid (reused when saved)."""
+        path = self.out / "linear_probe" / f"{arm}.json"
+        if path.is_file():
+            return json.loads(path.read_text())
+        import torch
+
+        from gmim.engine.device import resolve_device
+        from gmim.engine.precision import MixedPrecision
+        from gmim.segmentation.metrics import dice_scores
+        from linear_probe import LinearProbe, all_voxels, hidden_states, sample_features
+
+        print(f"linear probe of {arm}'s frozen encoder", flush=True)
+        start = time.perf_counter()
+        device = resolve_device(self.device)
+        config, subjects = self._probe_subjects
+        frozen = initial_encoder(self.pretrain_config(arm))
+        if encoder is not None:
+            frozen.load_state_dict(torch.load(encoder, map_location="cpu", weights_only=True))
+        frozen.to(device).eval()
+        precision = MixedPrecision(device, config.train.mixed_precision)
+        values = torch.tensor(config.task.label_values, device=device)
+
+        def states(image: torch.Tensor) -> list[torch.Tensor]:
+            with precision.autocast():
+                return hidden_states(frozen, image[None].to(device), config.model.roi, config.inference.overlap,
+                                     config.inference.sw_batch_size)
+
+        features, targets = [], []
+        generator = torch.Generator().manual_seed(0)
+        for image, label in subjects["labelled"].values():
+            maps, shape = states(image), label.shape[1:]
+            voxels = all_voxels(shape)
+            voxels = voxels[torch.randperm(len(voxels), generator=generator)[:PROBE_VOXELS]].to(device)
+            features.append(sample_features(maps, [2 * n for n in maps[0].shape[2:]], voxels))
+            targets.append(torch.searchsorted(values, label[0].to(device)[tuple(voxels.T)].long()))
+        probe = LinearProbe.fit(torch.cat(features), torch.cat(targets), len(values))
+        del features, targets
+        test = {}
+        for test_set in TEST_SETS:
+            dice = {}
+            for name, (image, label) in subjects[test_set].items():
+                maps, shape = states(image), label.shape[1:]
+                voxels = all_voxels(shape).to(device)
+                grid = [2 * n for n in maps[0].shape[2:]]
+                classes = torch.cat([probe.predict(sample_features(maps, grid, chunk)) for chunk in voxels.split(PROBE_CHUNK)])
+                predicted = values[classes].view(shape).cpu()
+                dice[name] = dice_scores(config.task.masks(predicted), config.task.masks(label[0].long())).tolist()
+            per_class = np.mean(list(dice.values()), axis=0)
+            names = list(config.task.scored)
+            test[test_set] = {"names": names, "dice": dice, "class_dice": dict(zip(names, per_class.tolist(), strict=True)),
+                              "mean_dice": float(per_class.mean())}
+        result = {"arm": arm, "voxels": sum(min(PROBE_VOXELS, int(np.prod(label.shape[1:]))) for _, label in subjects["labelled"].values()),
+                  "features": int(probe.mean.numel()), "seconds": time.perf_counter() - start, "test": test}
+        write_json(path, result)
+        return result
+
+    @functools.cached_property
+    def _probe_subjects(self) -> tuple[Any, dict[str, dict[str, tuple[Any, Any]]]]:
+        """The fine-tuning settings, and the labelled and test subjects preprocessed as fine-tuning
+        reads them: pool → subject → (image, label), each (1, D, H, W) on the CPU."""
+        from monai.transforms import Compose
+
+        from gmim.data.sources import discover_cases
+        from gmim.data.transforms import load_transforms
+        from gmim.segmentation.config import FinetuneConfig
+
+        config = _config(FinetuneConfig, self.preset.finetune, self.out / "configs" / "finetune.yaml",
+                         ["task.name=tissue", f"task.labels={json.dumps(self.preset.task_labels)}", "data.fold=all"], "finetune")
+        transform = Compose(load_transforms(config.preprocessing, label=True))
+        subjects = {}
+        for pool in ("labelled", *TEST_SETS):
+            subjects[pool] = {}
+            for case in discover_cases([self.datalists[pool]]):
+                data = transform(case.as_dict())
+                subjects[pool][case.id] = (data["image"].as_tensor(), data["label"].as_tensor())
+        return config, subjects
+
+    def finetune(self, arm: str, labels: int, seed: int, encoder: Path | None, frozen: bool = False,
+                 steps: int | None = None) -> dict[str, Any]:
         """Fine-tune ``arm`` on ``labels`` labelled subjects with ``seed`` (only the decoder when
-        ``frozen``), predict and score the test sets; the scores (reused when the run folder has them)."""
+        ``frozen``), ``steps`` steps (default the preset's), predict and score the test sets; the
+        scores (reused when the run folder has them)."""
         run = self.run_folder(arm, labels, seed, frozen)
         scores_path = run / "scores.json"
         if scores_path.is_file():
@@ -307,6 +435,7 @@ class Benchmark:
                      f"model.init={json.dumps(str(encoder) if encoder is not None else None)}",
                      f"data.labelled_cases={labels}", f"train.seed={seed}", f"train.device={self.device}",
                      f"train.freeze_encoder={str(frozen).lower()}", f"model.patch_merging={self.preset.patch_merging(arm)}"]
+        overrides += [f"train.steps={steps}"] if steps else []
         config = _config(FinetuneConfig, self.preset.finetune, self.out / "configs" / "finetune.yaml", overrides, "finetune")
         trained = run / "trained.json"
         if not trained.is_file():
@@ -393,9 +522,11 @@ def aggregate(runs: list[dict[str, Any]], arms: Sequence[str], labels: Sequence[
 
 
 def markdown(table: dict[str, Any], preset: Preset, command: str, timing: dict[str, Any], cases: dict[str, int],
-             probe: dict[str, Any] | None = None) -> str:
+             probe: dict[str, Any] | None = None, linear: dict[str, Any] | None = None,
+             window: list[dict[str, Any]] | None = None) -> str:
     """The results as markdown: per test set, tables of the mean Dice, the context class's Dice and
-    HD95, the probe's Dice beside the fine-tuned one, how they were made, timings."""
+    HD95, the probe's Dice beside the fine-tuned one, the linear probe's Dice per class, how they
+    were made, timings and the phases of the time window."""
     labels = preset.labels
     classes = [name for name in preset.task_labels if name != "background"]
     lines = [
@@ -435,19 +566,54 @@ def markdown(table: dict[str, Any], preset: Preset, command: str, timing: dict[s
             lines.append("")
     if probe:
         lines += probe_markdown(probe, table, preset.probe_labels, cases, preset.context_class)
+    if linear:
+        lines += linear_probe_markdown(linear, cases, preset.labelled)
     lines += ["![Dice against the number of labelled subjects](dice_vs_labels.png)", "",
               "![A slice of a test subject: reference and predictions](examples.png)", "",
               "### Pre-training's reach and time (this run's machine)", "",
               "How far pre-training moved the encoder from its initial weights: ‖w − w₀‖ / ‖w₀‖.", "",
-              "| arm | encoder moved | pre-training s/step | fine-tuning s/step | prediction s/subject |",
-              "| --- | --- | --- | --- | --- |"]
+              "| arm | pre-training steps | encoder moved | pre-training s/step | fine-tuning s/step | prediction s/subject |",
+              "| --- | --- | --- | --- | --- | --- |"]
     for arm, t in timing.items():
         pre = f"{t['pretrain_s_per_step']:.2f}" if t["pretrain_s_per_step"] is not None else "–"
         moved = f"{t['weight_change']:.1%}" if t.get("weight_change") is not None else "–"
-        lines.append(f"| {arm} | {moved} | {pre} | {t['finetune_s_per_step']:.2f} | {t['predict_s_per_case']:.2f} |")
+        steps = t.get("pretrain_steps") or "–"
+        lines.append(f"| {arm} | {steps} | {moved} | {pre} | {t['finetune_s_per_step']:.2f} | {t['predict_s_per_case']:.2f} |")
     total = sum(t["minutes"] for t in timing.values())
     lines += ["", f"All runs together: {total:.1f} min of pre-training, fine-tuning, prediction and scoring."]
+    if window:
+        lines += ["", "### The run's phases (this run's machine)", "",
+                  "Each phase's estimate from the preset's figures (corrected by the phases before it), its share of "
+                  "the time window when it started (its estimate, without a budget) and its time.", "",
+                  "| phase | estimate (s) | share (s) | took (s) |", "| --- | --- | --- | --- |"]
+        for phase in window:
+            took = f"{phase['seconds']:.0f}" + (" (reused)" if phase["reused"] else " (over)" if phase["seconds"] > phase["share"] else "")
+            lines.append(f"| {phase['name']} | {phase['estimate']:.0f} | {phase['share']:.0f} | {took} |")
     return "\n".join(lines) + "\n"
+
+
+def linear_probe_markdown(linear: dict[str, Any], cases: dict[str, int], labelled: int) -> list[str]:
+    """Per test set: each arm's linear-probe Dice per class and their mean, with the mean's gain
+    over :data:`BASELINE`."""
+    lines = ["### Linear probe of frozen encoder features", "",
+             f"Each arm's frozen Swin encoder (no decoder, no full-resolution convolution): its five hidden states "
+             f"upsampled to the voxel grid, standardised, and a multinomial logistic regression fitted on "
+             f"{PROBE_VOXELS:,} voxels of each of the {labelled} labelled subjects; Dice on the preprocessed grid, "
+             f"mean over test subjects. `{BASELINE}`: the initial weights every arm starts from.", ""]
+    for test_set in TEST_SETS:
+        names = next(iter(linear.values()))["test"][test_set]["names"]
+        baseline = linear[BASELINE]["test"][test_set]["mean_dice"] if BASELINE in linear else None
+        lines += [f"#### Linear probe, test set `{test_set}` ({cases[test_set]} subjects)", "",
+                  "| arm | " + " | ".join(n.replace("_", " ").replace("deep csf", CONTEXT_NAME) for n in names) + " | mean |",
+                  "| --- |" + " --- |" * (len(names) + 1)]
+        for arm, result in linear.items():
+            scores = result["test"][test_set]
+            mean = f"{scores['mean_dice']:.3f}"
+            if baseline is not None and arm != BASELINE:
+                mean += f" ({scores['mean_dice'] - baseline:+.3f})"
+            lines.append(f"| {arm} | " + " | ".join(f"{scores['class_dice'][n]:.3f}" for n in names) + f" | {mean} |")
+        lines.append("")
+    return lines
 
 
 def probe_markdown(probe: dict[str, Any], table: dict[str, Any], labels: Sequence[int], cases: dict[str, int],
@@ -484,6 +650,7 @@ def timings(out: Path, runs: list[dict[str, Any]], probes: list[dict[str, Any]],
         spent = sum(r["train_seconds"] + r["score_seconds"] for r in mine + [r for r in probes if r["arm"] == arm])
         result[arm] = {
             "minutes": ((pre["seconds"] if pre else 0.0) + spent) / 60,
+            "pretrain_steps": pre["steps"] if pre else None,
             "pretrain_s_per_step": pre["seconds"] / pre["steps"] if pre else None,
             "weight_change": pre.get("weight_change") if pre else None,
             "finetune_s_per_step": float(np.mean([r["train_seconds"] / r["steps"] for r in mine])),
@@ -596,52 +763,113 @@ def write_docs(docs: Path, out: Path, text: str) -> None:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", default="cpu", help="smoke, cpu, cpu-long, cpu-context, gpu (benchmarks/presets/) or a YAML file (default cpu)")
+    names = ", ".join(sorted(p.stem for p in PRESETS.glob("*.yaml")))
+    parser.add_argument("--preset", default="cpu", help=f"{names} (benchmarks/presets/) or a YAML file (default cpu)")
     parser.add_argument("--out", type=Path, default=Path("runs/label_efficiency"), help="run folder (default runs/label_efficiency)")
     parser.add_argument("--arms", nargs="+", metavar="ARM", help=f"a subset of the preset's arms ({', '.join(ARMS)})")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (default auto)")
     parser.add_argument("--docs", type=Path, metavar="DIR", help="also write DIR/results.md (its label-efficiency section) and the plots")
+    parser.add_argument("--budget-minutes", type=float, metavar="MIN",
+                        help="time window, start-up included: phases that run long shorten the rest (default the preset's budget_minutes, else none)")
+    parser.add_argument("--plan", action="store_true", help="print the plan and its time estimate, run nothing")
     return parser.parse_args(argv)
 
 
+def device_kind(device: str, kinds: Sequence[str]) -> str:
+    """The kind of device a run's figures are for: ``cpu``, or the first of ``kinds`` that a GPU's
+    name holds (``h100`` in "NVIDIA H100 80GB HBM3"), else that name."""
+    import torch
+
+    from gmim.engine.device import resolve_device
+
+    resolved = resolve_device(device)
+    if resolved.type != "cuda":
+        return resolved.type
+    name = torch.cuda.get_device_name(resolved)
+    return next((kind for kind in kinds if kind.lower() in name.lower()), name)
+
+
+def window_for(preset: Preset, kind: str, budget_minutes: float | None) -> tuple[Window, str]:
+    """The run's time window with the preset's figures for ``kind`` (else its first kind's, said so)."""
+    budget = check_budget(budget_minutes, "--budget-minutes") if budget_minutes is not None else preset.budget_minutes
+    if not preset.seconds:
+        if budget is not None:
+            raise InputError(f"--budget-minutes {budget}: the preset has no timing figures (seconds) to plan with")
+        return Window(dict.fromkeys(PARTS, 0.0), None), "no device kind: the preset has no timing figures"
+    used = kind if kind in preset.seconds else next(iter(preset.seconds))
+    note = used if used == kind else f"{used} (this is a {kind}, which the preset has no figures for)"
+    return Window(preset.seconds[used], budget * 60 if budget is not None else None), note
+
+
+def plan_for(preset: Preset, arms: Sequence[str]) -> Plan:
+    """The work of a run of ``arms`` of ``preset``, as the preset gives it (a time window may shorten it)."""
+    tests = preset.test_icbm152 + preset.test_itk
+    return Plan(subjects=preset.unlabelled + preset.labelled + tests, test_subjects=tests, probe_subjects=preset.labelled + tests,
+                arms=list(arms), pretrained=[a for a in arms if preset.all_arms[a] is not None], labels=list(preset.labels),
+                probe_labels=list(preset.probe_labels), seeds=list(preset.seeds),
+                pretrain_steps=preset.pretrain["train"]["steps"], finetune_steps=preset.finetune["train"]["steps"])
+
+
 def run(args: argparse.Namespace, command: str) -> int:
-    started = time.perf_counter()
     preset, preset_path = Preset.load(args.preset)
     arms = check_arms(args.arms, {a: None for a in preset.arms}, "--arms") if args.arms else preset.arms
+    window, kind = window_for(preset, device_kind(args.device, list(preset.seconds)), args.budget_minutes)
+    plan = plan_for(preset, arms)
+    print(window.describe(plan, kind), flush=True)
+    if args.plan:
+        return 0
     out: Path = args.out
     # Runs are reused by arm, label count and seed: the data and training settings must not change.
-    varying = ("arms", "labels", "seeds", "probe_labels")
+    varying = ("arms", "labels", "seeds", "probe_labels", "seconds", "budget_minutes")
     record, fixed = out / "preset.yaml", {k: v for k, v in dataclasses.asdict(preset).items() if k not in varying}
     if record.is_file() and yaml.safe_load(record.read_text()) != fixed:
         raise InputError(f"--out {out}: holds runs with other data or training settings than {preset_path} (see {record}); choose another --out")
     out.mkdir(parents=True, exist_ok=True)
     record.write_text(yaml.safe_dump(fixed, sort_keys=False))
+    if window.budget is not None:
+        window.fit(plan)
 
-    print(f"data: {preset.unlabelled} unlabelled, {preset.labelled} labelled, {preset.test_icbm152} + {preset.test_itk} test subjects", flush=True)
-    datalists = make_data(out / "data", preset)
+    with window.phase("subjects", plan) as phase:
+        phase.reused = (out / "data" / "itk.json").is_file()
+        datalists = make_data(out / "data", preset)
     benchmark = Benchmark(out, preset, datalists, args.device)
+    encoders: dict[str, Path | None] = dict.fromkeys(arms)
+    for arm in plan.pretrained:
+        with window.phase(f"pre-training {arm}", plan) as phase:
+            phase.reused = (out / "pretrain" / arm / "done.json").is_file()
+            encoders[arm] = benchmark.pretrain(arm, plan.pretrain_steps)
+    with window.phase("linear probe", plan) as phase:
+        phase.reused = all((out / "linear_probe" / f"{arm}.json").is_file() for arm in arms)
+        linear = {arm: benchmark.linear_probe(arm, encoders[arm]) for arm in arms}
     runs, probes = [], []
-    for arm in arms:
-        encoder = benchmark.pretrain(arm)
-        runs += [benchmark.finetune(arm, k, seed, encoder) for k in preset.labels for seed in preset.seeds]
-        probes += [benchmark.finetune(arm, k, seed, encoder, frozen=True) for k in preset.probe_labels for seed in preset.seeds]
+    done = 0
+    while done < len(plan.seeds):  # a round that runs long can drop the rounds after it
+        seed = plan.seeds[done]
+        with window.phase(f"fine-tuning seed {seed}", plan) as phase:
+            phase.reused = any((benchmark.run_folder(arm, k, seed) / "scores.json").is_file() for arm in arms for k in plan.labels)
+            for arm in arms:
+                runs += [benchmark.finetune(arm, k, seed, encoders[arm], steps=plan.finetune_steps) for k in plan.labels]
+                probes += [benchmark.finetune(arm, k, seed, encoders[arm], frozen=True, steps=plan.finetune_steps) for k in plan.probe_labels]
+        done += 1
 
-    table = aggregate(runs, arms, preset.labels)
-    probe = aggregate(probes, arms, preset.probe_labels) if probes else None
-    timing = timings(out, runs, probes, arms)
-    cases = {t: len(json.loads(datalists[t].read_text())["training"]) for t in TEST_SETS}
-    text = markdown(table, preset, command, timing, cases, probe)
-    write_json(out / "results.json", {"command": command, "preset": dataclasses.asdict(preset), "arms": arms,
-                                      "table": table, "probe": probe, "timing": timing, "runs": runs, "probe_runs": probes})
-    with atomic_path(out / "results.md") as tmp:
-        tmp.write_text(text)
-    plot_dice(out / "dice_vs_labels.png", table, preset.labels, preset.context_class)
-    plot_examples(out / "examples.png", benchmark, arms, min(preset.labels), preset.seeds[0])
-    if args.docs is not None:
-        write_docs(args.docs, out, text)
+    with window.phase("report", plan):
+        table = aggregate(runs, arms, preset.labels)
+        probe = aggregate(probes, arms, preset.probe_labels) if probes else None
+        timing = timings(out, runs, probes, arms)
+        cases = {t: len(json.loads(datalists[t].read_text())["training"]) for t in TEST_SETS}
+        text = markdown(table, preset, command, timing, cases, probe, linear, window.record())
+        write_json(out / "results.json", {"command": command, "preset": dataclasses.asdict(preset), "arms": arms, "plan": dataclasses.asdict(plan),
+                                          "table": table, "probe": probe, "linear_probe": linear, "timing": timing, "window": window.record(),
+                                          "runs": runs, "probe_runs": probes})
+        with atomic_path(out / "results.md") as tmp:
+            tmp.write_text(text)
+        plot_dice(out / "dice_vs_labels.png", table, preset.labels, preset.context_class)
+        plot_examples(out / "examples.png", benchmark, arms, min(preset.labels), plan.seeds[0])
+        if args.docs is not None:
+            write_docs(args.docs, out, text)
     print(text)
     print(f"wrote {out / 'results.md'}, results.json, dice_vs_labels.png, examples.png"
-          + (f" and {args.docs / 'results.md'}" if args.docs else "") + f" in {(time.perf_counter() - started) / 60:.1f} min")
+          + (f" and {args.docs / 'results.md'}" if args.docs else "") + f"; {window.elapsed() / 60:.1f} min, start-up included")
     return 0
 
 

@@ -6,12 +6,14 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import re
 import sys
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
+import yaml
 
 from gmim.errors import InputError
 
@@ -20,12 +22,14 @@ SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "label_efficiency.
 
 @pytest.fixture(scope="module")
 def bench():
+    sys.path.insert(0, str(SCRIPT.parent))  # its own modules beside it, as when it runs as a script
     spec = importlib.util.spec_from_file_location("label_efficiency", SCRIPT)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     yield module
     del sys.modules[spec.name]
+    sys.path.remove(str(SCRIPT.parent))
 
 
 @pytest.mark.parametrize("name", sorted(path.stem for path in (SCRIPT.parent / "presets").glob("*.yaml")))
@@ -62,27 +66,35 @@ def test_bad_presets_are_refused_in_one_line(bench, tmp_path):
     assert bench.main(["--preset", "smoke", "--arms", "gmim", "simclr", "--out", str(tmp_path / "out")]) == 2
 
 
-@pytest.mark.slow
-def test_subjects_from_two_real_brains(bench, tmp_path, itk_paths, mni):
+@pytest.fixture(scope="module")
+def smoke_subjects(bench, tmp_path_factory, itk_paths, mni):
+    """The smoke preset's subjects (made once: the window test below runs on them too)."""
     preset, _ = bench.Preset.load("smoke")
-    datalists = bench.make_data(tmp_path, preset)
+    folder = tmp_path_factory.mktemp("subjects")
+    return folder, bench.make_data(folder, preset)
+
+
+@pytest.mark.slow
+def test_subjects_from_two_real_brains(bench, smoke_subjects, tmp_path, itk_paths):
+    preset, _ = bench.Preset.load("smoke")
+    folder, datalists = smoke_subjects
     pools = {pool: json.loads(path.read_text())["training"] for pool, path in datalists.items()}
     assert {pool: len(entries) for pool, entries in pools.items()} == {"unlabelled": 2, "labelled": 2, "icbm152": 1, "itk": 1}
     assert all("label" not in entry for entry in pools["unlabelled"])  # pre-training sees no labels
-    images = [nib.load(tmp_path / e["image"]) for entries in pools.values() for e in entries]
+    images = [nib.load(folder / e["image"]) for entries in pools.values() for e in entries]
     assert len({img.get_fdata().tobytes() for img in images}) == len(images)  # every subject its own
     for entry in [e for pool in ("labelled", "icbm152", "itk") for e in pools[pool]]:
-        image, label = nib.load(tmp_path / entry["image"]), nib.load(tmp_path / entry["label"])
+        image, label = nib.load(folder / entry["image"]), nib.load(folder / entry["label"])
         assert image.shape == label.shape and np.allclose(image.affine, label.affine)
         labels = np.asarray(label.dataobj)
         assert set(np.unique(labels)) == {0, 1, 2}
         assert np.asarray(image.dataobj)[0, 0, 0] == 0  # skull-stripped: nothing outside the brain
     itk = nib.load(itk_paths["t1"])
-    first = nib.load(tmp_path / pools["itk"][0]["image"])
+    first = nib.load(folder / pools["itk"][0]["image"])
     assert first.header.get_zooms() == itk.header.get_zooms()  # the real ITK brain, cropped to its brain
     assert np.allclose(first.affine[:3, :3], itk.affine[:3, :3])
     assert first.shape != itk.shape and all(a <= b for a, b in zip(first.shape, itk.shape, strict=True))
-    assert bench.make_data(tmp_path, preset) == datalists  # made once
+    assert bench.make_data(folder, preset) == datalists  # made once
     preset.context_class = True
     deep = bench.make_data(tmp_path / "context", preset)
     for pool in ("labelled", "icbm152", "itk"):  # deep CSF in every brain, and only inside it
@@ -177,3 +189,106 @@ def test_deep_csf_lies_deep_inside_the_real_brain(itk_paths):
     assert 10 < deep.sum() * np.prod(zooms) / 1000 < 100  # ml: the ventricles' order of size
     assert depth[deep].min() > DEEP_CSF_DEPTH_MM
     assert (tissue == TISSUE_VALUES["other"]).any()  # the CSF of the sulci stays other tissue
+
+
+def test_gpu_window_plans_nine_minutes_at_most_on_an_h100(bench, capsys):
+    preset, _ = bench.Preset.load("gpu-window")
+    assert preset.arms == ["scratch", "gmim", "random", "prototype"] and preset.labels == [1, 2] and len(preset.seeds) >= 3
+    assert preset.context_class and preset.pretrain["model"] == preset.finetune["model"] == {"feature_size": 48, "roi": [96, 96, 96]}
+    assert bench.main(["--preset", "gpu-window", "--device", "cpu", "--plan"]) == 0
+    printed = capsys.readouterr().out
+    assert "figures for h100 (this is a cpu" in printed
+    minutes = float(re.search(r"estimate: ([0-9.]+) min of a budget of 9.0 min", printed).group(1))
+    assert 0 < minutes <= 9
+
+
+def test_budget_and_figures_are_checked(bench, tmp_path, capsys):
+    assert bench.main(["--preset", "smoke", "--budget-minutes", "0", "--plan"]) == 2
+    assert "--budget-minutes 0.0: must be a positive number of minutes" in capsys.readouterr().err
+    good = (bench.PRESETS / "smoke.yaml").read_text()
+    (tmp_path / "figures.yaml").write_text(good.replace("predict: 2.0,", ""))
+    with pytest.raises(InputError, match="seconds.cpu misses \\['predict'\\]"):
+        bench.Preset.load(str(tmp_path / "figures.yaml"))
+
+
+def test_plan_gives_up_later_rounds_then_steps(bench):
+    plan = bench.Plan(subjects=6, test_subjects=2, probe_subjects=4, arms=["scratch", "gmim", "random"], pretrained=["gmim", "random"],
+                      labels=[1], probe_labels=[], seeds=[0, 1, 2], pretrain_steps=3, finetune_steps=2)
+    done = ["subjects", "pre-training gmim"]
+    assert plan.give_up(done) and plan.seeds == [0, 1]
+    assert plan.give_up(done) and plan.seeds == [0]  # the first round stays
+    assert plan.give_up(done) and (plan.finetune_steps, plan.pretrain_steps) == (1, 3)
+    assert plan.give_up(done) and plan.pretrain_steps == 2  # random is still to pre-train
+    assert plan.give_up(done) and plan.pretrain_steps == 1
+    assert not plan.give_up(done)
+    assert list(plan.phases()) == ["subjects", "pre-training gmim", "pre-training random", "linear probe", "fine-tuning seed 0", "report"]
+    plan.seeds = [0, 1]
+    assert not plan.give_up(["fine-tuning seed 0", "fine-tuning seed 1", "pre-training gmim", "pre-training random"])  # what ran stays
+
+
+@pytest.mark.slow
+def test_linear_probe_reads_the_upsampled_hidden_states(bench, mni_t1):  # bench: its folder on sys.path
+    import torch
+    import torch.nn.functional as F
+
+    from gmim.pretraining.encoder import MaskedSwinEncoder
+    from linear_probe import LinearProbe, all_voxels, hidden_states, sample_features
+
+    torch.manual_seed(0)
+    encoder = MaskedSwinEncoder(1, 12).eval()
+    t1 = torch.from_numpy(mni_t1[::3, ::3, ::3][:64, 8:56, 20:50].copy())  # 3 mm, 64×48×30
+    image = ((t1 - t1[t1 > 0].mean()) / t1[t1 > 0].std() * (t1 > 0))[None, None]
+    states = hidden_states(encoder, image, (64, 64, 32), 0.25)
+    grid = [2 * n for n in states[0].shape[2:]]
+    assert grid == [64, 64, 32]  # padded to the crop
+    assert [s.shape[1] for s in states] == [12, 24, 48, 96, 192]
+    assert all([n * 2 ** (i + 1) for n in s.shape[2:]] == grid for i, s in enumerate(states))
+    voxels = all_voxels(image.shape[2:])[::3]
+    features = sample_features(states, grid, voxels)
+    assert features.shape == (64 * 48 * 30 // 3, 372)
+    start = 0
+    for state in states:  # the same as upsampling each hidden state to the voxel grid
+        upsampled = F.interpolate(state, size=grid, mode="trilinear")[0][:, voxels[:, 0], voxels[:, 1], voxels[:, 2]].T
+        assert torch.allclose(features[:, start : start + state.shape[1]], upsampled, atol=1e-5)
+        start += state.shape[1]
+    targets = (t1 > t1[t1 > 0].median()).long().flatten()[::3]  # the brighter half of the brain
+    fitted = torch.randperm(len(voxels), generator=torch.Generator().manual_seed(0))[:5000]
+    probe = LinearProbe.fit(features[fitted], targets[fitted], 2, l2=1e-3)
+    weight, bias = probe.linear.weight.clone().requires_grad_(), probe.linear.bias.clone().requires_grad_()
+    x = (features[fitted] - probe.mean) / probe.std
+    loss = F.cross_entropy(x @ weight.T + bias, targets[fitted]) + 1e-3 * weight.pow(2).sum()
+    assert all(g.abs().max() < 1e-4 for g in torch.autograd.grad(loss, [weight, bias]))  # fitted to convergence
+    assert (probe.predict(features) == targets).float().mean() > 0.9  # and it holds on the voxels it did not see
+
+
+@pytest.mark.slow
+def test_a_phase_over_its_share_shortens_what_remains(bench, smoke_subjects, tmp_path, capsys):
+    """A tiny run whose pre-training is estimated at a fraction of a second, with a budget 2 s over
+    the whole estimate: the pre-training runs over its share, and fine-tuning rounds are dropped."""
+    preset = yaml.safe_load((bench.PRESETS / "smoke.yaml").read_text())
+    preset.update(arms=["gmim"], labels=[1], seeds=[0, 1, 2], probe_labels=[])
+    preset["pretrain"]["train"]["steps"] = preset["finetune"]["train"]["steps"] = 1
+    preset["seconds"] = {"cpu": {**dict.fromkeys(bench.PARTS, 1.0), "startup": 0.0, "pretrain_start": 0.01, "pretrain_step": 0.01}}
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(preset))
+    tiny, _ = bench.Preset.load(str(path))
+    estimate = sum(bench.Window(tiny.seconds["cpu"], None).remaining(bench.plan_for(tiny, tiny.arms)).values())
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "data").symlink_to(smoke_subjects[0], target_is_directory=True)
+    assert bench.main(["--preset", str(path), "--out", str(out), "--device", "cpu", "--budget-minutes", str((estimate + 2) / 60)]) == 0
+    printed = capsys.readouterr().out
+    assert "pre-training gmim ran over its share" in printed
+    results = json.loads((out / "results.json").read_text())
+    assert "fine-tuning seeds 2 dropped" in printed or "fine-tuning seeds 1, 2 dropped" in printed
+    assert sorted({run["seed"] for run in results["runs"]}) == results["plan"]["seeds"] != [0, 1, 2]
+    assert next(p for p in results["window"] if p["name"] == "pre-training gmim")["seconds"] > estimate - sum(
+        p["estimate"] for p in results["window"] if p["name"] != "pre-training gmim")  # it, not the others, ran over
+    linear = results["linear_probe"]
+    assert set(linear) == {"gmim"}
+    for arm in linear.values():
+        for test_set in bench.TEST_SETS:
+            scores = arm["test"][test_set]
+            assert scores["names"] == ["grey_matter", "white_matter"] and all(0 <= d <= 1 for d in scores["class_dice"].values())
+    text = (out / "results.md").read_text()
+    assert "| gmim | " in text.split("### Linear probe of frozen encoder features")[1]
