@@ -174,6 +174,10 @@ class Preset:
             raise InputError(f"{where}: probe_labels {self.probe_labels} must lie between 1 and labelled ({self.labelled})")
         if not self.seeds:
             raise InputError(f"{where}: seeds must list at least one seed")
+        for section, train in (("pretrain", self.pretrain.get("train") or {}), ("finetune", self.finetune.get("train") or {})):
+            steps = train.get("steps")
+            if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+                raise InputError(f"{where}: {section}.train.steps must be a positive integer (the plan counts them), got {steps!r}")
         check_figures(self.seconds, str(where))
         if self.budget_minutes is not None:
             check_budget(self.budget_minutes, f"{where}: budget_minutes")

@@ -6,7 +6,7 @@ for the device kind it runs on. Each phase that ends corrects the figures it use
 off (measured / estimated), so later estimates are the machine's own. With a budget, each phase's
 share is its estimate times the budget left over the estimate of all that remains; a phase that
 takes longer than its share is reported, and when what remains no longer fits in what is left, it
-is shortened (:meth:`Plan.shorten`).
+is shortened (:meth:`Plan.give_up`, one unit at a time).
 """
 
 from __future__ import annotations
@@ -182,24 +182,22 @@ class Window:
             print(f"[window] {name} ran over its share by {phase.seconds - share:.0f} s", flush=True)
         self.fit(plan)
 
-    def fit(self, plan: Plan) -> list[str]:
-        """Shorten what remains of ``plan`` until its estimate fits in the budget left; what changed."""
+    def fit(self, plan: Plan) -> None:
+        """Shorten what remains of ``plan`` until its estimate fits in the budget left, and say how."""
         before = (list(plan.seeds), plan.finetune_steps, plan.pretrain_steps)
         while sum(self.remaining(plan).values()) > self.budget - self.elapsed() and plan.give_up(self.done):
             pass
-        changes = [f"fine-tuning seeds {', '.join(map(str, sorted(set(before[0]) - set(plan.seeds))))} dropped"] if plan.seeds != before[0] else []
+        changes = [f"fine-tuning seeds {', '.join(str(s) for s in before[0] if s not in plan.seeds)} dropped"] if plan.seeds != before[0] else []
         if plan.finetune_steps != before[1]:
             changes.append(f"fine-tuning steps {before[1]} → {plan.finetune_steps}")
         if plan.pretrain_steps != before[2]:
             changes.append(f"pre-training steps {before[2]} → {plan.pretrain_steps} for the arms still to pre-train")
-        left = self.budget - self.elapsed()
+        work, left = sum(self.remaining(plan).values()), self.budget - self.elapsed()
         if changes:
-            print(f"[window] {sum(self.remaining(plan).values()) / 60:.1f} min of work left for {left / 60:.1f} min: "
-                  + "; ".join(changes), flush=True)
-        if sum(self.remaining(plan).values()) > left:
-            print(f"[window] even at its shortest, what remains is estimated at {sum(self.remaining(plan).values()) / 60:.1f} min, "
-                  f"over the {max(left, 0) / 60:.1f} min left", flush=True)
-        return changes
+            print(f"[window] {work / 60:.1f} min of work left for {left / 60:.1f} min: " + "; ".join(changes), flush=True)
+        if work > left:
+            print(f"[window] even at its shortest, what remains is estimated at {work / 60:.1f} min, over the "
+                  f"{max(left, 0) / 60:.1f} min left", flush=True)
 
     def record(self) -> list[dict[str, float | str | bool]]:
         return [dataclasses.asdict(phase) for phase in self.phases]

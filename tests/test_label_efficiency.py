@@ -209,6 +209,9 @@ def test_budget_and_figures_are_checked(bench, tmp_path, capsys):
     (tmp_path / "figures.yaml").write_text(good.replace("predict: 2.0,", ""))
     with pytest.raises(InputError, match="seconds.cpu misses \\['predict'\\]"):
         bench.Preset.load(str(tmp_path / "figures.yaml"))
+    (tmp_path / "steps.yaml").write_text(good.replace("steps: 2, epochs: null", "epochs: null"))
+    with pytest.raises(InputError, match="finetune.train.steps must be a positive integer"):
+        bench.Preset.load(str(tmp_path / "steps.yaml"))
 
 
 def test_plan_gives_up_later_rounds_then_steps(bench):
