@@ -181,6 +181,8 @@ class Preset:
         check_figures(self.seconds, str(where))
         if self.budget_minutes is not None:
             check_budget(self.budget_minutes, f"{where}: budget_minutes")
+            if not self.seconds:
+                raise InputError(f"{where}: budget_minutes needs the timing figures (seconds) to plan with")
         clash = sorted(set(self.extra_arms) & set(ARMS))
         if clash:
             raise InputError(f"{where}: extra_arms {clash} are built-in arms")
