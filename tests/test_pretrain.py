@@ -159,7 +159,7 @@ def test_each_input_format_gives_views(tmp_path, mni_t1, itk_t1):
     for name, channels in (("folder", 1), ("msd/dataset.json", 1), ("nnunet", 2), ("brats", 4)):
         cases = discover_cases([tmp_path / name], splits=("training", "validation"))
         assert len(cases) == 2 and all(len(c.images) == channels for c in cases), name
-        volumes, skipped = load_volumes(cases, config, channels)
+        volumes, skipped = load_volumes(cases, config)
         assert not skipped
         item = view_transforms(config)({**volumes[0]})
         assert item["x"].shape == item["y"].shape == (channels, 64, 32, 32), name
@@ -206,7 +206,7 @@ def test_target_augmentation_per_batch_draws_once_from_the_batch_range(brains, t
 
     config = load_config(PretrainConfig, "cpu-small", ["model.roi=[64,32,32]", "data.margin=[8,8,8]", "train.workers=0",
                                                         "data.target_augmentation=batch"], presets="pretrain")
-    volumes, _ = load_volumes(discover_cases([brains]), config, 1)
+    volumes, _ = load_volumes(discover_cases([brains]), config)
     item = view_transforms(config, augment_target=False)({**volumes[0]})
     dz, dy, dx = item["offset"].tolist()  # y untouched: it equals x over their overlap
     sx = tuple(slice(max(d, 0), n + min(d, 0)) for d, n in zip((dz, dy, dx), (64, 32, 32)))

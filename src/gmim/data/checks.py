@@ -1,7 +1,9 @@
 """Checks of cases before any work: readable files, channels and label on one grid, known label values.
 
 Headers are read without the voxel data (nibabel for NIfTI, SimpleITK for ``.nrrd``/``.mha``/``.mhd``),
-so checking a whole dataset costs little; only label values need the label voxels.
+so checking a whole dataset costs little; only label values need the label voxels. What a header
+claims is checked (:func:`check_header`) before any reader is asked for the voxels: a crafted
+header of a few hundred bytes could otherwise make a reader allocate gigabytes.
 """
 
 from __future__ import annotations
@@ -26,6 +28,12 @@ __all__ = ["Grid", "Header", "check_cases", "check_header", "read_array", "read_
 
 #: Tolerance (mm) for affines to count as equal: header round-off, not different grids.
 AFFINE_TOLERANCE = 1e-3
+#: Images are loaded as float32: one that would take more than this share of the machine's memory
+#: is refused from its header, before a reader allocates it.
+MEMORY_SHARE = 0.5
+#: Deflate (gzip) compresses at most 1032:1, so a ``.nii.gz`` can hold at most this many bytes of
+#: voxels per byte of file; a header that claims more is truncated or crafted.
+DEFLATE_MAX_RATIO = 1032
 
 Grid = tuple[tuple[int, ...], np.ndarray]
 
@@ -46,14 +54,6 @@ def reader_reason(error: BaseException, path: Path | None = None) -> str:
 
 def _is_nifti(path: Path) -> bool:
     return path.name.lower().endswith((".nii", ".nii.gz"))
-
-
-#: Images are loaded as float32: one that would take more than this share of the machine's memory
-#: is refused from its header, before a reader allocates it.
-MEMORY_SHARE = 0.5
-#: Deflate (gzip) compresses at most 1032:1, so a ``.nii.gz`` can hold at most this many bytes of
-#: voxels per byte of file; a header that claims more is truncated or crafted.
-DEFLATE_MAX_RATIO = 1032
 
 
 @dataclass(frozen=True)

@@ -51,7 +51,6 @@ __all__ = [
     "LabelsToRegionsd",
     "Preprocessing",
     "RequireFinited",
-    "RequireVolumed",
     "augment_transforms",
     "intensity_transform",
     "load_transforms",
@@ -104,19 +103,6 @@ class DicomSeriesReader(NibabelReader):
         return images if len(images) > 1 else images[0]
 
 
-class RequireVolumed(MapTransform):
-    """Refuse an image that is not a 3D volume, naming its file, before anything reorients it (MONAI's
-    orientation would only warn, and a later step fail further from the cause)."""
-
-    def __call__(self, data: Mapping[Hashable, Any]) -> Mapping[Hashable, Any]:
-        for key in self.key_iterator(data):
-            image = data[key]
-            if image.dim() != 4:
-                source = image.meta.get("filename_or_obj", key) if isinstance(image, MetaTensor) else key
-                raise InputError(f"{source}: a volume of {image.dim() - 1} spatial dimensions, expected 3")
-        return data
-
-
 class RequireFinited(MapTransform):
     """Refuse voxels that are NaN or infinite, naming the file: normalisation would spread them, and
     training would end with NaN weights, prediction with an empty mask, and nothing saying why."""
@@ -155,7 +141,6 @@ def load_transforms(preprocessing: Preprocessing, label: bool = True) -> list[An
     steps: list[Any] = [
         load,
         EnsureChannelFirstd(keys),
-        RequireVolumed(keys),
         RequireFinited(keys),
         Orientationd(keys, axcodes=preprocessing.orientation, labels=None),
     ]

@@ -8,12 +8,12 @@ in the loader's worker processes.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
-from monai.transforms import Compose, CropForegroundd, EnsureTyped, MapTransform, RandFlipd
+from monai.transforms import Compose, CropForegroundd, EnsureTyped, RandFlipd
 
 from gmim.data.caching import preload
 from gmim.data.sources import Case
@@ -22,7 +22,7 @@ from gmim.pretraining.views import SiameseViewsd, target_augmentation
 from gmim.errors import InputError
 from gmim.pretraining.config import PretrainConfig
 
-__all__ = ["CheckVolumed", "load_volumes", "view_transforms"]
+__all__ = ["load_volumes", "view_transforms"]
 
 
 def _nonzero(image: torch.Tensor) -> torch.Tensor:
@@ -30,38 +30,21 @@ def _nonzero(image: torch.Tensor) -> torch.Tensor:
     return image != 0
 
 
-class CheckVolumed(MapTransform):
-    """Refuse a volume without ``channels`` channels (that it is 3D and finite, the loading has
-    checked: :class:`gmim.data.transforms.RequireVolumed`, :class:`~gmim.data.transforms.RequireFinited`)."""
-
-    def __init__(self, channels: int, key: str = "image") -> None:
-        super().__init__(key)
-        self.channels = channels
-
-    def __call__(self, data: Mapping[Hashable, Any]) -> Mapping[Hashable, Any]:
-        for key in self.key_iterator(data):
-            image = data[key]
-            where = data.get("id", key)
-            if image.shape[0] != self.channels:
-                raise InputError(f"{where}: {image.shape[0]} channels, expected {self.channels}")
-        return data
-
-
-def _load_transform(config: PretrainConfig, channels: int) -> Compose:
-    steps = [*load_transforms(config.preprocessing, label=False), CheckVolumed(channels)]
+def _load_transform(config: PretrainConfig) -> Compose:
+    steps = load_transforms(config.preprocessing, label=False)
     if config.data.crop_foreground:
         steps.append(CropForegroundd("image", source_key="image", select_fn=_nonzero, allow_smaller=True))
     return Compose(steps)
 
 
 def load_volumes(
-    cases: Sequence[Case], config: PretrainConfig, channels: int, cache_dir: Path | None = None
+    cases: Sequence[Case], config: PretrainConfig, cache_dir: Path | None = None
 ) -> tuple[Sequence[dict[str, Any]], list[str]]:
     """The preprocessed volumes of ``cases``, each a dict with ``image``, ``id`` and ``index`` (the
     case's place in ``cases``, which seeds its masks), and the messages of the volumes skipped as
     bad. ``config.data.cache`` says where they are kept (see :func:`gmim.data.caching.preload`)."""
     records = [{**case.as_dict(), "index": i} for i, case in enumerate(cases)]
-    volumes, skipped = preload(cases, records, _load_transform(config, channels), config.data.cache, cache_dir,
+    volumes, skipped = preload(cases, records, _load_transform(config), config.data.cache, cache_dir,
                                config.train.workers, config.data.skip_bad)
     if len(volumes) == 0:
         raise InputError(f"no usable volume among {len(cases)} ({skipped[0] if skipped else 'none found'})")

@@ -126,18 +126,16 @@ class GMIMPretraining:
         if config.model.init is not None and not trainer.resume:
             report = load_pretrained(self.model.encoder, Path(config.model.init))
             trainer.write(str(report))
-        channels = config.model.in_channels
-        assert channels is not None
         shared_cache = config.data.cache == "disk" and context.is_distributed
         if shared_cache and not context.is_main:
             context.barrier()  # rank 0 fills the disk cache first, the others then read it
-        volumes, self.skipped = load_volumes(train_cases, config, channels, out / "cache")
+        volumes, self.skipped = load_volumes(train_cases, config, out / "cache")
         if shared_cache and context.is_main:
             context.barrier()
         self.val_volumes: Sequence[dict[str, Any]] = []
         self.val_count = len(val_cases)
         if val_cases and context.is_main:  # rank 0 validates
-            self.val_volumes, skipped = load_volumes(val_cases, config, channels, out / "cache")
+            self.val_volumes, skipped = load_volumes(val_cases, config, out / "cache")
             self.skipped += skipped
         per_batch = config.data.target_augmentation == "batch"
         self.train_data = SeededDataset(volumes, view_transforms(config, augment_target=not per_batch), seed=config.train.seed)
