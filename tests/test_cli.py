@@ -25,3 +25,15 @@ def test_out_of_memory_is_named_with_what_to_change():
     advice = out_of_memory(caught.value)
     assert advice is not None and advice.startswith("out of memory on the CPU") and "--roi" in advice and "--overlap" in advice
     assert out_of_memory(RuntimeError("index out of range")) is None
+
+
+def test_a_value_error_that_is_not_an_input_error_keeps_its_traceback(tmp_path, monkeypatch):
+    """Only the user's errors are one line: a ValueError from a bug is not passed off as bad input."""
+    import gmim.cli.evaluate
+
+    def broken(args):
+        raise ValueError("shapes do not broadcast")
+
+    monkeypatch.setattr(gmim.cli.evaluate, "run", broken)
+    with pytest.raises(ValueError, match="shapes do not broadcast"):
+        main(["evaluate", str(tmp_path), str(tmp_path)])
