@@ -28,8 +28,8 @@ __all__ = ["Grid", "Header", "check_cases", "check_header", "read_array", "read_
 
 #: Tolerance (mm) for affines to count as equal: header round-off, not different grids.
 AFFINE_TOLERANCE = 1e-3
-#: Images are loaded as float32: one that would take more than this share of the machine's memory
-#: is refused from its header, before a reader allocates it.
+#: Images are loaded as float32: one that would take more than this share of the memory the process
+#: may use is refused from its header, before a reader allocates it.
 MEMORY_SHARE = 0.5
 #: Deflate (gzip) compresses at most 1032:1, so a ``.nii.gz`` can hold at most this many bytes of
 #: voxels per byte of file; a header that claims more is truncated or crafted.
@@ -107,7 +107,17 @@ def _itk_dtype(pixel: str) -> np.dtype:
 
 
 def _memory_bytes() -> int:
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    """The memory this process may use: the machine's, or less where a cgroup (a container, a
+    cluster job) limits it."""
+    physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    for limit in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):  # cgroup v2, v1
+        try:
+            text = Path(limit).read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit():
+            return min(physical, int(text))
+    return physical
 
 
 def _size(n: float) -> str:
@@ -120,7 +130,7 @@ def _size(n: float) -> str:
 def check_header(path: Path, header: Header) -> None:
     """Refuse, naming the file, what no reader should be asked to load: not one 3D volume, an empty
     or complex image, a zero or non-finite voxel size, a header that claims more voxels than the
-    file holds, or a volume too large for the machine's memory."""
+    file holds, or a volume too large for the memory the process may use."""
     shape = header.shape
     dims = "×".join(map(str, shape))
     if len(shape) < 3:
@@ -143,7 +153,7 @@ def check_header(path: Path, header: Header) -> None:
     needed, memory = header.voxels * 4, _memory_bytes()
     if needed > MEMORY_SHARE * memory:
         raise InputError(f"{path}: {dims} voxels take {_size(needed)} as float32, more than "
-                         f"{MEMORY_SHARE:.0%} of this machine's {_size(memory)} memory")
+                         f"{MEMORY_SHARE:.0%} of the {_size(memory)} of memory this process may use")
 
 
 def read_header(path: Path) -> Header:
