@@ -26,15 +26,18 @@ LOCK_NAME = ".gmim.lock"
 _OWN_SECTIONS = {"masking": "gmim pretrain", "task": "gmim finetune"}
 
 
+def _command(sections: Collection[str]) -> str | None:
+    """The command whose config has ``sections`` (None: not known)."""
+    return next((command for section, command in _OWN_SECTIONS.items() if section in sections), None)
+
+
 def written_by(config: Path) -> str | None:
     """The command whose run folder holds ``config``, from its sections (None: not known)."""
     try:
         sections = yaml.safe_load(config.read_text())
     except (OSError, yaml.YAMLError):
         return None
-    if not isinstance(sections, dict):
-        return None
-    return next((command for section, command in _OWN_SECTIONS.items() if section in sections), None)
+    return _command(sections) if isinstance(sections, dict) else None
 
 
 def _require_folder(out: Path) -> None:
@@ -109,9 +112,8 @@ def check_run_folder(config: Any, out: Path, resume: bool, may_change: Collectio
         return
     if not (out / "last.pt").is_file():
         raise InputError(f"--resume: {out / 'last.pt'} not found")
-    writer = written_by(out / "config.yaml")
-    sections = {field.name for field in dataclasses.fields(config)}
-    if writer is not None and not any(_OWN_SECTIONS[s] == writer for s in sections & _OWN_SECTIONS.keys()):
+    writer, command = written_by(out / "config.yaml"), _command({field.name for field in dataclasses.fields(config)})
+    if None not in (writer, command) and writer != command:
         raise InputError(f"--resume: {out} holds a {writer} run; resume it with {writer}")
     saved = flatten(to_dict(load_config(type(config), out / "config.yaml")))
     for key in inherit:
