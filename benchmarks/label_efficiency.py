@@ -93,6 +93,9 @@ ARMS: dict[str, list[str] | None] = {
     "aligned": ["loss.align_overlap=true"],
     "ema": ["model.target_momentum=0.99"],
     "mask_token": ["model.learned_mask_token=true"],
+    # against collapse: VICReg's variance term on the final-stage tokens, alone and with standardisation
+    "variance": ["loss.variance_weight=1.0"],
+    "standardized_variance": ["loss.standardize=true", "loss.variance_weight=1.0"],
     # the prototype as its code ran (docs/method.md §9); fine-tuned with its patch merging too
     "prototype": [f"{key}={json.dumps(value)}" for key, value in AS_RUN.items()],
 }
@@ -121,6 +124,7 @@ class Preset:
     test_itk: int
     arms: list[str]
     labels: list[int]
+    #: Fine-tuning seeds; none: pre-training, its health and the linear probe only.
     seeds: list[int]
     pretrain: dict[str, Any]
     finetune: dict[str, Any]
@@ -166,14 +170,12 @@ class Preset:
         bad = [k for k, v in {**counts, "icbm152_stride": self.icbm152_stride}.items() if not isinstance(v, int) or v < 1]
         if bad:
             raise InputError(f"{where}: {bad[0]} must be a positive integer")
-        if not self.labels or any(not 1 <= k <= self.labelled for k in self.labels):
+        if (self.seeds and not self.labels) or any(not 1 <= k <= self.labelled for k in self.labels):
             raise InputError(f"{where}: labels {self.labels} must lie between 1 and labelled ({self.labelled})")
         if not isinstance(self.context_class, bool):
             raise InputError(f"{where}: context_class must be true or false, got {self.context_class!r}")
         if any(not 1 <= k <= self.labelled for k in self.probe_labels):
             raise InputError(f"{where}: probe_labels {self.probe_labels} must lie between 1 and labelled ({self.labelled})")
-        if not self.seeds:
-            raise InputError(f"{where}: seeds must list at least one seed")
         for section, train in (("pretrain", self.pretrain.get("train") or {}), ("finetune", self.finetune.get("train") or {})):
             steps = train.get("steps")
             if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
@@ -527,9 +529,9 @@ def aggregate(runs: list[dict[str, Any]], arms: Sequence[str], labels: Sequence[
     return table
 
 
-def markdown(table: dict[str, Any], preset: Preset, command: str, timing: dict[str, Any], cases: dict[str, int],
+def markdown(table: dict[str, Any] | None, preset: Preset, command: str, timing: dict[str, Any], cases: dict[str, int],
              probe: dict[str, Any] | None = None, linear: dict[str, Any] | None = None,
-             window: list[dict[str, Any]] | None = None) -> str:
+             window: list[dict[str, Any]] | None = None, health: dict[str, list[dict[str, Any]]] | None = None) -> str:
     """The results as markdown: per test set, tables of the mean Dice, the context class's Dice and
     HD95, the probe's Dice beside the fine-tuned one, the linear probe's Dice per class, how they
     were made, timings and the phases of the time window."""
@@ -553,7 +555,7 @@ def markdown(table: dict[str, Any], preset: Preset, command: str, timing: dict[s
              *([(CONTEXT_CLASS, max, f"Dice of {CONTEXT_NAME} alone")] if preset.context_class else []),
              ("hd95", min, "HD95 (mm)"))
     for test_set, description in TEST_SETS.items():
-        for metric, better, unit in shown:
+        for metric, better, unit in shown if table else ():
             lines += [f"### {unit}, test set `{test_set}`: {description} ({cases[test_set]} subjects)", "",
                       "| arm | " + " | ".join(f"{k} label{'s' * (k > 1)}" for k in labels) + " |",
                       "| --- |" + " --- |" * len(labels)]
@@ -574,17 +576,28 @@ def markdown(table: dict[str, Any], preset: Preset, command: str, timing: dict[s
         lines += probe_markdown(probe, table, preset.probe_labels, cases, preset.context_class)
     if linear:
         lines += linear_probe_markdown(linear, cases, preset.labelled)
-    lines += ["![Dice against the number of labelled subjects](dice_vs_labels.png)", "",
-              "![A slice of a test subject: reference and predictions](examples.png)", "",
-              "### Pre-training's reach and time (this run's machine)", "",
-              "How far pre-training moved the encoder from its initial weights: ‖w − w₀‖ / ‖w₀‖.", "",
-              "| arm | pre-training steps | encoder moved | pre-training s/step | fine-tuning s/step | prediction s/subject |",
-              "| --- | --- | --- | --- | --- | --- |"]
+    if health:
+        lines += health_markdown(health)
+    if table:
+        lines += ["![Dice against the number of labelled subjects](dice_vs_labels.png)", "",
+                  "![A slice of a test subject: reference and predictions](examples.png)", ""]
+    lines += ["### Pre-training's reach and time (this run's machine)", "",
+              "How far pre-training moved the encoder from its initial weights: ‖w − w₀‖ / ‖w₀‖; its representation "
+              "health at the end (`gmim.pretraining.health`): the final stage's token variation as a share of the "
+              "initial encoder's (under 10 %: collapsed), and L_cc on the health views beside its trivial value.", "",
+              "| arm | pre-training steps | encoder moved | final-stage variation | L_cc (trivial) | pre-training s/step "
+              "| fine-tuning s/step | prediction s/subject |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for arm, t in timing.items():
         pre = f"{t['pretrain_s_per_step']:.2f}" if t["pretrain_s_per_step"] is not None else "–"
         moved = f"{t['weight_change']:.1%}" if t.get("weight_change") is not None else "–"
         steps = t.get("pretrain_steps") or "–"
-        lines.append(f"| {arm} | {steps} | {moved} | {pre} | {t['finetune_s_per_step']:.2f} | {t['predict_s_per_case']:.2f} |")
+        health = t.get("health")
+        variation = (f"{health['final']['variation'][-1]:.3f} ({health['final_stage_relative']:.0%})"
+                     + (" collapsed" if health["collapsed"] else "")) if health else "–"
+        cc = f"{health['final']['cross_correlation']:.1f} ({health['final']['trivial']:.1f})" if health else "–"
+        tuned = [f"{t[k]:.2f}" if t[k] is not None else "–" for k in ("finetune_s_per_step", "predict_s_per_case")]
+        lines.append(f"| {arm} | {steps} | {moved} | {variation} | {cc} | {pre} | {' | '.join(tuned)} |")
     total = sum(t["minutes"] for t in timing.values())
     lines += ["", f"All runs together: {total:.1f} min of pre-training, fine-tuning, prediction and scoring."]
     if window:
@@ -596,6 +609,48 @@ def markdown(table: dict[str, Any], preset: Preset, command: str, timing: dict[s
             took = f"{phase['seconds']:.0f}" + (" (reused)" if phase["reused"] else " (over)" if phase["seconds"] > phase["share"] else "")
             lines.append(f"| {phase['name']} | {phase['estimate']:.0f} | {phase['share']:.0f} | {took} |")
     return "\n".join(lines) + "\n"
+
+
+def health_history(out: Path, arms: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
+    """Per pre-trained arm, its health measurements as its run recorded them (``metrics.jsonl``):
+    step, each stage's token variation, the final stage's effective rank, C's rank and L_cc."""
+    from gmim.engine.metrics import read_metrics
+
+    history = {}
+    for arm in arms:
+        path = out / "pretrain" / arm / "metrics.jsonl"
+        if path.is_file():
+            history[arm] = [{"step": r["step"], "variation": [r[f"val/health/variation{i}"] for i in range(5)],
+                             "effective_rank": r["val/health/effective_rank4"], "correlation_rank": r["val/health/correlation_rank"],
+                             "cc_above_trivial": r["val/health/cc_above_trivial"]}
+                            for r in read_metrics(path) if "val/health/variation4" in r]
+    return history
+
+
+def health_markdown(history: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """A table of each arm's final-stage token variation over its steps, as a share of the initial
+    encoder's, and one of each stage's at the end."""
+    steps = sorted({h["step"] for records in history.values() for h in records})
+    lines = ["### Representation health over pre-training", "",
+             "The final stage's token variation as a share of the initial encoder's (`gmim.pretraining.health`: "
+             "under 10 % the run has collapsed), at each step it was measured; then L_cc above its trivial value "
+             "and the final stage's effective rank at the end.", "",
+             "| arm | " + " | ".join(f"step {s}" for s in steps) + " | L_cc − trivial | effective rank |",
+             "| --- |" + " --- |" * (len(steps) + 2)]
+    for arm, records in history.items():
+        if not records:
+            continue
+        initial = max(records[0]["variation"][-1], 1e-12)
+        by_step = {h["step"]: h for h in records}
+        cells = [f"{by_step[s]['variation'][-1] / initial:.0%}" if s in by_step else "–" for s in steps]
+        lines.append(f"| {arm} | " + " | ".join(cells) + f" | {records[-1]['cc_above_trivial']:+.1f} | {records[-1]['effective_rank']:.1f} |")
+    lines += ["", "Each stage's token variation at the end (as a share of the initial):", "",
+              "| arm | " + " | ".join(f"stage {i}" for i in range(5)) + " |", "| --- |" + " --- |" * 5]
+    for arm, records in history.items():
+        if records:
+            first, last = records[0]["variation"], records[-1]["variation"]
+            lines.append(f"| {arm} | " + " | ".join(f"{b:.3f} ({b / max(a, 1e-12):.0%})" for a, b in zip(first, last)) + " |")
+    return lines + [""]
 
 
 def linear_probe_markdown(linear: dict[str, Any], cases: dict[str, int], labelled: int) -> list[str]:
@@ -650,8 +705,9 @@ def timings(out: Path, runs: list[dict[str, Any]], probes: list[dict[str, Any]],
     (not counting the probe's cheaper frozen ones) and a prediction."""
     result = {}
     for arm in arms:
-        done = out / "pretrain" / arm / "done.json"
+        done, summary = out / "pretrain" / arm / "done.json", out / "pretrain" / arm / "summary.json"
         pre = json.loads(done.read_text()) if done.is_file() else None
+        health = json.loads(summary.read_text()).get("health") if pre and summary.is_file() else None
         mine = [r for r in runs if r["arm"] == arm]
         spent = sum(r["train_seconds"] + r["score_seconds"] for r in mine + [r for r in probes if r["arm"] == arm])
         result[arm] = {
@@ -659,8 +715,9 @@ def timings(out: Path, runs: list[dict[str, Any]], probes: list[dict[str, Any]],
             "pretrain_steps": pre["steps"] if pre else None,
             "pretrain_s_per_step": pre["seconds"] / pre["steps"] if pre else None,
             "weight_change": pre.get("weight_change") if pre else None,
-            "finetune_s_per_step": float(np.mean([r["train_seconds"] / r["steps"] for r in mine])),
-            "predict_s_per_case": float(np.mean([t["predict_seconds_per_case"] for r in mine for t in r["test"].values()])),
+            "health": health,
+            "finetune_s_per_step": float(np.mean([r["train_seconds"] / r["steps"] for r in mine])) if mine else None,
+            "predict_s_per_case": float(np.mean([t["predict_seconds_per_case"] for r in mine for t in r["test"].values()])) if mine else None,
         }
     return result
 
@@ -859,22 +916,25 @@ def run(args: argparse.Namespace, command: str) -> int:
         done += 1
 
     with window.phase("report", plan):
-        table = aggregate(runs, arms, preset.labels)
+        table = aggregate(runs, arms, preset.labels) if runs else None
         probe = aggregate(probes, arms, preset.probe_labels) if probes else None
         timing = timings(out, runs, probes, arms)
         cases = {t: len(json.loads(datalists[t].read_text())["training"]) for t in TEST_SETS}
-        text = markdown(table, preset, command, timing, cases, probe, linear, window.record())
+        health = health_history(out, arms)
+        text = markdown(table, preset, command, timing, cases, probe, linear, window.record(), health)
         write_json(out / "results.json", {"command": command, "preset": dataclasses.asdict(preset), "arms": arms, "plan": dataclasses.asdict(plan),
-                                          "table": table, "probe": probe, "linear_probe": linear, "timing": timing, "window": window.record(),
+                                          "table": table, "probe": probe, "linear_probe": linear, "health": health, "timing": timing,
+                                          "window": window.record(),
                                           "runs": runs, "probe_runs": probes})
         with atomic_path(out / "results.md") as tmp:
             tmp.write_text(text)
-        plot_dice(out / "dice_vs_labels.png", table, preset.labels, preset.context_class)
-        plot_examples(out / "examples.png", benchmark, arms, min(preset.labels), plan.seeds[0])
+        if table:
+            plot_dice(out / "dice_vs_labels.png", table, preset.labels, preset.context_class)
+            plot_examples(out / "examples.png", benchmark, arms, min(preset.labels), plan.seeds[0])
         if args.docs is not None:
             write_docs(args.docs, out, text)
     print(text)
-    print(f"wrote {out / 'results.md'}, results.json, dice_vs_labels.png, examples.png"
+    print(f"wrote {out / 'results.md'}, results.json" + (", dice_vs_labels.png, examples.png" if table else "")
           + (f" and {args.docs / 'results.md'}" if args.docs else "") + f"; {window.elapsed() / 60:.1f} min, start-up included")
     return 0
 

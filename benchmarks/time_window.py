@@ -80,10 +80,10 @@ class Plan:
             f"subjects: {self.subjects} made from two real brains, {self.test_subjects} of them test subjects",
             f"pre-training: {', '.join(self.pretrained) or 'none'}, {self.pretrain_steps} steps each",
             f"linear probe: {len(self.arms)} frozen encoders, {self.probe_subjects} subjects' hidden states each",
-            f"fine-tuning: {len(self.seeds)} round(s), seeds {', '.join(map(str, self.seeds))}; each {runs} runs "
-            f"({len(self.arms)} arms × labels {', '.join(map(str, self.labels))})"
-            + (f" and {frozen} with the encoder frozen" if frozen else "")
-            + f", {self.finetune_steps} steps, then {self.test_subjects} test subjects predicted",
+            (f"fine-tuning: {len(self.seeds)} round(s), seeds {', '.join(map(str, self.seeds))}; each {runs} runs "
+             f"({len(self.arms)} arms × labels {', '.join(map(str, self.labels))})"
+             + (f" and {frozen} with the encoder frozen" if frozen else "")
+             + f", {self.finetune_steps} steps, then {self.test_subjects} test subjects predicted") if self.seeds else "fine-tuning: none",
         ]
 
     def give_up(self, done: Sequence[str]) -> bool:

@@ -191,13 +191,13 @@ def test_deep_csf_lies_deep_inside_the_real_brain(itk_paths):
     assert (tissue == TISSUE_VALUES["other"]).any()  # the CSF of the sulci stays other tissue
 
 
-def test_gpu_window_plans_nine_minutes_at_most_on_an_h100(bench, capsys):
+def test_gpu_window_plans_nine_minutes_at_most_on_an_h200(bench, capsys):
     preset, _ = bench.Preset.load("gpu-window")
-    assert preset.arms == ["scratch", "gmim", "random", "prototype"] and preset.labels == [1, 2] and len(preset.seeds) >= 3
+    assert preset.arms == ["scratch", "gmim", "variance", "random", "prototype"] and preset.labels == [1, 2] and len(preset.seeds) >= 3
     assert preset.context_class and preset.pretrain["model"] == preset.finetune["model"] == {"feature_size": 48, "roi": [96, 96, 96]}
     assert bench.main(["--preset", "gpu-window", "--device", "cpu", "--plan"]) == 0
     printed = capsys.readouterr().out
-    assert "figures for h100 (this is a cpu" in printed
+    assert "figures for h200 (this is a cpu" in printed
     minutes = float(re.search(r"estimate: ([0-9.]+) min of a budget of 9.0 min", printed).group(1))
     assert 0 < minutes <= 9
 
@@ -296,3 +296,5 @@ def test_a_phase_over_its_share_shortens_what_remains(bench, smoke_subjects, tmp
             assert scores["names"] == ["grey_matter", "white_matter"] and all(0 <= d <= 1 for d in scores["class_dice"].values())
     text = (out / "results.md").read_text()
     assert "| gmim | " in text.split("### Linear probe of frozen encoder features")[1]
+    assert [h["step"] for h in results["health"]["gmim"]] == [0, 1]  # the initial encoder, then the final one
+    assert "| gmim | 100% | " in text.split("### Representation health over pre-training")[1]

@@ -65,8 +65,11 @@ def write_collection(folder: Path) -> Path:
         itk_t1 = itk_example_paths()["t1"]
         image = nib.load(itk_t1)
         datalist["validation"] = [{"image": _save(folder / "itk_t1.nii.gz", np.asarray(image.get_fdata()), image.affine)}]
+        print("validation: the ITK example T1, another person's brain from another scanner that training never sees; its "
+              "loss asks whether what the encoder learns from one template carries over, and its representation health "
+              "whether the encoder still tells places apart")
     except InputError as missing:
-        print(f"no validation volume: {missing}")
+        print(f"no validation volume ({missing}): representation health is measured on training volumes")
     path = folder / "datalist.json"
     path.write_text(json.dumps(datalist, indent=2))
     return path
@@ -75,6 +78,7 @@ def write_collection(folder: Path) -> Path:
 def run(args: argparse.Namespace) -> int:
     from gmim.engine.metrics import read_metrics  # torch and MONAI load only when a run starts
     from gmim.pretraining.config import PretrainConfig
+    from gmim.pretraining.health import COLLAPSE_FRACTION
     from gmim.pretraining.method import pretrain
 
     if args.steps < 1:
@@ -98,6 +102,11 @@ def run(args: argparse.Namespace) -> int:
     validation = [r["val/loss"] for r in records if "val/loss" in r]
     print(f"training loss {losses[0]['train/loss']:.3f} by step {losses[0]['step']} -> {losses[-1]['train/loss']:.3f} "
           f"by step {losses[-1]['step']}" + (f"; validation loss {validation[0]:.3f} -> {validation[-1]:.3f}" if validation else ""))
+    health = [r for r in records if "val/health/variation4" in r]
+    if health:
+        steps = ", ".join(f"{r['val/health/variation4'] / health[0]['val/health/variation4']:.0%} by step {r['step']}" for r in health[1:])
+        print(f"the final encoder stage's token variation, as a share of the initial encoder's: {steps} "
+              f"(under {COLLAPSE_FRACTION:.0%}: collapsed)")
     print(f"encoder weights (MONAI SwinUNETR(...).swinViT): {run_dir / 'encoder.pt'}")
     print(f"loss curve: {run_dir / 'loss_curve.png'}")
     print(f"masks and reconstructions: {run_dir / 'pictures'}")

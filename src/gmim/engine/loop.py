@@ -82,6 +82,8 @@ class Method(Protocol):
     #: Whether ``best.pt`` keeps the weights of the best validation (or the final weights when
     #: there is nothing to validate on).
     keeps_best: bool
+    #: Whether a new run validates its initial weights too (step 0), as the baseline of the later ones.
+    validates_at_start: bool
 
     def parameter_groups(self) -> list[dict[str, Any]]:
         """AdamW's parameter groups (a group may carry its own ``lr``)."""
@@ -103,8 +105,9 @@ class Method(Protocol):
     def export(self) -> None:
         """Write the method's own outputs of the current weights (rank 0, before each ``last.pt``)."""
 
-    def finish(self, records: list[dict[str, Any]]) -> None:
-        """Work at the end of a completed run, given the records of ``metrics.jsonl`` (rank 0)."""
+    def finish(self, records: list[dict[str, Any]]) -> dict[str, Any]:
+        """Work at the end of a completed run, given the records of ``metrics.jsonl`` (rank 0); the
+        method's own entries of ``summary.json``."""
 
 
 @dataclass
@@ -123,6 +126,8 @@ class RunSummary:
     validation_share: float
     checkpoint_share: float
     validations: int
+    #: The scalars of the last validation (``val/…``), empty without one.
+    validation: dict[str, float] = field(default_factory=dict)
 
     def line(self) -> str:
         done = self.steps - self.first_step
@@ -302,9 +307,14 @@ class Trainer:
         stopwatch, window, validations = _Stopwatch(self.device), _Window(), 0
         self._progress = Progress(self.total, step, self.out / "tensorboard", self.is_main, desc=method.name)
         started = time.perf_counter()
+        last_validation: dict[str, float] = {}
         with stop_requests() as request:
             batches = iter(loader)
             try:
+                if step == 0 and every_validation >= 0 and method.validates_at_start:
+                    with stopwatch("validation", synchronize=True):
+                        best, last_validation = self._validate(method, step, best, metrics)
+                    validations += 1
                 while step < end:
                     with stopwatch("data"):
                         batch = next(batches)
@@ -322,7 +332,7 @@ class Trainer:
                         window = self._record(window, step, optimizer, metrics)
                     if validate:
                         with stopwatch("validation", synchronize=True):
-                            best = self._validate(method, step, best, metrics)
+                            best, last_validation = self._validate(method, step, best, metrics)
                         validations += 1
                     if save or stopping:
                         with stopwatch("checkpoint", synchronize=True):
@@ -336,11 +346,12 @@ class Trainer:
                 self._progress = None
         seconds = time.perf_counter() - started
         completed = step == self.total
+        extras: dict[str, Any] = {}
         if completed and self.is_main:
             if method.keeps_best and every_validation < 0:
                 save_checkpoint(self.out / "best.pt", {"model": method.model.state_dict(), "step": step})
                 self.write("no validation cases: best.pt holds the final weights")
-            method.finish(metrics.records)
+            extras = method.finish(metrics.records)
         if not completed:
             self.write(f"stopped after step {step} of {self.total} (train.stop_after); continue with --resume")
         summary = RunSummary(
@@ -349,10 +360,11 @@ class Trainer:
             data_share=stopwatch.seconds["data"] / max(seconds, 1e-9),
             validation_share=stopwatch.seconds["validation"] / max(seconds, 1e-9),
             checkpoint_share=stopwatch.seconds["checkpoint"] / max(seconds, 1e-9), validations=validations,
+            validation=last_validation,
         )
         if self.is_main:
             self.write(summary.line())
-            write_json(self.out / "summary.json", asdict(summary))
+            write_json(self.out / "summary.json", {**asdict(summary), **extras})
         context.barrier()
         return summary
 
@@ -384,20 +396,21 @@ class Trainer:
         metrics.add({"step": step, **scalars})
         return _Window()
 
-    def _validate(self, method: Method, step: int, best: float, metrics: MetricsLog) -> float:
-        """Validate, log, and keep the weights of the best score in ``best.pt``; the best score."""
+    def _validate(self, method: Method, step: int, best: float, metrics: MetricsLog) -> tuple[float, dict[str, float]]:
+        """Validate, log, and keep the weights of the best score in ``best.pt``; the best score and
+        the validation's scalars as logged."""
         result = method.validate(step)
-        if not self.is_main:
-            return max(best, result.score) if result.score is not None else best
         scalars = {f"val/{name}": value for name, value in result.scalars.items()}
+        if not self.is_main:
+            return (max(best, result.score) if result.score is not None else best), scalars
         self._progress.scalars(step, scalars)
         metrics.add({"step": step, **scalars})
         self.write(f"step {step}: {result.summary}")
         if result.score is not None and result.score > best:
             save_checkpoint(self.out / "best.pt", {"model": method.model.state_dict(), "step": step, **result.record})
             write_json(self.out / "best.json", {"step": step, **result.record, **result.details})
-            return result.score
-        return best
+            return result.score, scalars
+        return best, scalars
 
     def _checkpoint(self, method: Method, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                     scheduler: torch.optim.lr_scheduler.LRScheduler, step: int, best: float) -> None:

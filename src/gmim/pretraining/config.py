@@ -81,6 +81,9 @@ class LossConfig:
     #: Correlate tokens at the same anatomical place, over the two crops' overlap, rather than
     #: tokens at the same index (the prototype's choice).
     align_overlap: bool = False
+    #: Weight of a VICReg-style variance term on the online branch's final-stage tokens, which keeps
+    #: them from collapsing to one vector (0: off, as the paper; ``gmim.pretraining.losses.variance_loss``).
+    variance_weight: float = 0.0
 
 
 @dataclass

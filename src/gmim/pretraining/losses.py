@@ -11,17 +11,14 @@ from torch import Tensor, nn
 
 from gmim.pretraining.model import GMIMOutput
 
-__all__ = ["RECONSTRUCTION_MEANS", "GMIMLoss", "align_to_online", "cross_correlation_loss", "reconstruction_loss"]
+__all__ = ["RECONSTRUCTION_MEANS", "GMIMLoss", "align_to_online", "correlation_penalty", "cross_correlation_loss",
+           "cross_correlation_matrix", "reconstruction_loss", "variance_loss"]
 
 
-def cross_correlation_loss(
-    online: Tensor,
-    target: Tensor,
-    off_diagonal_weight: float = 0.005,
-    standardize: bool = False,
-    token_weights: Tensor | None = None,
-) -> Tensor:
-    """Σ_i (1 − C_ii)² + λ Σ_{i≠j} C_ij² with C = Zxᵀ Zy / n per sample, averaged over the batch.
+def cross_correlation_matrix(
+    online: Tensor, target: Tensor, standardize: bool = False, token_weights: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
+    """C = Zxᵀ Zy / n per sample (B, P, P), and which samples count (B,).
 
     ``online`` and ``target`` are (B, n, P) token projections. The prototype uses them as they are;
     ``standardize`` first brings each dimension to zero mean and unit (population) variance along
@@ -45,12 +42,28 @@ def cross_correlation_loss(
             return (z - mean) / variance.clamp_min(1e-12).sqrt()  # clamped before the root: finite gradients
 
         zx, zy = standardized(zx), standardized(zy)
-    c = (zx * w).transpose(1, 2) @ zy / n
+    return (zx * w).transpose(1, 2) @ zy / n, (weights.sum(1) > 0).float()
+
+
+def cross_correlation_loss(
+    online: Tensor,
+    target: Tensor,
+    off_diagonal_weight: float = 0.005,
+    standardize: bool = False,
+    token_weights: Tensor | None = None,
+) -> Tensor:
+    """Σ_i (1 − C_ii)² + λ Σ_{i≠j} C_ij² with C of :func:`cross_correlation_matrix`, averaged over
+    the samples that count."""
+    c, counted = cross_correlation_matrix(online, target, standardize, token_weights)
+    return correlation_penalty(c, counted, off_diagonal_weight)
+
+
+def correlation_penalty(c: Tensor, counted: Tensor, off_diagonal_weight: float) -> Tensor:
+    """Σ_i (1 − C_ii)² + λ Σ_{i≠j} C_ij² per sample of ``c`` (B, P, P), averaged over ``counted``."""
     diagonal = torch.diagonal(c, dim1=1, dim2=2)
     on_diagonal = (1 - diagonal).pow(2).sum(-1)
     off_diagonal = c.pow(2).sum((1, 2)) - diagonal.pow(2).sum(-1)
     per_sample = on_diagonal + off_diagonal_weight * off_diagonal
-    counted = (weights.sum(1) > 0).float()
     return (per_sample * counted).sum() / counted.sum().clamp_min(1.0)
 
 
@@ -78,6 +91,20 @@ def align_to_online(target: Tensor, token_shape: Sequence[int], offset: Tensor, 
     aligned = F.grid_sample(grid_y, grid, mode="bilinear", padding_mode="border", align_corners=True)
     weights = valid[0][:, :, None, None] & valid[1][:, None, :, None] & valid[2][:, None, None, :]
     return aligned.flatten(2).transpose(1, 2), weights.flatten(1)
+
+
+def variance_loss(features: Tensor, target: float = 1.0) -> Tensor:
+    """VICReg's variance term on tokens (Bardes et al. 2022): mean over channels of
+    max(0, ``target`` − std over the tokens), per sample, then over the batch.
+
+    On the encoder's layer-normalised final-stage tokens (B, n, C) it is 0 only when every channel
+    varies from place to place, and it is largest for the collapsed encoder whose tokens are all one
+    vector; no head after the encoder can rescale it away. Needs n ≥ 2.
+    """
+    if features.dim() != 3 or features.shape[1] < 2:
+        raise ValueError(f"the variance term needs (B, n ≥ 2, C) tokens, got {tuple(features.shape)}; use a larger crop")
+    std = (features.float().var(1, unbiased=False) + 1e-4).sqrt()
+    return F.relu(target - std).mean()
 
 
 #: How the masked voxels' squared errors are averaged: "masked_mean", over each sample's masked
@@ -111,7 +138,9 @@ def reconstruction_loss(
 
 
 class GMIMLoss(nn.Module):
-    """α1·L_cc + α2·L_rec (α1 = 0.005, α2 = 1, λ = 0.005 by default, reconstruction on masked voxels).
+    """α1·L_cc + α2·L_rec (α1 = 0.005, α2 = 1, λ = 0.005 by default, reconstruction on masked voxels),
+    and with ``variance_weight`` > 0 that weight times :func:`variance_loss` of the online branch's
+    final-stage tokens (an option against collapse; docs/method.md §5).
 
     ``align_overlap`` correlates each online token with the target at the same anatomical place
     (see :func:`align_to_online`), over the crops' overlap, instead of the token at the same index.
@@ -126,9 +155,11 @@ class GMIMLoss(nn.Module):
         standardize: bool = False,
         align_overlap: bool = False,
         reconstruction: str = "masked_mean",
+        variance_weight: float = 0.0,
     ) -> None:
         super().__init__()
-        for name, value in (("alpha_cc", alpha_cc), ("alpha_rec", alpha_rec), ("off_diagonal_weight", off_diagonal_weight)):
+        for name, value in (("alpha_cc", alpha_cc), ("alpha_rec", alpha_rec), ("off_diagonal_weight", off_diagonal_weight),
+                            ("variance_weight", variance_weight)):
             if not value >= 0:
                 raise ValueError(f"{name} must be >= 0, got {value}")
         self.alpha_cc = alpha_cc
@@ -140,18 +171,30 @@ class GMIMLoss(nn.Module):
         if reconstruction not in RECONSTRUCTION_MEANS:
             raise ValueError(f"reconstruction must be one of {', '.join(RECONSTRUCTION_MEANS)}, got {reconstruction!r}")
         self.reconstruction = reconstruction
+        self.variance_weight = variance_weight
 
-    def forward(
-        self, output: GMIMOutput, x: Tensor, voxel_mask: Tensor | None, offset: Tensor | None = None
-    ) -> dict[str, Tensor]:
-        """Loss terms for the clean online view ``x``, the voxel mask of point a0 and, with
-        ``align_overlap``, the views' ``offset`` (B, 3) in voxels."""
+    def correlation(self, output: GMIMOutput, x: Tensor, offset: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """The branches' cross-correlation matrices (B, P, P) as the loss sees them, and which
+        samples count (see :func:`cross_correlation_matrix`)."""
         target, weights = output.target, None
         if self.align_overlap:
             if offset is None:
                 raise ValueError("align_overlap needs the offset of the two views")
             token_shape = [n // 32 for n in x.shape[2:]]
             target, weights = align_to_online(target, token_shape, offset)
-        cc = cross_correlation_loss(output.online, target, self.off_diagonal_weight, self.standardize, weights)
+        return cross_correlation_matrix(output.online, target, self.standardize, weights)
+
+    def forward(
+        self, output: GMIMOutput, x: Tensor, voxel_mask: Tensor | None, offset: Tensor | None = None
+    ) -> dict[str, Tensor]:
+        """Loss terms for the clean online view ``x``, the voxel mask of point a0 and, with
+        ``align_overlap``, the views' ``offset`` (B, 3) in voxels."""
+        cc = correlation_penalty(*self.correlation(output, x, offset), self.off_diagonal_weight)
         rec = reconstruction_loss(output.reconstruction, x, voxel_mask if self.masked_only else None, self.reconstruction)
-        return {"loss": self.alpha_cc * cc + self.alpha_rec * rec, "cross_correlation": cc, "reconstruction": rec}
+        terms = {"loss": self.alpha_cc * cc + self.alpha_rec * rec, "cross_correlation": cc, "reconstruction": rec}
+        if self.variance_weight > 0:
+            if output.features is None:
+                raise ValueError("the variance term needs the online branch's final-stage tokens (GMIMOutput.features)")
+            terms["variance"] = variance_loss(output.features)
+            terms["loss"] = terms["loss"] + self.variance_weight * terms["variance"]
+        return terms

@@ -24,10 +24,12 @@ from gmim.attention import fuse_window_attention
 from gmim.data.sources import Case, discover_cases
 from gmim.engine.checkpoint import save_checkpoint
 from gmim.engine.loop import RunSummary, Trainer, Validation
+from gmim.engine.metrics import read_metrics
 from gmim.engine.sampling import SeededDataset, derived_seed
 from gmim.errors import InputError, refuse_out_of_range
 from gmim.pretraining.config import PretrainConfig
 from gmim.pretraining.data import load_volumes, view_transforms
+from gmim.pretraining.health import Health, HealthMeter, collapse_warning, trivial_cross_correlation
 from gmim.pretraining.losses import GMIMLoss
 from gmim.pretraining.masking import GridMaskPlanner, mask_every_point, voxel_mask
 from gmim.pretraining.model import GMIM
@@ -42,6 +44,8 @@ RESUMABLE_CHANGES = ("train.picture_every", "data.cache", "data.skip_bad")
 
 #: Seeds the validation's masks apart from any training step's.
 _VALIDATION_KEY = 2**40
+#: Without validation volumes, representation health is measured on views of this many training volumes.
+HEALTH_VOLUMES = 2
 
 
 def build_model(config: PretrainConfig) -> GMIM:
@@ -73,11 +77,12 @@ def _check_config(config: PretrainConfig) -> None:
         (0 <= masking.drop_probability <= 1, "masking.drop_probability", "in [0, 1]"),
         (0 <= masking.decay <= 1, "masking.decay", "in [0, 1]"),
         (0 <= model.dropout_path_rate <= 1, "model.dropout_path_rate", "in [0, 1]"),
+        (math.isfinite(config.loss.variance_weight) and config.loss.variance_weight >= 0, "loss.variance_weight", ">= 0"),
     ]
     refuse_out_of_range(checks)
     config.preprocessing.check()
     GridMaskPlanner(masking.grids, masking.base_ratio, masking.scale, masking.dynamic, cells=masking.cells)
-    GMIMLoss(config.loss.alpha_cc, config.loss.alpha_rec, config.loss.off_diagonal_weight)
+    GMIMLoss(**vars(config.loss))
     if not 0 <= model.target_momentum < 1:
         raise InputError(f"model.target_momentum must be in [0, 1), got {model.target_momentum}")
     if max(masking.grids) > min(model.roi):
@@ -118,6 +123,7 @@ class GMIMPretraining:
 
     name = "pretrain"
     keeps_best = False
+    validates_at_start = True  # the initial encoder's health is the baseline of every later one
 
     def __init__(self, config: PretrainConfig, train_cases: list[Case], val_cases: list[Case], trainer: Trainer) -> None:
         self.config, self.trainer = config, trainer
@@ -133,10 +139,17 @@ class GMIMPretraining:
         if shared_cache and context.is_main:
             context.barrier()
         self.val_volumes: Sequence[dict[str, Any]] = []
-        self.val_count = len(val_cases)
         if val_cases and context.is_main:  # rank 0 validates
             self.val_volumes, skipped = load_volumes(val_cases, config, out / "cache")
             self.skipped += skipped
+        # Health is measured on the validation volumes, else on a few training volumes: it asks
+        # whether features still tell places apart, which needs no held-out data.
+        self.health_volumes = self.val_volumes or (volumes[:HEALTH_VOLUMES] if context.is_main else [])
+        self.health_count = len(val_cases) or min(HEALTH_VOLUMES, len(volumes))  # the same on every rank
+        self.health: Health | None = None
+        self.trivial = trivial_cross_correlation(config.model.projection_dim, config.loss.off_diagonal_weight)
+        self.initial_health = self._recorded_initial_health() if trainer.resume else None
+        self.warned = False
         per_batch = config.data.target_augmentation == "batch"
         self.train_data = SeededDataset(volumes, view_transforms(config, augment_target=not per_batch), seed=config.train.seed)
         self.batch_augmentation = target_augmentation("y") if per_batch else None
@@ -184,34 +197,69 @@ class GMIMPretraining:
         self.model.update_target()
 
     def validation_cost(self) -> float:
-        """Each volume: the two branches' forward passes (about 2 of a step's 4 passes per volume)."""
-        return self.val_count * 2 / (4 * self.config.train.batch_size)
+        """Each view: the two branches' forward passes and one more of the encoder (about 3 of a
+        step's 4 passes per volume)."""
+        return self.health_count * 3 / (4 * self.config.train.batch_size)
 
     def validate(self, step: int) -> Validation:
-        """Mean loss terms on the held-out volumes, with the same views and masks at every validation."""
-        if not self.val_volumes:
+        """Mean loss terms on the held-out volumes and representation health, with the same views
+        and masks at every validation (rank 0; without validation volumes, health alone on a few
+        training volumes). Warns once when the encoder collapses."""
+        if not self.health_volumes:
             return Validation({}, "")
         device, precision = self.trainer.device, self.trainer.precision
-        views = SeededDataset(self.val_volumes, view_transforms(self.config), seed=self.config.train.seed + 1)
+        views = SeededDataset(self.health_volumes, view_transforms(self.config), seed=self.config.train.seed + 1)
         totals: dict[str, float] = {}
+        meter = HealthMeter(self.trivial)
         self.model.eval()
         with torch.no_grad():
             for i in range(len(views)):
                 item = views[0, i]
                 x, y = item["x"][None].to(device), item["y"][None].to(device)
                 masks, _ = self.masks(x, [i], _VALIDATION_KEY)
+                offset = item["offset"][None]
                 with precision.autocast():
                     output = self.model(x, y, masks)
-                for key, value in self.loss_function(output, x, voxel_mask(masks[0]), item["offset"][None]).items():
+                    meter.add_states(self.model.encoder(x))
+                terms = self.loss_function(output, x, voxel_mask(masks[0]), offset)
+                meter.add_correlation(self.loss_function.correlation(output, x, offset)[0], float(terms["cross_correlation"]))
+                for key, value in terms.items():
                     totals[key] = totals.get(key, 0.0) + float(value) / len(views)
         self.model.train()
-        return Validation(totals, f"validation loss {totals['loss']:.4f} (cross-correlation {totals['cross_correlation']:.3f}, "
-                                  f"reconstruction {totals['reconstruction']:.4f})")
+        health = meter.result()
+        if step == 0 or self.initial_health is None:
+            self.initial_health = health
+        summary = f"health: {health.line(self.initial_health)}"
+        if self.val_volumes:
+            summary = (f"validation loss {totals['loss']:.4f} (cross-correlation {totals['cross_correlation']:.3f}, "
+                       f"reconstruction {totals['reconstruction']:.4f}); {summary}")
+        else:
+            totals = {}
+        if not self.warned and health.collapsed(self.initial_health):
+            self.trainer.write(collapse_warning(health, self.initial_health))
+            self.warned = True
+        self.health = health
+        return Validation(totals | health.scalars(), summary)
+
+    def _recorded_initial_health(self) -> Health | None:
+        """The initial encoder's health, as the run recorded it at step 0 (for a resumed run)."""
+        path = self.trainer.out / "metrics.jsonl"
+        records = read_metrics(path) if path.is_file() and self.trainer.is_main else []
+        return next((h for r in records if r.get("step") == 0 and (h := Health.from_scalars(r, self.trivial))), None)
 
     def export(self) -> None:
         save_checkpoint(self.trainer.out / "encoder.pt", self.model.encoder.state_dict())
 
-    def finish(self, records: list[dict[str, Any]]) -> None:
+    def finish(self, records: list[dict[str, Any]]) -> dict[str, Any]:
+        """The loss and health curves, and the representation health of the final encoder against the
+        initial one (printed, and returned for ``summary.json``)."""
         save_loss_curve(self.trainer.out / "loss_curve.png", records)
         if self.skipped:
             print(f"skipped {len(self.skipped)} bad volume(s):\n  " + "\n  ".join(self.skipped))
+        health, initial = self.health, self.initial_health
+        if health is None or initial is None:
+            return {}
+        collapsed = health.collapsed(initial)
+        print(f"representation health{' (COLLAPSED)' if collapsed else ''}: {health.line(initial)}", flush=True)
+        return {"health": {"initial": initial.record(), "final": health.record(), "final_stage_relative": health.relative(initial),
+                           "collapsed": collapsed}}

@@ -36,6 +36,8 @@ class GMIMOutput:
     online: Tensor  #: (B, n, P) projected final-stage tokens of the masked view x
     target: Tensor  #: (B, n, P) projected final-stage tokens of the target view y
     reconstruction: Tensor  #: (B, C, D, H, W) reconstruction of x
+    #: (B, n, 16F) the online branch's final-stage tokens before its head (layer-normalised)
+    features: Tensor | None = None
 
 
 def _tokens(features: Tensor) -> Tensor:
@@ -102,10 +104,12 @@ class GMIM(nn.Module):
         online = self.encoder(x, masks=masks, mask_tokens=self.mask_tokens)[-1]
         with torch.no_grad():
             target = (self.target_encoder or self.encoder)(y)[-1]
+        features = _tokens(online)
         return GMIMOutput(
-            online=self.online_head(_tokens(online)),
+            online=self.online_head(features),
             target=self.target_head(_tokens(target)),
             reconstruction=self.decoder(online),
+            features=features,
         )
 
     @torch.no_grad()

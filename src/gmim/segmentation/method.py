@@ -123,6 +123,7 @@ class SegmentationFinetuning:
 
     name = "finetune"
     keeps_best = True
+    validates_at_start = False
 
     def __init__(self, config: FinetuneConfig, train_cases: list[Case], val_cases: list[Case], trainer: Trainer) -> None:
         self.config, self.trainer, self.val_cases = config, trainer, val_cases
@@ -210,5 +211,5 @@ class SegmentationFinetuning:
     def export(self) -> None:
         pass
 
-    def finish(self, records: list[dict[str, Any]]) -> None:
-        pass
+    def finish(self, records: list[dict[str, Any]]) -> dict[str, Any]:
+        return {}
