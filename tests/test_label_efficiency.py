@@ -130,6 +130,30 @@ def test_tables_mean_and_spread_over_seeds(bench):
     assert "| gmim | **0.400 ± 0.000** (+0.150 ± 0.000) |" in text  # deep CSF alone, and its gain
 
 
+def test_a_preset_without_fine_tuning_reports_health_and_timing(bench, tmp_path):
+    """``seeds: []``: pre-training, its health and the linear probe only (the collapse presets)."""
+    preset, _ = bench.Preset.load("collapse-cpu")
+    assert preset.seeds == [] and preset.labels == []
+    assert bench.plan_for(preset, preset.arms).describe()[-1] == "fine-tuning: none"
+    run = tmp_path / "pretrain" / "gmim"
+    run.mkdir(parents=True)
+    records = [{"step": s, **{f"val/health/variation{i}": v for i in range(5)}, "val/health/effective_rank4": 2.0,
+                "val/health/correlation_rank": 1.0, "val/health/cc_above_trivial": cc}
+               for s, v, cc in ((0, 0.4, 300.0), (20, 0.02, 0.5))]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in [{"step": 1, "train/loss": 1.0}, *records]))
+    history = bench.health_history(tmp_path, ["scratch", "gmim"])
+    assert list(history) == ["gmim"] and [h["step"] for h in history["gmim"]] == [0, 20]
+    timing = {"gmim": {"minutes": 1.0, "pretrain_steps": 20, "pretrain_s_per_step": 3.0, "weight_change": 0.1,
+                       "finetune_s_per_step": None, "predict_s_per_case": None,
+                       "health": {"initial": {"variation": [0.4] * 5}, "final": {"variation": [0.02] * 5, "cross_correlation": 368.5,
+                                  "trivial": 368.0}, "final_stage_relative": 0.05, "collapsed": True}}}
+    text = bench.markdown(None, preset, "python benchmarks/label_efficiency.py --preset collapse-cpu", timing,
+                          {"icbm152": 1, "itk": 1}, health=history)
+    assert "### Dice" not in text and "dice_vs_labels.png" not in text
+    assert "| gmim | 100% | 5% | +0.5 | 2.0 |" in text
+    assert "| gmim | 20 | 10.0% | 0.020 (5%) collapsed | 368.5 (368.0) | 3.00 | – | – |" in text
+
+
 def test_probe_table_sets_frozen_beside_fine_tuned(bench):
     def run(arm, seed, dice):
         test = {t: {"mean_dice": dice, "mean_hd95": 5.0, "class_dice": {"deep_csf": dice - 0.1}} for t in bench.TEST_SETS}
