@@ -377,8 +377,8 @@ def test_wrong_channel_count_is_refused(brains, tmp_path, capsys, mni_t1):
 
 @pytest.mark.slow
 def test_options_beyond_the_prototype_run_end_to_end(brains, tmp_path):
-    """Aligned and standardised correlation, an EMA target and learned mask tokens, all masks on."""
-    options = ["loss.align_overlap=true", "loss.standardize=true", "model.target_momentum=0.9",
+    """Aligned and standardised correlation, the variance term, an EMA target and learned mask tokens, all masks on."""
+    options = ["loss.align_overlap=true", "loss.standardize=true", "loss.variance_weight=1.0", "model.target_momentum=0.9",
                "model.learned_mask_token=true", "masking.drop_probability=1.0"]
     assert run_cli("pretrain", brains, "--out", tmp_path / "run", "--steps", "2", *SMALL,
                    *[arg for option in options for arg in ("--set", option)]) == 0
@@ -386,7 +386,8 @@ def test_options_beyond_the_prototype_run_end_to_end(brains, tmp_path):
     assert any(key.startswith("target_encoder.") for key in checkpoint)
     assert any(key.startswith("mask_tokens.") for key in checkpoint)
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    assert all(np.isfinite(r["train/loss"]) for r in records)
+    assert all(np.isfinite(r["train/loss"]) and np.isfinite(r["train/variance"]) for r in records if "train/loss" in r)
+    assert all(np.isfinite(v) for r in records for k, v in r.items() if k.startswith("val/health/"))
 
 
 @pytest.mark.slow
