@@ -17,6 +17,19 @@ from gmim.errors import InputError
 from gmim.sample_data import itk_example_paths, mni152
 
 
+@pytest.fixture(scope="session", autouse=True)
+def shared_store_root(tmp_path_factory):
+    """The session's runs prepare their volumes into a temporary folder of stores (their default,
+    ``$XDG_CACHE_HOME/gmim/stores``), not the user's cache; runs on the same data share it."""
+    previous = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("cache"))
+    yield
+    if previous is None:
+        os.environ.pop("XDG_CACHE_HOME")
+    else:
+        os.environ["XDG_CACHE_HOME"] = previous
+
+
 def _missing(reason: str) -> None:
     if os.environ.get("CI"):
         pytest.fail(f"test data missing in CI: {reason}")

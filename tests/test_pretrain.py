@@ -25,7 +25,8 @@ from gmim.config import load_config, preset_names
 from gmim.data.sources import discover_cases
 from gmim.pretraining.config import AS_RUN, PretrainConfig
 from gmim.engine.device import seed_everything
-from gmim.pretraining.data import load_volumes, view_transforms
+from gmim.data.store import Store
+from gmim.pretraining.data import view_transforms, volume_records
 from gmim.pretraining.health import COLLAPSE_FRACTION
 from gmim.pretraining.method import build_model
 
@@ -165,6 +166,14 @@ def test_two_processes_match_one_with_the_same_global_batch(brains, tmp_path):
     assert float((update_one - update_two).norm() / update_one.norm()) < 0.01
 
 
+def stored_records(cases, config, folder):
+    """The loader's records of ``cases``, prepared into a store at ``folder``."""
+    store = Store.create(folder, config.preprocessing)
+    entries, skipped = store.prepare(cases, config.preprocessing, workers=1, show=False)
+    assert not skipped
+    return volume_records([(e, store.array_path(e.key)) for e in entries], config)
+
+
 def test_each_input_format_gives_views(tmp_path, mni_t1, itk_t1):
     """Image folder, MSD datalist, nnU-Net raw folder and BraTS-style case folders, through the data pipeline."""
     a, b = mni_t1[60:124:2, 60:124:2, 50:114:2], itk_t1[30:94, 30:94, 10:42]
@@ -185,9 +194,7 @@ def test_each_input_format_gives_views(tmp_path, mni_t1, itk_t1):
     for name, channels in (("folder", 1), ("msd/dataset.json", 1), ("nnunet", 2), ("brats", 4)):
         cases = discover_cases([tmp_path / name], splits=("training", "validation"))
         assert len(cases) == 2 and all(len(c.images) == channels for c in cases), name
-        volumes, skipped = load_volumes(cases, config)
-        assert not skipped
-        item = view_transforms(config)({**volumes[0]})
+        item = view_transforms(config)(stored_records(cases, config, tmp_path / "stores" / name.replace("/", "_"))[0])
         assert item["x"].shape == item["y"].shape == (channels, 64, 32, 32), name
         assert torch.all(item["offset"].abs() <= 8)
         assert type(item["x"]) is torch.Tensor
@@ -232,8 +239,8 @@ def test_target_augmentation_per_batch_draws_once_from_the_batch_range(brains, t
 
     config = load_config(PretrainConfig, "cpu-small", ["model.roi=[64,32,32]", "data.margin=[8,8,8]", "train.workers=0",
                                                         "data.target_augmentation=batch"], presets="pretrain")
-    volumes, _ = load_volumes(discover_cases([brains]), config)
-    item = view_transforms(config, augment_target=False)({**volumes[0]})
+    records = stored_records(discover_cases([brains]), config, tmp_path / "store")
+    item = view_transforms(config, augment_target=False)(records[0])
     dz, dy, dx = item["offset"].tolist()  # y untouched: it equals x over their overlap
     sx = tuple(slice(max(d, 0), n + min(d, 0)) for d, n in zip((dz, dy, dx), (64, 32, 32)))
     sy = tuple(slice(max(-d, 0), n + min(-d, 0)) for d, n in zip((dz, dy, dx), (64, 32, 32)))
@@ -319,21 +326,25 @@ def test_bad_inputs_exit_2_with_one_line(brains, tmp_path, capsys, mni_t1):
     assert not (tmp_path / "out_bad" / "last.pt").exists()
 
 
-def test_file_corrupt_past_its_header_named_from_a_loader_worker(tmp_path, capsys, mni_t1):
-    """Without a cache only headers are checked before training; the voxels are read in a worker."""
+def test_file_corrupt_past_its_header_named_by_preparation(tmp_path, capsys, mni_t1):
+    """Headers read, voxels do not: the preparing process names the file, and the store remembers
+    it, so that the next run names it again without reading it."""
     rng = np.random.default_rng(0)
-    for name in ("cut_a.nii.gz", "cut_b.nii.gz"):  # a batch of 2, both corrupt
+    for name in ("cut_a.nii.gz", "cut_b.nii.gz"):
         path = save(tmp_path / "data" / name, mni_t1[60:124:2, 60:124:2, 50:114:2])
         data = path.read_bytes()  # the header reads, the compressed voxels after it do not
         half = len(data) // 2
         path.write_bytes(data[:half] + rng.integers(0, 256, len(data) - half, dtype=np.uint8).tobytes())
-    code = run_cli("pretrain", tmp_path / "data", "--out", tmp_path / "run", "--steps", "1", *SMALL,
-                   "--set", "data.cache=none", "--set", "train.workers=1")
-    err = capsys.readouterr().err
-    last = err.replace("\r", "\n").strip().splitlines()[-1]
-    assert code == 2 and "Traceback" not in err and "Caught" not in err, err
-    assert last.startswith("gmim pretrain: error:") and ".nii.gz: cannot be loaded" in last and "cut_" in last, err
-    assert not multiprocessing.active_children()  # the workers ended with the run: exit does not wait on them
+    for attempt in range(2):
+        code = run_cli("pretrain", tmp_path / "data", "--out", tmp_path / "run", "--steps", "1", *SMALL,
+                       "--store", tmp_path / "stores")
+        err = capsys.readouterr().err
+        last = err.replace("\r", "\n").strip().splitlines()[-1]
+        assert code == 2 and "Traceback" not in err, err
+        assert last.startswith("gmim pretrain: error:") and ".nii.gz: cannot be loaded" in last and "cut_" in last, err
+        assert not multiprocessing.active_children()  # the preparing processes ended with the run
+    entries = [json.loads(p.read_text()) for p in (tmp_path / "stores").glob("*/volumes/*.json")]
+    assert entries and all("cannot be loaded" in e["error"] for e in entries)
 
 
 @pytest.mark.slow

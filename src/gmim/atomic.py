@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -39,12 +40,19 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
-def remove_stale_temporaries(folder: str | os.PathLike[str]) -> list[Path]:
-    """Delete the temporaries that killed writes left in ``folder`` (call it while no writer runs
-    there, e.g. holding the run lock); returns what was deleted."""
-    stale = [p for p in Path(folder).glob(TEMPORARY_PATTERN) if p.is_file()]
-    for path in stale:
-        path.unlink(missing_ok=True)
+def remove_stale_temporaries(folder: str | os.PathLike[str], older_than: float = 0.0) -> list[Path]:
+    """Delete the temporaries that killed writes left in ``folder``: all of them while no writer runs
+    there (e.g. holding the run lock), or those older than ``older_than`` seconds where writers may
+    be at work (no write takes that long); returns what was deleted."""
+    now = time.time()
+    stale = []
+    for path in Path(folder).glob(TEMPORARY_PATTERN):
+        try:
+            if path.is_file() and now - path.stat().st_mtime >= older_than:
+                path.unlink()
+                stale.append(path)
+        except FileNotFoundError:  # its writer finished or another cleaner was first
+            continue
     return stale
 
 

@@ -10,10 +10,11 @@ from gmim.cli.arguments import TRAINING_FLAGS, add_config_arguments, add_trainin
 from gmim.config import load_config
 
 EPILOG = """\
-DATA: folders of images (.nii, .nii.gz, .nrrd, .mha, .mhd, searched recursively; one channel each),
+DATA: prepared stores (gmim prepare), or folders of images (.nii, .nii.gz, .nrrd, .mha, .mhd, searched recursively; one channel each),
 MSD/decathlon JSON datalists (training, optional validation), nnU-Net raw dataset folders
 (imagesTr/ with _0000, _0001… channel files) or folders of BraTS-style case folders; several can be
-combined.
+combined. DATA other than stores are prepared first into the shared store folder (--store,
+default ~/.cache/gmim/stores), where later runs with the same preprocessing find them.
 
 Settings come from the defaults (the prototype's CT-collection run), then --config (a shipped preset
 or a YAML file), then the direct flags, then each --set key=value (e.g. --set masking.decay=0
@@ -30,6 +31,7 @@ FLAGS = {
     "modality": "preprocessing.modality",
     "init": "model.init",
     "skip_bad": "data.skip_bad",
+    "store": "data.store",
 }
 
 
@@ -42,13 +44,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("data", nargs="+", type=Path, metavar="DATA", help="image folders, datalists or dataset folders")
+    parser.add_argument("data", nargs="+", type=Path, metavar="DATA", help="stores, image folders, datalists or dataset folders")
     parser.add_argument("--out", type=Path, required=True, help="run folder")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     add_config_arguments(parser, "pretrain")
     add_training_arguments(parser)
     parser.add_argument("--modality", choices=("ct", "mri"), help="intensity preset: CT HU window or MRI z-score")
     parser.add_argument("--init", help="encoder weights to start from (gmim encoder.pt or Swin UNETR model_swinvit.pt)")
+    parser.add_argument("--store", help="folder of prepared stores that DATA are prepared into (default ~/.cache/gmim/stores)")
     parser.add_argument("--skip-bad", action="store_const", const=True, help="go on past unreadable or invalid volumes")
     parser.set_defaults(run=run)
 

@@ -22,6 +22,7 @@ import numpy as np
 from gmim.data.dicom import is_series_reference, itk_ras_affine, read_series, series_grid
 from gmim.data.sources import Case
 from gmim.errors import InputError
+from gmim.resources import memory_bytes
 
 __all__ = ["Grid", "Header", "check_cases", "check_header", "read_array", "read_grid", "read_header", "read_label_map",
            "read_label_values", "reader_reason", "same_grid", "voxel_spacing"]
@@ -106,20 +107,6 @@ def _itk_dtype(pixel: str) -> np.dtype:
     return np.dtype(f"{kind}{bits // 8}")
 
 
-def _memory_bytes() -> int:
-    """The memory this process may use: the machine's, or less where a cgroup (a container, a
-    cluster job) limits it."""
-    physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    for limit in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):  # cgroup v2, v1
-        try:
-            text = Path(limit).read_text().strip()
-        except OSError:
-            continue
-        if text.isdigit():
-            return min(physical, int(text))
-    return physical
-
-
 def _size(n: float) -> str:
     for unit, scale in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
         if n >= scale:
@@ -150,7 +137,7 @@ def check_header(path: Path, header: Header) -> None:
     if header.stored_bytes is not None and path.stat().st_size < header.stored_bytes:
         raise InputError(f"{path}: its header claims {dims} {header.dtype} voxels ({_size(claimed)}), more "
                          f"than its {path.stat().st_size} bytes can hold: truncated or not an image")
-    needed, memory = header.voxels * 4, _memory_bytes()
+    needed, memory = header.voxels * 4, memory_bytes()
     if needed > MEMORY_SHARE * memory:
         raise InputError(f"{path}: {dims} voxels take {_size(needed)} as float32, more than "
                          f"{MEMORY_SHARE:.0%} of the {_size(memory)} of memory this process may use")

@@ -2,7 +2,9 @@
 
 API::
 
-    cases = discover_cases(["imagesTr/", "brats/", "datalist.json"])   # list[Case]
+    found = discover(["Dataset001/", "brats/", "datalist.json"])   # Collection
+    found.cases, found.channel_names, found.labels, found.source   # what the layouts say beside their cases
+    cases = discover_cases(["imagesTr/", "brats/", "datalist.json"])   # list[Case]: discover(...).cases
     cases[0].id, cases[0].images, cases[0].label, cases[0].fold, cases[0].split
     cases[0].as_dict()   # {"id", "image": [str, ...], "label"?: str} for MONAI dict transforms
 
@@ -16,11 +18,28 @@ A DATA path is one of, told apart in this order:
   ``imagesTs/``;
 - a folder of BraTS-style case folders (or one such folder): ``*_flair``, ``*_t1``, ``*_t1ce``,
   ``*_t2`` and an optional ``*_seg`` file in each;
-- a folder of images, searched recursively; files named like nnU-Net channels (``CASE_0000``,
-  ``CASE_0001``, …, every file so named) are grouped into one case, any other file is a case of one
-  channel; every DICOM image series found in it, in any sub-folder layout, is a case of one channel
-  too (:mod:`gmim.data.dicom`);
+- a folder of images, searched recursively: every image file is a case of one channel, its id the
+  file name without suffix (``ct_0000``, ``amos_0001``), unless the layout clearly says files are
+  channels: they are grouped into nnU-Net channel cases (``CASE_0000``, ``CASE_0001`` … → case
+  ``CASE``) only when in every sub-folder holding images every image file is named ``CASE_XXXX``
+  and there are at least two cases, and every case has the same channels ``0000`` … ``k-1`` (k = 1
+  too: an nnU-Net ``imagesTs/`` of single-channel ``CASE_0000`` files keeps the nnU-Net case ids).
+  Numbered files that are not grouped (one "case" of 40 channels, gaps such as ``amos_0001``,
+  ``amos_0004``, cases with different channels, one case per sub-folder) are read one case per
+  file, with one note (a warning) saying so; channels of one case need an nnU-Net dataset folder
+  with ``dataset.json`` or a datalist. When files (or grouped cases) in different sub-folders give
+  the same id, each of them is named by its path under the folder with ``_`` for ``/``
+  (``siteA/ct.nii.gz`` → ``siteA_ct``; one directly in the folder keeps its name); ids that still
+  repeat (``ct.nii`` beside ``ct.nii.gz``) are refused. Every DICOM image series found in the
+  folder, in any sub-folder layout, is a case of one channel too (:mod:`gmim.data.dicom`);
 - a single image file, or a DICOM series named as ``<folder>/<SeriesInstanceUID>``.
+
+Beside its cases a layout may say the channel names (an nnU-Net ``dataset.json``'s
+``channel_names`` in the order of their keys; :data:`BRATS_MODALITIES` for a BraTS folder, or a
+datalist whose every case is BraTS-named files) and the labels (``dataset.json``'s ``labels``, as
+written, so region-based labels can be told apart); with several DATA paths, the first layout that
+names channels gives the channel names, and the first that names labels gives the labels and
+:attr:`Collection.source`.
 
 Image files: ``.nii``, ``.nii.gz``, ``.nrrd``, ``.mha``, ``.mhd``, and DICOM series: in a datalist
 a channel may be a series folder (or ``<folder>/<SeriesInstanceUID>``). Several DATA paths are
@@ -35,7 +54,7 @@ import json
 import os
 import re
 import warnings
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,7 +70,9 @@ __all__ = [
     "IMAGE_SUFFIXES",
     "SPLITS",
     "Case",
+    "Collection",
     "case_id",
+    "discover",
     "discover_cases",
     "is_image_file",
     "nnunet_dataset_json",
@@ -83,6 +104,16 @@ class Case:
         return record
 
 
+@dataclass(frozen=True)
+class Collection:
+    """Cases with what their layout says beside them, so that users of the data need not detect layouts again."""
+
+    cases: list[Case]
+    channel_names: tuple[str, ...] | None = None
+    labels: dict[str, Any] | None = None  # dataset.json's values as written: ints, or lists for region-based labels
+    source: Path | None = None  # the dataset.json that gave the labels, for messages
+
+
 def is_image_file(path: Path) -> bool:
     return path.name.lower().endswith(IMAGE_SUFFIXES)
 
@@ -96,37 +127,56 @@ def case_id(path: str | os.PathLike[str]) -> str:
     return Path(name).stem
 
 
-def discover_cases(
-    paths: Iterable[str | os.PathLike[str]], splits: Sequence[str] = SPLITS, same_channels: bool = True
-) -> list[Case]:
-    """All cases under ``paths``, keeping only those whose ``split`` is in ``splits``; with
-    ``same_channels``, refused unless all have the same number of channels."""
+def discover(
+    paths: Iterable[str | os.PathLike[str]],
+    splits: Sequence[str] = SPLITS,
+    same_channels: bool = True,
+    scan_cache: Path | None = None,
+) -> Collection:
+    """All cases under ``paths`` whose ``split`` is in ``splits``, with the channel names and labels
+    their layouts give (the first layout naming them wins); with ``same_channels``, refused unless all
+    cases have the same number of channels. ``scan_cache`` is passed on to the DICOM folder scan."""
     cases: list[Case] = []
+    channel_names, labels, source = None, None, None
     for raw in paths:
         path = Path(raw).expanduser()
-        found = [case for case in _discover(path) if case.split in splits]
-        if not found:
+        found = _discover(path, scan_cache)
+        selected = [case for case in found.cases if case.split in splits]
+        if not selected:
             raise InputError(f"{path}: no images found (splits {', '.join(splits)})")
-        cases.extend(found)
+        cases.extend(selected)
+        channel_names = channel_names or found.channel_names
+        if labels is None:
+            labels, source = found.labels, found.source
     if not cases:
         raise InputError("no DATA paths given")
     if same_channels:
         _check_channels(cases)
-    return cases
+    return Collection(cases, channel_names, labels, source)
 
 
-def _discover(path: Path) -> list[Case]:
+def discover_cases(
+    paths: Iterable[str | os.PathLike[str]],
+    splits: Sequence[str] = SPLITS,
+    same_channels: bool = True,
+    scan_cache: Path | None = None,
+) -> list[Case]:
+    """The cases of :func:`discover`, for callers that need nothing else."""
+    return discover(paths, splits, same_channels, scan_cache).cases
+
+
+def _discover(path: Path, scan_cache: Path | None = None) -> Collection:
     from gmim.data.dicom import is_series_reference, series_at  # numpy and pydicom: not for `gmim --help`
 
     if not path.exists():
         if is_series_reference(path):
-            return [Case(_series_id(path, series_at(path)), (path,))]
+            return Collection([Case(_series_id(path, series_at(path)), (path,))])
         raise InputError(f"{path}: no such file or folder")
     if path.is_file():
         if path.suffix.lower() == ".json":
             return _from_datalist(path)
         if is_image_file(path):
-            return [Case(case_id(path), (path,))]
+            return Collection([Case(case_id(path), (path,))])
         raise InputError(f"{path}: not an image ({', '.join(IMAGE_SUFFIXES)}) or a JSON datalist")
     if not os.access(path, os.R_OK | os.X_OK):
         raise InputError(f"{path}: folder not readable")
@@ -134,8 +184,8 @@ def _discover(path: Path) -> list[Case]:
         return _from_nnunet(path)
     brats = _from_brats(path)
     if brats:
-        return brats
-    return _from_image_folder(path)
+        return Collection(brats, BRATS_MODALITIES)
+    return Collection(_from_image_folder(path, scan_cache))
 
 
 def _resolve(base: Path, value: Any, where: str) -> Path:
@@ -160,7 +210,7 @@ def _read_json(path: Path) -> Any:
         raise InputError(f"{path}: not a readable JSON file ({error})") from error
 
 
-def _from_datalist(path: Path) -> list[Case]:
+def _from_datalist(path: Path) -> Collection:
     data = _read_json(path)
     if not isinstance(data, dict) or not any(split in data for split in SPLITS):
         raise InputError(f"{path}: not a datalist (expected a JSON object with a 'training' list)")
@@ -185,7 +235,14 @@ def _from_datalist(path: Path) -> list[Case]:
             if fold is not None and (isinstance(fold, bool) or not isinstance(fold, int) or fold < 0):
                 raise InputError(f"{where}: 'fold' must be a non-negative integer, got {fold!r}")
             cases.append(Case(_channels_id(images), images, label, fold, split))
-    return cases
+    return Collection(cases, BRATS_MODALITIES if cases and all(_brats_named(c.images) for c in cases) else None)
+
+
+def _brats_named(images: Sequence[Path]) -> bool:
+    """Whether a case's channel files are named ``*_flair``, ``*_t1``, ``*_t1ce``, ``*_t2``, in that order."""
+    return len(images) == len(BRATS_MODALITIES) and all(
+        case_id(p).lower().endswith(f"_{m}") for p, m in zip(images, BRATS_MODALITIES)
+    )
 
 
 def _channels_id(images: Sequence[Path]) -> str:
@@ -204,7 +261,7 @@ def _channels_id(images: Sequence[Path]) -> str:
 
 
 def nnunet_dataset_json(folder: Path) -> dict[str, Any]:
-    """The ``dataset.json`` of an nnU-Net raw dataset, checked for ``channel_names`` and ``labels``."""
+    """The ``dataset.json`` of an nnU-Net raw dataset, checked for ``channel_names`` (keyed by channel number) and ``labels``."""
     path = folder / "dataset.json"
     meta = _read_json(path)
     if not isinstance(meta, dict):
@@ -212,13 +269,17 @@ def nnunet_dataset_json(folder: Path) -> dict[str, Any]:
     for key in ("channel_names", "labels"):
         if not isinstance(meta.get(key), dict) or not meta[key]:
             raise InputError(f"{path}: missing or empty '{key}'")
+    if not all(k.isdigit() for k in meta["channel_names"]):
+        keys = list(meta["channel_names"])
+        raise InputError(f"{path}: 'channel_names' keys must be channel numbers (\"0\", \"1\", …), got {keys}")
     return meta
 
 
-def _from_nnunet(folder: Path) -> list[Case]:
+def _from_nnunet(folder: Path) -> Collection:
     meta = nnunet_dataset_json(folder)
+    names = meta["channel_names"]
     ending = meta.get("file_ending", ".nii.gz")
-    n_channels = len(meta["channel_names"])
+    n_channels = len(names)
     cases = []
     for images_dir, labels_dir, split in (("imagesTr", "labelsTr", "training"), ("imagesTs", None, "test")):
         grouped = _group_channels(folder / images_dir, ending)
@@ -236,7 +297,8 @@ def _from_nnunet(folder: Path) -> list[Case]:
                     raise InputError(f"{folder / labels_dir}: label missing for case {cid}: {label.name}")
             images = tuple(folder / images_dir / name for name in expected)
             cases.append(Case(cid, images, label, None, split))
-    return cases
+    channel_names = tuple(str(names[k]) for k in sorted(names, key=int))
+    return Collection(cases, channel_names, dict(meta["labels"]), folder / "dataset.json")
 
 
 def _group_channels(folder: Path, ending: str) -> dict[str, dict[int, Path]]:
@@ -278,18 +340,20 @@ def _from_brats(folder: Path) -> list[Case]:
     return cases
 
 
-def _from_image_folder(folder: Path) -> list[Case]:
+def _from_image_folder(folder: Path, scan_cache: Path | None = None) -> list[Case]:
     from gmim.data.dicom import find_series
 
     files = sorted(p for p in folder.rglob("*") if p.is_file() and is_image_file(p))
-    series, notes = find_series(folder)
-    for note in notes:
+    # The cache keyword is passed only when asked for, so this works with find_series before it has one.
+    series, notes = find_series(folder) if scan_cache is None else find_series(folder, cache=scan_cache)
+    cases, reading = _from_image_files(folder, files)
+    for note in [*notes, *reading]:
         warnings.warn(note, stacklevel=2)
     if not files and not series:
         if notes:
             raise InputError(notes[0].removesuffix("; skipped"))
         raise InputError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)}) or DICOM series in this folder")
-    return _from_image_files(files) + _series_cases(series)
+    return cases + _series_cases(series)
 
 
 def _series_id(reference: Path, series: Series) -> str:
@@ -306,22 +370,55 @@ def _series_cases(series: list[tuple[Path, Series]]) -> list[Case]:
     ]
 
 
-def _from_image_files(files: list[Path]) -> list[Case]:
-    if not files:
-        return []
-    ids = [case_id(p) for p in files]
-    if all(_NNUNET_CHANNEL.match(i) for i in ids):
-        grouped: dict[tuple[Path, str], dict[int, Path]] = defaultdict(dict)
-        for path, i in zip(files, ids):
-            match = _NNUNET_CHANNEL.match(i)
-            grouped[(path.parent, match["case"])][int(match["channel"])] = path
-        cases = []
-        for (parent, cid), channels in grouped.items():
-            if sorted(channels) != list(range(len(channels))):
-                raise InputError(f"{parent}: case {cid} has channels {sorted(channels)}, expected 0000 upwards")
-            cases.append(Case(cid, tuple(channels[c] for c in sorted(channels))))
-        return cases
-    return [Case(i, (p,)) for p, i in zip(files, ids)]
+def _from_image_files(folder: Path, files: list[Path]) -> tuple[list[Case], list[str]]:
+    """The cases of a folder's image files (sorted), and a note on how numbered files were read when
+    they look like nnU-Net channel files but are not grouped."""
+    grouped = _channel_groups(files)
+    if grouped is not None:
+        named = [(parent, cid, tuple(channels[c] for c in sorted(channels))) for (parent, cid), channels in grouped.items()]
+        return _unique_ids(folder, named), []
+    cases = _unique_ids(folder, [(p.parent, case_id(p), (p,)) for p in files])
+    numbered = [case_id(p) for p in files if _NNUNET_CHANNEL.match(case_id(p))]
+    if not numbered:
+        return cases, []
+    n = len(numbered)
+    files_named = f"{n} files named like nnU-Net channel files ({numbered[0]} …) read as {n} one-channel cases"
+    if n == 1:
+        files_named = f"1 file named like an nnU-Net channel file ({numbered[0]}) read as a one-channel case"
+    advice = "for channels of one case, use an nnU-Net dataset folder with dataset.json or a datalist"
+    return cases, [f"{folder}: {files_named}; {advice}"]
+
+
+def _channel_groups(files: list[Path]) -> dict[tuple[Path, str], dict[int, Path]] | None:
+    """The files as channels of nnU-Net cases, by (folder, case), when the layout clearly says so: every
+    file named ``CASE_XXXX``, at least two cases in each folder, each with the same channels 0000 … k-1;
+    else None. One case per folder is not enough: ``site1/ct_0000`` … beside ``site2/ct_0000`` … may be scans."""
+    grouped: dict[tuple[Path, str], dict[int, Path]] = defaultdict(dict)
+    for path in files:
+        match = _NNUNET_CHANNEL.match(case_id(path))
+        if match is None:
+            return None
+        grouped[(path.parent, match["case"])][int(match["channel"])] = path
+    channel_sets = {tuple(sorted(channels)) for channels in grouped.values()}
+    fewest_cases = min(Counter(parent for parent, _ in grouped).values(), default=0)
+    if fewest_cases < 2 or len(channel_sets) != 1 or sum(map(len, grouped.values())) != len(files):
+        return None  # one case, cases with different channels, or one channel in two files (.nii beside .nii.gz)
+    (channels,) = channel_sets
+    return grouped if channels == tuple(range(len(channels))) else None
+
+
+def _unique_ids(folder: Path, named: list[tuple[Path, str, tuple[Path, ...]]]) -> list[Case]:
+    """Cases from (sub-folder, id, channel files), an id given more than once named by its path under
+    ``folder`` (``siteA/ct`` → ``siteA_ct``) so that ids stay unique; refused when ids still repeat."""
+    counts = Counter(cid for _, cid, _ in named)
+    cases: dict[str, Case] = {}
+    for parent, cid, images in named:
+        if counts[cid] > 1:
+            cid = "_".join((*parent.relative_to(folder).parts, cid))
+        if cid in cases:
+            raise InputError(f"{images[0]}: case id {cid} is also {cases[cid].images[0]}; rename one of them")
+        cases[cid] = Case(cid, images)
+    return list(cases.values())
 
 
 def _check_channels(cases: Sequence[Case]) -> None:

@@ -6,8 +6,9 @@ Intensity normalisation is decided here once, for pre-training and fine-tuning a
   fine-tuning [-175, 250]);
 - MRI: z-score per channel over the non-zero voxels (the background stays 0).
 
-Pipelines: :func:`load_transforms` (read, channels first, reorient, resample, normalise: the
-deterministic part worth caching), :func:`augment_transforms` (random crops around labels, flips,
+Pipelines: :func:`read_transforms` (read, channels first, check, reorient, resample: what the
+pre-training store keeps), :func:`load_transforms` (that and normalisation: the deterministic part
+worth caching), :func:`augment_transforms` (random crops around labels, flips,
 intensity jitter), and :class:`LabelsToRegionsd` / ``MapLabelValued`` to turn label maps into the
 task's training targets.
 """
@@ -54,6 +55,7 @@ __all__ = [
     "augment_transforms",
     "intensity_transform",
     "load_transforms",
+    "read_transforms",
 ]
 
 # MONAI sets up its GPU DICOM decoder whenever pydicom is installed, and says on stderr that it is
@@ -119,16 +121,19 @@ class RequireFinited(MapTransform):
         return data
 
 
-def intensity_transform(keys: KeysCollection, preprocessing: Preprocessing) -> MapTransform:
-    """The modality's intensity normalisation (see the module docstring)."""
+def intensity_transform(
+    keys: KeysCollection, preprocessing: Preprocessing, mean: Sequence[float] | None = None, std: Sequence[float] | None = None
+) -> MapTransform:
+    """The modality's intensity normalisation (see the module docstring). MRI statistics are the
+    image's own, or ``mean`` and ``std`` per channel: those of the whole volume, for a crop of it."""
     if preprocessing.modality == "ct":
         low, high = preprocessing.window
         return ScaleIntensityRanged(keys, a_min=low, a_max=high, b_min=0.0, b_max=1.0, clip=True)
-    return NormalizeIntensityd(keys, nonzero=True, channel_wise=True)
+    return NormalizeIntensityd(keys, subtrahend=mean, divisor=std, nonzero=True, channel_wise=True)
 
 
-def load_transforms(preprocessing: Preprocessing, label: bool = True) -> list[Any]:
-    """Read ``image`` (a list of channel files) and optionally ``label``, reorient, resample, normalise.
+def read_transforms(preprocessing: Preprocessing, label: bool = True) -> list[Any]:
+    """Read ``image`` (a list of channel files) and optionally ``label``, check, reorient, resample.
 
     The image is resampled linearly, the label with nearest neighbours. Each step is invertible
     (MONAI records it), which is how predictions go back to the input's grid.
@@ -147,9 +152,14 @@ def load_transforms(preprocessing: Preprocessing, label: bool = True) -> list[An
     if preprocessing.spacing is not None:
         modes = ("bilinear", "nearest") if label else "bilinear"
         steps.append(Spacingd(keys, pixdim=preprocessing.spacing, mode=modes))
-    steps.append(intensity_transform("image", preprocessing))
-    steps.append(EnsureTyped(keys, dtype=torch.float32, track_meta=True))
     return steps
+
+
+def load_transforms(preprocessing: Preprocessing, label: bool = True) -> list[Any]:
+    """:func:`read_transforms`, then the intensity normalisation, as float32."""
+    keys = ["image", "label"] if label else ["image"]
+    return [*read_transforms(preprocessing, label), intensity_transform("image", preprocessing),
+            EnsureTyped(keys, dtype=torch.float32, track_meta=True)]
 
 
 def augment_transforms(roi: Sequence[int], samples: int) -> list[Any]:

@@ -7,9 +7,15 @@ all processes), the length is ``steps`` or ``epochs`` (passes over the training 
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
-__all__ = ["LoopConfig"]
+from gmim.resources import usable_cores
+
+__all__ = ["MAX_DEFAULT_WORKERS", "LoopConfig"]
+
+#: Loader workers by default at most: 8 keep a GPU's 150 ms step fed (docs/results.md, "The loader").
+MAX_DEFAULT_WORKERS = 8
 
 
 @dataclass
@@ -45,5 +51,12 @@ class LoopConfig:
     #: null for "on the CPU only" (cheap there; on a GPU some kernels slow down).
     deterministic: bool | None = None
     device: str = "auto"
-    #: Data-loading worker processes (0: load in the training process).
-    workers: int = 4
+    #: Data-loading worker processes (0: load in the training process; null: the cores this process
+    #: may use, shared among the processes of a machine, at most :data:`MAX_DEFAULT_WORKERS`).
+    workers: int | None = None
+
+    def loader_workers(self) -> int:
+        """``workers``, or its default: never more processes than the machine has cores."""
+        if self.workers is not None:
+            return self.workers
+        return max(1, min(MAX_DEFAULT_WORKERS, usable_cores() // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))

@@ -162,7 +162,7 @@ def _check(train: LoopConfig, world_size: int) -> None:
         (train.log_every > 0, "train.log_every", "positive"),
         (train.stop_after is None or train.stop_after > 0, "train.stop_after", "positive or null"),
         (train.seed >= 0, "train.seed", ">= 0"),
-        (train.workers >= 0, "train.workers", ">= 0"),
+        (train.workers is None or train.workers >= 0, "train.workers", ">= 0 or null"),
     ]
     refuse_out_of_range(checks)
 
@@ -302,7 +302,7 @@ class Trainer:
             self.write(f"validating every {every_validation} steps and at the end (one validation costs about {cost:.3g} "
                        "training steps; train.validate_every sets the interval)")
         sampler = StepSampler(volumes, train.batch_size, step, end, context.rank, context.world_size, train.seed)
-        loader = run_loader(method.train_data, sampler, train.workers, pin_memory=self.device.type == "cuda")
+        loader = run_loader(method.train_data, sampler, train.loader_workers(), pin_memory=self.device.type == "cuda")
         metrics = MetricsLog(self.out / "metrics.jsonl", step, self.is_main)
         stopwatch, window, validations = _Stopwatch(self.device), _Window(), 0
         self._progress = Progress(self.total, step, self.out / "tensorboard", self.is_main, desc=method.name)

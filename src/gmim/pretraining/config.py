@@ -100,8 +100,9 @@ class DataConfig:
     #: ``batch`` with the contrast range from the batch's minimum and maximum (the prototype's; in
     #: the training step, per process).
     target_augmentation: Literal["sample", "batch"] = "sample"
-    #: Cache the preprocessed volumes: ``memory``, ``disk`` (in the run folder) or ``none``.
-    cache: Literal["memory", "disk", "none"] = "memory"
+    #: The folder of prepared stores that DATA paths are prepared into, one store per preprocessing,
+    #: shared by later runs (null: ``$XDG_CACHE_HOME/gmim/stores``, i.e. ``~/.cache/gmim/stores``).
+    store: str | None = None
     #: Volumes held out for the validation loss: the datalist's ``validation`` section when it has
     #: one, else this many volumes of the collection (0: no validation).
     validation_volumes: int = 0

@@ -1,9 +1,11 @@
-"""Pre-training data: unlabelled volumes, preprocessed once and cached, then two views per draw.
+"""Pre-training data: volumes prepared once into a store, then two views per draw, a region at a time.
 
-The deterministic part (read, reorient, resample, normalise, crop to the foreground, checks) runs
-once per volume before training, in parallel, so that bad volumes are found before the first step
-and a GPU never waits on decompression; the random part (flips, views, target augmentation) runs
-in the loader's worker processes.
+The deterministic part (read, reorient, resample, check) runs once per volume, in a pool of
+processes, into a prepared store (:mod:`gmim.data.store`), so that bad volumes are found before the
+first step and later runs with the same preprocessing start at once. The random part (a region of a
+volume read from the store, its normalisation, flips, the two views, the target augmentation) runs
+in the loader's worker processes. Nothing holds a whole volume during training: memory does not
+grow with the collection.
 """
 
 from __future__ import annotations
@@ -13,49 +15,91 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from monai.transforms import Compose, CropForegroundd, EnsureTyped, RandFlipd
+from monai.transforms import Compose, EnsureTyped, RandFlipd
 
-from gmim.data.caching import preload
 from gmim.data.sources import Case
-from gmim.data.transforms import load_transforms
-from gmim.pretraining.views import SiameseViewsd, target_augmentation
+from gmim.data.store import Entry, Store, default_store_root, is_store
 from gmim.errors import InputError
+from gmim.resources import usable_cores
 from gmim.pretraining.config import PretrainConfig
+from gmim.pretraining.views import SiameseViewsd, StoredRegiond, target_augmentation
 
-__all__ = ["load_volumes", "view_transforms"]
-
-
-def _nonzero(image: torch.Tensor) -> torch.Tensor:
-    """Foreground after normalisation: CT windows map air to 0, MRI z-scoring keeps background at 0."""
-    return image != 0
+__all__ = ["Volumes", "prepare_volumes", "view_transforms", "volume_records"]
 
 
-def _load_transform(config: PretrainConfig) -> Compose:
-    steps = load_transforms(config.preprocessing, label=False)
-    if config.data.crop_foreground:
-        steps.append(CropForegroundd("image", source_key="image", select_fn=_nonzero, allow_smaller=True))
-    return Compose(steps)
+class Volumes:
+    """What a run trains on: cases still to prepare (from DATA paths) and entries of given stores."""
+
+    def __init__(self, paths: Sequence[Path], config: PretrainConfig) -> None:
+        from gmim.data.sources import discover_cases
+
+        sources = [p for p in paths if not is_store(p)]
+        self.cases: list[Case] = discover_cases(sources, splits=("training", "validation")) if sources else []
+        #: The entries of the given stores, each with the path of its voxels.
+        self.stored: list[tuple[Entry, Path]] = []
+        for path in paths:
+            if is_store(path):
+                store = Store.open(path)
+                store.check_settings(config.preprocessing)
+                entries = store.entries()
+                if not entries:
+                    raise InputError(f"{path}: a store without prepared volumes")
+                self.stored += [(e, store.array_path(e.key)) for e in entries]
+        channels = {len(c.images) for c in self.cases} | {e.shape[0] for e, _ in self.stored}
+        if len(channels) > 1:
+            raise InputError(f"the DATA paths hold volumes of {sorted(channels)} channels; give volumes of one kind")
+        self.channels = channels.pop()
+
+    def __len__(self) -> int:
+        return len(self.cases) + len(self.stored)
+
+    def splits(self) -> list[str]:
+        """Each volume's datalist split, in the run's order."""
+        return [c.split for c in self.cases] + [e.split for e, _ in self.stored]
 
 
-def load_volumes(
-    cases: Sequence[Case], config: PretrainConfig, cache_dir: Path | None = None
-) -> tuple[Sequence[dict[str, Any]], list[str]]:
-    """The preprocessed volumes of ``cases``, each a dict with ``image``, ``id`` and ``index`` (the
-    case's place in ``cases``, which seeds its masks), and the messages of the volumes skipped as
-    bad. ``config.data.cache`` says where they are kept (see :func:`gmim.data.caching.preload`)."""
-    records = [{**case.as_dict(), "index": i} for i, case in enumerate(cases)]
-    volumes, skipped = preload(cases, records, _load_transform(config), config.data.cache, cache_dir,
-                               config.train.workers, config.data.skip_bad)
-    if len(volumes) == 0:
-        raise InputError(f"no usable volume among {len(cases)} ({skipped[0] if skipped else 'none found'})")
-    return volumes, skipped
+def prepare_volumes(volumes: Volumes, config: PretrainConfig, rank: int = 0, world_size: int = 1,
+                    local_world_size: int = 1) -> tuple[list[tuple[Entry, Path]], list[str]]:
+    """Every volume of the run with the path of its voxels: the DATA cases prepared into the
+    shared store under ``data.store`` (only those not prepared from their current sources; under
+    ``torchrun`` each process a share), then the given stores' entries. Returns them with the
+    messages of the volumes skipped as bad."""
+    prepared: list[tuple[Entry, Path]] = []
+    skipped: list[str] = []
+    if volumes.cases:
+        root = Path(config.data.store).expanduser() if config.data.store else default_store_root()
+        store = Store.shared(root, config.preprocessing)
+        workers = max(1, usable_cores() // max(1, local_world_size))
+        entries, skipped = store.prepare(volumes.cases, config.preprocessing, workers, config.data.skip_bad, rank, world_size,
+                                         show=rank == 0)
+        prepared = [(e, store.array_path(e.key)) for e in entries]
+    prepared += volumes.stored
+    if not prepared:
+        raise InputError(f"no usable volume among {len(volumes)} ({skipped[0] if skipped else 'none found'})")
+    return prepared, skipped
+
+
+def volume_records(prepared: Sequence[tuple[Entry, Path]], config: PretrainConfig, first_index: int = 0) -> list[dict[str, Any]]:
+    """The loader's record of each volume: where its voxels are, the box views are drawn from (its
+    foreground with ``data.crop_foreground``), its normalisation statistics, and its ``index`` (its
+    place in the run, which seeds its masks)."""
+    records = []
+    for i, (entry, path) in enumerate(prepared, start=first_index):
+        extent = entry.foreground if config.data.crop_foreground else tuple((0, n) for n in entry.shape[1:])
+        records.append({"id": entry.id, "index": i, "path": str(path), "extent": [list(e) for e in extent],
+                        "mean": list(entry.mean) if entry.mean is not None else None,
+                        "std": list(entry.std) if entry.std is not None else None})
+    return records
 
 
 def view_transforms(config: PretrainConfig, augment_target: bool = True) -> Compose:
-    """The random part: flips on each axis (p 0.5, both views alike), the two views, and (unless
-    the training step augments whole batches) the target view's intensity augmentation."""
+    """The random part: a region of the volume read from the store, flips on each axis (p 0.5, both
+    views alike), the two views, and (unless the training step augments whole batches) the target
+    view's intensity augmentation."""
+    region = [r + m for r, m in zip(config.model.roi, config.data.margin)]
     return Compose(
         [
+            StoredRegiond(region, config.preprocessing, padding=config.data.padding),
             RandFlipd("image", prob=0.5, spatial_axis=0),
             RandFlipd("image", prob=0.5, spatial_axis=1),
             RandFlipd("image", prob=0.5, spatial_axis=2),

@@ -13,6 +13,7 @@ several processes draws the same samples and masks as one process with the same 
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -21,14 +22,13 @@ import torch
 from monai.utils import convert_to_tensor
 
 from gmim.attention import fuse_window_attention
-from gmim.data.sources import Case, discover_cases
 from gmim.engine.checkpoint import save_checkpoint
 from gmim.engine.loop import RunSummary, Trainer, Validation
 from gmim.engine.metrics import read_metrics
 from gmim.engine.sampling import SeededDataset, derived_seed
 from gmim.errors import InputError, refuse_out_of_range
 from gmim.pretraining.config import PretrainConfig
-from gmim.pretraining.data import load_volumes, view_transforms
+from gmim.pretraining.data import Volumes, prepare_volumes, view_transforms, volume_records
 from gmim.pretraining.health import Health, HealthMeter, collapse_warning, trivial_cross_correlation
 from gmim.pretraining.losses import GMIMLoss
 from gmim.pretraining.masking import GridMaskPlanner, mask_every_point, voxel_mask
@@ -40,7 +40,7 @@ from gmim.weights import load_pretrained
 __all__ = ["GMIMPretraining", "build_model", "pretrain"]
 
 #: Settings a resumed run may change besides the loop's: how it runs, not what it learns.
-RESUMABLE_CHANGES = ("train.picture_every", "data.cache", "data.skip_bad")
+RESUMABLE_CHANGES = ("train.picture_every", "data.store", "data.skip_bad")
 
 #: Seeds the validation's masks apart from any training step's.
 _VALIDATION_KEY = 2**40
@@ -91,31 +91,30 @@ def _check_config(config: PretrainConfig) -> None:
         raise InputError(f"masking.cells: prototype needs grids that divide the roi {model.roi}, got {masking.grids}")
 
 
-def _split(cases: list[Case], config: PretrainConfig) -> tuple[list[Case], list[Case]]:
-    """Training and validation volumes: the datalist's ``validation`` section, else the last
-    ``data.validation_volumes`` of the collection."""
-    validation = [c for c in cases if c.split == "validation"]
-    if validation:
-        return [c for c in cases if c.split != "validation"], validation
-    held_out = config.data.validation_volumes
-    if held_out < 0 or held_out >= len(cases):
-        raise InputError(f"data.validation_volumes={held_out}: must be in [0, {len(cases) - 1}] for {len(cases)} volumes")
-    return cases[: len(cases) - held_out], cases[len(cases) - held_out :]
+def _split(splits: list[str], config: PretrainConfig) -> tuple[list[int], list[int]]:
+    """The places of the training and validation volumes: the datalist's ``validation`` section,
+    else the last ``data.validation_volumes`` of the collection."""
+    if "validation" in splits:
+        return [i for i, s in enumerate(splits) if s != "validation"], [i for i, s in enumerate(splits) if s == "validation"]
+    held_out, count = config.data.validation_volumes, len(splits)
+    if held_out < 0 or held_out >= count:
+        raise InputError(f"data.validation_volumes={held_out}: must be in [0, {count - 1}] for {count} volumes")
+    return list(range(count - held_out)), list(range(count - held_out, count))
 
 
 def pretrain(config: PretrainConfig, data: Sequence[str | Path], out: Path, resume: bool = False) -> RunSummary:
-    """Pre-train on the volumes under ``data`` into the run folder ``out`` (``out / "encoder.pt"``)."""
-    cases = discover_cases([Path(p) for p in data], splits=("training", "validation"))
-    channels = len(cases[0].images)
-    if config.model.in_channels not in (None, channels):
-        raise InputError(f"model.in_channels is {config.model.in_channels} but the data has {channels} channel(s)")
-    config.model.in_channels = channels
+    """Pre-train on the volumes under ``data`` (image folders, datalists, dataset folders or prepared
+    stores) into the run folder ``out`` (``out / "encoder.pt"``)."""
+    volumes = Volumes([Path(p).expanduser() for p in data], config)
+    if config.model.in_channels not in (None, volumes.channels):
+        raise InputError(f"model.in_channels is {config.model.in_channels} but the data has {volumes.channels} channel(s)")
+    config.model.in_channels = volumes.channels
     if config.model.init is not None and not resume and not Path(config.model.init).is_file():
         raise InputError(f"model.init {config.model.init}: file not found")
     _check_config(config)
-    train_cases, val_cases = _split(cases, config)
+    _split(volumes.splits(), config)  # refused before any work
     with Trainer(GMIMPretraining.name, config, config.train, out, resume, RESUMABLE_CHANGES, inherit=("model.init",)) as trainer:
-        return trainer.fit(GMIMPretraining(config, train_cases, val_cases, trainer))
+        return trainer.fit(GMIMPretraining(config, volumes, trainer))
 
 
 class GMIMPretraining:
@@ -125,33 +124,30 @@ class GMIMPretraining:
     keeps_best = False
     validates_at_start = True  # the initial encoder's health is the baseline of every later one
 
-    def __init__(self, config: PretrainConfig, train_cases: list[Case], val_cases: list[Case], trainer: Trainer) -> None:
+    def __init__(self, config: PretrainConfig, volumes: Volumes, trainer: Trainer) -> None:
         self.config, self.trainer = config, trainer
         self.model = build_model(config)
-        context, out = trainer.context, trainer.out
+        context = trainer.context
         if config.model.init is not None and not trainer.resume:
             report = load_pretrained(self.model.encoder, Path(config.model.init))
             trainer.write(str(report))
-        shared_cache = config.data.cache == "disk" and context.is_distributed
-        if shared_cache and not context.is_main:
-            context.barrier()  # rank 0 fills the disk cache first, the others then read it
-        volumes, self.skipped = load_volumes(train_cases, config, out / "cache")
-        if shared_cache and context.is_main:
-            context.barrier()
-        self.val_volumes: Sequence[dict[str, Any]] = []
-        if val_cases and context.is_main:  # rank 0 validates
-            self.val_volumes, skipped = load_volumes(val_cases, config, out / "cache")
-            self.skipped += skipped
+        prepared, self.skipped = prepare_volumes(volumes, config, context.rank, context.world_size,
+                                                 int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+        train_places, val_places = _split([entry.split for entry, _ in prepared], config)
+        if not train_places:
+            raise InputError(f"no usable training volume among {len(volumes)}")
+        volume_data = volume_records([prepared[i] for i in train_places], config)
+        self.val_volumes = volume_records([prepared[i] for i in val_places], config) if context.is_main else []
         # Health is measured on the validation volumes, else on a few training volumes: it asks
         # whether features still tell places apart, which needs no held-out data.
-        self.health_volumes = self.val_volumes or (volumes[:HEALTH_VOLUMES] if context.is_main else [])
-        self.health_count = len(val_cases) or min(HEALTH_VOLUMES, len(volumes))  # the same on every rank
+        self.health_volumes = self.val_volumes or (volume_data[:HEALTH_VOLUMES] if context.is_main else [])
+        self.health_count = len(val_places) or min(HEALTH_VOLUMES, len(volume_data))  # the same on every rank
         self.health: Health | None = None
         self.trivial = trivial_cross_correlation(config.model.projection_dim, config.loss.off_diagonal_weight)
         self.initial_health = self._recorded_initial_health() if trainer.resume else None
         self.warned = False
         per_batch = config.data.target_augmentation == "batch"
-        self.train_data = SeededDataset(volumes, view_transforms(config, augment_target=not per_batch), seed=config.train.seed)
+        self.train_data = SeededDataset(volume_data, view_transforms(config, augment_target=not per_batch), seed=config.train.seed)
         self.batch_augmentation = target_augmentation("y") if per_batch else None
         masking = config.masking
         self.planner = GridMaskPlanner(masking.grids, masking.base_ratio, masking.scale, masking.dynamic, cells=masking.cells)

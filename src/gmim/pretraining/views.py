@@ -1,6 +1,6 @@
 """The two overlapping views of a volume that GMIM's Siamese branches see (docs/method.md §4).
 
-From each volume one region of ``roi + margin`` voxels per axis is taken at random (the volume
+From each volume (read from the prepared store a region at a time, :class:`StoredRegiond`) one region of ``roi + margin`` voxels per axis is taken at random (the volume
 padded symmetrically where it is smaller), then two ``roi`` crops at random inside that region: x
 for the online branch and y for the target branch. They overlap by at least ``roi - margin`` voxels
 per axis; ``offset`` = start of y − start of x is kept with the sample, so that tokens can be
@@ -25,7 +25,37 @@ from monai.transforms import (
 )
 from monai.utils import convert_to_tensor
 
-__all__ = ["SiameseViewsd", "target_augmentation"]
+from gmim.data.store import read_region, region_bounds
+from gmim.data.transforms import Preprocessing, intensity_transform
+
+__all__ = ["SiameseViewsd", "StoredRegiond", "target_augmentation"]
+
+
+class StoredRegiond(Randomizable, MapTransform):
+    """A stored volume's record (``path``, ``extent``, ``mean``, ``std``) → ``image`` (C, *size): a
+    random region of ``size`` voxels inside ``extent`` (the foreground box, or the whole volume),
+    read from the store, normalised, and padded as :class:`SiameseViewsd` pads a volume smaller
+    than its region; the same distribution of regions as drawing from the whole volume in memory."""
+
+    def __init__(self, size: Sequence[int], preprocessing: Preprocessing, padding: str = "zero") -> None:
+        MapTransform.__init__(self, "image", allow_missing_keys=True)
+        self.size = tuple(int(n) for n in size)
+        self.preprocessing = preprocessing
+        self.mode = "constant" if padding == "zero" else "symmetric"
+
+    def randomize(self, extent: Sequence[Sequence[int]]) -> list[int]:
+        return [self.R.randint(0, max(stop - start, n) - n + 1) for (start, stop), n in zip(extent, self.size)]
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        out = dict(data)
+        extent, path = out.pop("extent"), out.pop("path")
+        bounds = [region_bounds(tuple(e), start, n) for e, start, n in zip(extent, self.randomize(extent), self.size)]
+        region = torch.from_numpy(read_region(path, [slice(lo, hi) for lo, hi, _, _ in bounds]))
+        normalise = intensity_transform("image", self.preprocessing, out.pop("mean"), out.pop("std"))
+        region = convert_to_tensor(normalise({"image": region})["image"], track_meta=False)
+        padding = [(0, 0)] + [(before, after) for _, _, before, after in bounds]
+        out["image"] = torch.from_numpy(np.pad(region.numpy(), padding, mode=self.mode)) if any(map(any, padding)) else region
+        return out
 
 
 class SiameseViewsd(Randomizable, MapTransform):

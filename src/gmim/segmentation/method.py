@@ -22,7 +22,7 @@ from monai.transforms import Compose, EnsureTyped
 from gmim.atomic import write_json
 from gmim.data.caching import preload
 from gmim.data.checks import check_cases, read_grid, voxel_spacing
-from gmim.data.sources import BRATS_MODALITIES, Case, discover_cases, nnunet_dataset_json
+from gmim.data.sources import Case, Collection, discover
 from gmim.data.transforms import augment_transforms, load_transforms
 from gmim.engine.distributed import gather_objects
 from gmim.engine.loop import RunSummary, Trainer, Validation
@@ -42,29 +42,20 @@ __all__ = ["SegmentationFinetuning", "finetune", "resolve_config"]
 RESUMABLE_CHANGES = ("data.cache",)
 
 
-def _nnunet_folder(paths: Sequence[Path]) -> Path | None:
-    return next((p for p in paths if p.is_dir() and (p / "dataset.json").is_file() and (p / "imagesTr").is_dir()), None)
-
-
-def _resolve_task(task: Task, paths: Sequence[Path], cases: Sequence[Case]) -> None:
-    """Labels and channel names from an nnU-Net ``dataset.json`` or BraTS file names when not given."""
+def _resolve_task(task: Task, cases: Sequence[Case], layout: Collection) -> None:
+    """Labels and channel names, when not given, from what discovery read in the data's layout (an
+    nnU-Net ``dataset.json``, BraTS file names)."""
     n_channels = len(cases[0].images)
-    nnunet = _nnunet_folder(paths)
-    meta = nnunet_dataset_json(nnunet) if nnunet is not None else None
     if not task.labels:
-        if meta is not None:
-            if not all(isinstance(v, int) for v in meta["labels"].values()):
-                raise InputError(f"{nnunet / 'dataset.json'}: region-based labels; define task.kind regions and task.regions in a --config")
-            task.labels = dict(meta["labels"])
+        if layout.labels is not None:
+            if not all(isinstance(v, int) for v in layout.labels.values()):
+                raise InputError(f"{layout.source}: region-based labels; define task.kind regions and task.regions in a --config")
+            task.labels = dict(layout.labels)
         else:
             task.labels = dict(DEFAULT_LABELS)
     if not task.channels:
-        if meta is not None:
-            task.channels = [str(meta["channel_names"][k]) for k in sorted(meta["channel_names"], key=int)]
-        elif n_channels == len(BRATS_MODALITIES) and all(
-            p.name.lower().split(".")[0].endswith(f"_{m}") for p, m in zip(cases[0].images, BRATS_MODALITIES)
-        ):
-            task.channels = list(BRATS_MODALITIES)
+        if layout.channel_names is not None:
+            task.channels = list(layout.channel_names)
         else:
             task.channels = [f"channel{i}" for i in range(n_channels)]
     if len(task.channels) != n_channels:
@@ -74,10 +65,11 @@ def _resolve_task(task: Task, paths: Sequence[Path], cases: Sequence[Case]) -> N
     task.check()
 
 
-def resolve_config(config: FinetuneConfig, paths: Sequence[Path], cases: Sequence[Case]) -> FinetuneConfig:
+def resolve_config(config: FinetuneConfig, cases: Sequence[Case], layout: Collection) -> FinetuneConfig:
     """Fill what the data decide (task labels and channel names, input channels) and check the
-    method's settings against the data, before any work (the loop checks ``train``)."""
-    _resolve_task(config.task, paths, cases)
+    method's settings against the data, before any work (the loop checks ``train``); ``layout`` is the
+    discovery the cases come from."""
+    _resolve_task(config.task, cases, layout)
     n_channels = len(cases[0].images)
     if config.model.in_channels is None:
         config.model.in_channels = n_channels
@@ -106,14 +98,15 @@ def finetune(config: FinetuneConfig, data: Sequence[str | Path], out: Path, resu
     """Fine-tune, validate and checkpoint into ``out`` (``best.pt`` holds the weights to use), from
     ``config.model.init`` or from scratch."""
     paths = [Path(p) for p in data]
-    cases = [c for c in discover_cases(paths, splits=("training", "validation")) if c.label is not None]
+    layout = discover(paths, splits=("training", "validation"))
+    cases = [c for c in layout.cases if c.label is not None]
     if not cases:
         raise InputError(f"{paths[0]}: no labelled cases; fine-tuning needs label maps")
-    config = resolve_config(config, paths, cases)
+    config = resolve_config(config, cases, layout)
     if config.model.init is not None and not resume and not Path(config.model.init).is_file():
         raise InputError(f"--pretrained {config.model.init}: file not found")
     train_cases, val_cases = split_cases(cases, config.data, config.train.seed)
-    check_cases(train_cases + val_cases, config.task.label_values, workers=config.train.workers)
+    check_cases(train_cases + val_cases, config.task.label_values, workers=config.train.loader_workers())
     with Trainer(SegmentationFinetuning.name, config, config.train, out, resume, RESUMABLE_CHANGES, inherit=("model.init",)) as trainer:
         return trainer.fit(SegmentationFinetuning(config, train_cases, val_cases, trainer))
 
@@ -141,7 +134,7 @@ class SegmentationFinetuning:
         load = load_transforms(config.preprocessing, label=True)
         # Plain tensors for the network: MetaTensor's per-operation bookkeeping costs more than the model on a CPU.
         plain = EnsureTyped(["image", "label"], track_meta=False)
-        cache, workers = config.data.cache, train.workers
+        cache, workers = config.data.cache, train.loader_workers()
         self.train_data = SeededDataset(
             preload(train_cases, [c.as_dict() for c in train_cases], Compose(load), cache, out / "cache", workers)[0],
             Compose([*augment_transforms(config.model.roi, train.samples_per_volume), task.target_transform(), plain]),
