@@ -6,8 +6,10 @@ by the tests' writer (tests/dicom_series.py), then copied by a pool of processes
 PatientIDs, one patient folder per series (the default 323 series are 20,026 slices). With ``--tree``
 the tree is kept there and reused (series already written are not written again). Then prints the
 files/s of find_series: without a scan cache on 1 worker and on the default workers (the usable
-cores), a first scan writing a cache, and a second scan reading it. "Cold" means without a scan
-cache: the files themselves are in the OS's page cache in every scan (just written or read).
+cores), a first scan writing a cache, and a second scan reading it, each with the CPU time it took in
+all processes: on a shared machine (see the load printed) a pool can only be as fast as the cores
+left to it, and files per CPU-second tell its overhead apart. "Cold" means without a scan cache: the
+files themselves are in the OS's page cache in every scan (just written or read).
 
     python benchmarks/dicom_scan.py [--series 323] [--tree DIR]
 """
@@ -15,21 +17,22 @@ cache: the files themselves are in the OS's page cache in every scan (just writt
 from __future__ import annotations
 
 import argparse
+import os
+import resource
 import shutil
 import sys
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import Any
 
-import nibabel as nib
 import numpy as np
 import pydicom
 from pydicom.uid import generate_uid
 
 from gmim.data import dicom
 from gmim.data.dicom import find_series
-from gmim.sample_data import itk_example_paths
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from dicom_series import write_series  # noqa: E402
@@ -58,6 +61,10 @@ def _copy_series(folder: Path, patient: str) -> None:
 
 def write_tree(root: Path, series: int) -> None:
     """``series`` patient folders P00000, P00001, … under ``root``, each one T1 series of 62 slices."""
+    import nibabel as nib
+
+    from gmim.sample_data import itk_example_paths  # imports torch: not at the top, which each scan worker imports
+
     for partial in root.glob("*.partial"):
         shutil.rmtree(partial)
     missing = [n for n in range(series) if not (root / f"P{n:05d}").is_dir()]
@@ -68,18 +75,27 @@ def write_tree(root: Path, series: int) -> None:
         write_series(np.asarray(image.dataobj, dtype=np.float32), image.affine, template, patient_id="TEMPLATE")
         start = time.perf_counter()
         with ProcessPoolExecutor(dicom._usable_cores(), initializer=_load_template, initargs=(Path(template),)) as pool:
-            list(pool.map(_copy_series, [root / f"P{n:05d}" for n in missing], [f"P{n:05d}" for n in missing], chunksize=4))
-    print(f"wrote {len(missing)} series ({len(missing) * image.shape[2]} files) in {time.perf_counter() - start:.1f} s", flush=True)
+            names = [f"P{n:05d}" for n in missing]
+            list(pool.map(_copy_series, [root / name for name in names], names, chunksize=4))
+    seconds = time.perf_counter() - start
+    print(f"wrote {len(missing)} series ({len(missing) * image.shape[2]} files) in {seconds:.1f} s", flush=True)
 
 
-def timed(label: str, root: Path, **options: object) -> tuple[list, list[str]]:
+def cpu_seconds() -> float:
+    """CPU time of this process and of its ended children (a scan's pool workers once it shut down)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def timed(label: str, root: Path, **options: Any) -> tuple[list, list[str]]:
     """find_series as a new process would run it (no index of an earlier call), timed."""
     dicom._index.cache_clear()
-    start = time.perf_counter()
-    result = find_series(root, **options)  # type: ignore[arg-type]
-    seconds = time.perf_counter() - start
+    cpu, start = cpu_seconds(), time.perf_counter()
+    result = find_series(root, **options)
+    seconds, cpu = time.perf_counter() - start, cpu_seconds() - cpu
     files = sum(len(series.slices) for _, series in result[0])
-    print(f"{label:<40} {seconds:7.2f} s  {files / seconds:8.0f} files/s", flush=True)
+    print(f"{label:<32} {seconds:7.2f} s {files / seconds:8.0f} files/s   CPU {cpu:6.2f} s {files / cpu:8.0f} files/CPU-s",
+          flush=True)
     return result
 
 
@@ -93,7 +109,8 @@ def main() -> None:
         root.mkdir(parents=True, exist_ok=True)
         write_tree(root, args.series)
         cache = Path(scratch) / "scan-cache.json"
-        print(f"tree {root}; default workers: {dicom._usable_cores()} (the usable cores)", flush=True)
+        load = ", ".join(f"{n:.1f}" for n in os.getloadavg())
+        print(f"tree {root}; default workers: {dicom._usable_cores()} (the usable cores); load average {load}", flush=True)
         serial = timed("cold scan, 1 worker", root, workers=1)
         assert not serial[1], serial[1]
         print(f"{len(serial[0])} series found")

@@ -225,6 +225,17 @@ def test_a_truncated_disk_cache_entry_is_named_and_rebuilt(scan, tmp_path):
     assert entry.stat().st_size > 100  # rebuilt whole
 
 
+def test_a_memory_cache_that_cannot_fit_is_refused_before_any_volume_is_read(scan, monkeypatch):
+    import gmim.data.caching as caching
+
+    case = Case(id="image", images=(scan["image"],), label=scan["image"])
+    caching.refuse_oversized_memory_cache([case] * 3, (1.0, 1.0, 1.0))  # fits
+    monkeypatch.setattr(caching, "memory_bytes", lambda: 1000)
+    with pytest.raises(InputError, match=r"data.cache=memory: the 3 volumes take about .* as float32, more than 50% of the "
+                                         r"1.0 KB this process may use; set data.cache=disk or none"):
+        caching.refuse_oversized_memory_cache([case] * 3, (1.0, 1.0, 1.0))
+
+
 def test_an_output_folder_that_cannot_be_one_is_refused_before_any_work(scan, tmp_path, capsys):
     taken = tmp_path / "taken"
     taken.write_text("")

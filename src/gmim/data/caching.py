@@ -15,15 +15,18 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
+
 from monai.data import Dataset, PersistentDataset
 from monai.transforms import Compose
 from torch.utils.data import Subset
 
-from gmim.data.checks import check_cases, reader_reason
+from gmim.data.checks import MEMORY_SHARE, check_cases, read_grid, reader_reason, size_text, voxel_spacing
 from gmim.data.sources import Case
 from gmim.errors import InputError
+from gmim.resources import memory_bytes
 
-__all__ = ["NamedErrorsDataset", "SelfHealingPersistentDataset", "describe_load_error", "preload"]
+__all__ = ["NamedErrorsDataset", "SelfHealingPersistentDataset", "describe_load_error", "preload", "refuse_oversized_memory_cache"]
 
 
 def describe_load_error(case: Case, error: BaseException) -> InputError:
@@ -65,6 +68,23 @@ class NamedErrorsDataset(Dataset):
             return super()._transform(index)
         except Exception as error:  # a corrupt file raises whatever its reader raises
             raise describe_load_error(self.cases[index], error) from error
+
+
+def refuse_oversized_memory_cache(cases: Sequence[Case], spacing: Sequence[float] | None) -> None:
+    """One line, before any volume is read, when ``data.cache=memory`` cannot hold ``cases``: their
+    float32 voxels (after resampling to ``spacing``), estimated from the headers, against the memory
+    this process may use."""
+    total = 0.0
+    for case in cases:
+        shape, affine = read_grid(case.images[0])
+        voxels = float(np.prod(shape))
+        if spacing is not None:
+            voxels *= float(np.prod(voxel_spacing(affine)) / np.prod(spacing))
+        total += voxels * 4 * (len(case.images) + (case.label is not None))
+    memory = memory_bytes()
+    if total > MEMORY_SHARE * memory:
+        raise InputError(f"data.cache=memory: the {len(cases)} volumes take about {size_text(total)} as float32, more than "
+                         f"{MEMORY_SHARE:.0%} of the {size_text(memory)} this process may use; set data.cache=disk or none")
 
 
 def preload(

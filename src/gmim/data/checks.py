@@ -107,7 +107,7 @@ def _itk_dtype(pixel: str) -> np.dtype:
     return np.dtype(f"{kind}{bits // 8}")
 
 
-def _size(n: float) -> str:
+def size_text(n: float) -> str:
     for unit, scale in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
         if n >= scale:
             return f"{n / scale:.1f} {unit}"
@@ -135,12 +135,12 @@ def check_header(path: Path, header: Header) -> None:
                          "must be finite and positive")
     claimed = header.voxels * header.dtype.itemsize
     if header.stored_bytes is not None and path.stat().st_size < header.stored_bytes:
-        raise InputError(f"{path}: its header claims {dims} {header.dtype} voxels ({_size(claimed)}), more "
+        raise InputError(f"{path}: its header claims {dims} {header.dtype} voxels ({size_text(claimed)}), more "
                          f"than its {path.stat().st_size} bytes can hold: truncated or not an image")
     needed, memory = header.voxels * 4, memory_bytes()
     if needed > MEMORY_SHARE * memory:
-        raise InputError(f"{path}: {dims} voxels take {_size(needed)} as float32, more than "
-                         f"{MEMORY_SHARE:.0%} of the {_size(memory)} of memory this process may use")
+        raise InputError(f"{path}: {dims} voxels take {size_text(needed)} as float32, more than "
+                         f"{MEMORY_SHARE:.0%} of the {size_text(memory)} of memory this process may use")
 
 
 def read_header(path: Path) -> Header:

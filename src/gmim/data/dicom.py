@@ -60,9 +60,11 @@ _HEADER_TAGS = ["SeriesInstanceUID", "Modality", "ImageType", "ImagePositionPati
 _UID = re.compile(r"^[0-9]+(\.[0-9]+)+$")
 _IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd", ".json", ".txt", ".csv", ".yaml", ".png", ".jpg")
 #: Headers are read by a pool of processes, not threads: pydicom parses in Python under the GIL, where two
-#: threads read at half the speed of one (measured). A pool's start (each worker imports pydicom, about half
-#: a second) pays off from about this many files to read; fewer are read in this process.
-POOL_MIN_FILES = 1000
+#: threads read at half the speed of one (measured). The workers are spawned, so a script scanning a large
+#: folder needs the usual ``if __name__ == "__main__":``. Their start (each imports pydicom and the caller's
+#: main module: about half a CPU-second) pays off from about 1500 files to read on two free cores, sooner on
+#: more; below this many, files are read in this process.
+POOL_MIN_FILES = 2000
 #: A scan reading more files than this shows a progress bar on stderr (small folders and tests stay quiet).
 PROGRESS_MIN_FILES = 500
 #: Format of the scan cache. Bump it whenever what _read_header makes of a file may change (the modalities
@@ -85,14 +87,15 @@ class _Header(NamedTuple):
     """What one image file says about its series: all that a scan keeps of it."""
 
     uid: str
-    slice: Slice
     patient_id: str
     series_number: str
     localizer: bool
+    slice: Slice  #: last: the scan cache keeps a header as its other fields, then the slice's but its path
 
 
+_SLICE_FIELDS = tuple(f.name for f in fields(Slice))[1:]
 #: What the scan cache keeps of a header, in this order (the slice's path is the entry's key).
-_CACHED_FIELDS = tuple(f for f in _Header._fields if f != "slice") + tuple(f.name for f in fields(Slice))[1:]
+_CACHED_FIELDS = _Header._fields[:-1] + _SLICE_FIELDS
 
 
 @dataclass(frozen=True)
@@ -146,8 +149,8 @@ def _read_header(path: Path) -> _Header | None:
     syntax = str(ds.file_meta.get("TransferSyntaxUID", "1.2.840.10008.1.2")) if hasattr(ds, "file_meta") else "1.2.840.10008.1.2"
     item = Slice(path, _floats(ds.get("ImagePositionPatient")), _floats(ds.get("ImageOrientationPatient")),
                  _floats(ds.get("PixelSpacing")), (int(ds.Rows), int(ds.Columns)), int(ds.get("NumberOfFrames", 1) or 1), syntax)
-    return _Header(str(ds.SeriesInstanceUID), item, str(ds.get("PatientID", "")), str(ds.get("SeriesNumber", "")),
-                   "LOCALIZER" in image_type)
+    return _Header(str(ds.SeriesInstanceUID), str(ds.get("PatientID", "")), str(ds.get("SeriesNumber", "")),
+                   "LOCALIZER" in image_type, item)
 
 
 def _read_files(paths: list[Path]) -> list[_Header | None]:
@@ -190,33 +193,43 @@ def _read_all(paths: list[Path], workers: int | None) -> list[_Header | None]:
     return [header for result in results for header in result]
 
 
-def _files(folder: Path) -> list[tuple[Path, os.stat_result]]:
-    """The files under ``folder`` that may be DICOM (not named as another format), in path order, with their stat."""
+def _files(folder: Path) -> list[tuple[str, os.stat_result]]:
+    """The files under ``folder`` that may be DICOM (not named as another format), by their path relative
+    to it, in path order, with their stat. As ``folder.rglob("*")`` finds them (hidden ones too, links to
+    folders not followed), with one stat per file and no Path made for what is passed over."""
     found = []
-    for path in folder.rglob("*"):
-        if path.name.lower().endswith(_IMAGE_SUFFIXES):
-            continue
+    folders = [""]
+    while folders:
+        relative = folders.pop()
         try:
-            status = path.stat()
-        except OSError:  # a broken link, or gone since it was listed
+            with os.scandir(os.path.join(folder, relative)) as entries:
+                for entry in entries:
+                    name = os.path.join(relative, entry.name)
+                    if entry.is_dir(follow_symlinks=False):
+                        folders.append(name)
+                    elif not entry.name.lower().endswith(_IMAGE_SUFFIXES):
+                        try:
+                            status = entry.stat()  # of what a link points to
+                        except OSError:  # a broken link, or gone since it was listed
+                            continue
+                        if stat.S_ISREG(status.st_mode):
+                            found.append((name, status))
+        except OSError:  # an unreadable folder: passed over, as rglob does
             continue
-        if stat.S_ISREG(status.st_mode):
-            found.append((path, status))
-    return sorted(found, key=lambda item: item[0])
+    return sorted(found, key=lambda item: item[0].split(os.sep))  # the order of their Paths
 
 
 def _encode(header: _Header | None) -> list[Any] | None:
-    if header is None:
-        return None
-    return [getattr(header, f) if f in _Header._fields else getattr(header.slice, f) for f in _CACHED_FIELDS]
+    return None if header is None else [*header[:-1], *(getattr(header.slice, f) for f in _SLICE_FIELDS)]
 
 
 def _decode(path: Path, row: list[Any] | None) -> _Header | None:
+    """The header a cache row holds for ``path``; TypeError or ValueError for a row not of this format."""
     if row is None:
         return None
-    values = dict(zip(_CACHED_FIELDS, (tuple(v) if isinstance(v, list) else v for v in row), strict=True))
-    item = Slice(path, **{f: values.pop(f) for f in _CACHED_FIELDS if f not in _Header._fields})
-    return _Header(slice=item, **values)
+    values = [tuple(v) if type(v) is list else v for v in row]
+    naming = len(_Header._fields) - 1
+    return _Header(*values[:naming], Slice(path, *values[naming:]))
 
 
 def _load_cache(cache: Path) -> dict[str, Any]:
@@ -242,14 +255,15 @@ def _scan(folder: Path, workers: int | None, cache: Path | None) -> list[_Header
     a whole archive's entries load in a fraction of a second (benchmarks/dicom_scan.py).
     """
     files = _files(folder)
+    paths = [folder / name for name, _ in files]
     if cache is None:
-        return _read_all([path for path, _ in files], workers)
+        return _read_all(paths, workers)
     root = folder.resolve()
-    keys = [str(root / path.relative_to(folder)) for path, _ in files]
+    keys = [os.path.join(root, name) for name, _ in files]
     stored = _load_cache(cache)
     headers: list[_Header | None] = []
     unread: list[int] = []
-    for n, ((path, status), key) in enumerate(zip(files, keys)):
+    for n, (path, (_, status), key) in enumerate(zip(paths, files, keys)):
         try:
             size, mtime, row = stored[key]
             if (size, mtime) != (status.st_size, status.st_mtime_ns):
@@ -258,7 +272,7 @@ def _scan(folder: Path, workers: int | None, cache: Path | None) -> list[_Header
         except (KeyError, ValueError, TypeError):  # new, changed, or an entry not of this format: read it
             headers.append(None)
             unread.append(n)
-    for n, header in zip(unread, _read_all([files[n][0] for n in unread], workers)):
+    for n, header in zip(unread, _read_all([paths[n] for n in unread], workers)):
         headers[n] = header
     inside = os.path.join(root, "")
     kept = {key: entry for key, entry in stored.items() if not key.startswith(inside)}
@@ -300,7 +314,8 @@ def find_series(
     series passed over (localizers, single slices).
 
     Headers are read by ``workers`` processes (default: the cores this process may use). With ``cache``
-    (a JSON file, see :func:`_scan`), a later scan reads only the files that are new or changed.
+    (a ``.json`` file, so that it is never taken for a DICOM file if it lies in ``folder``; see
+    :func:`_scan`), a later scan reads only the files that are new or changed.
     """
     index = _index(folder, workers, cache)
     found, notes = [], []
@@ -331,7 +346,8 @@ def _common_folder(series: Series) -> Path:
 def _alone(folder: Path, series: Series, candidates: list[Series]) -> bool:
     """Whether ``series`` is the only volume series under ``folder``, judged on the files under it as a scan
     of that folder would, from ``candidates`` (the series with a file there) rather than by a second scan."""
-    inside = [replace(s, slices=tuple(x for x in s.slices if x.path.is_relative_to(folder))) for s in candidates]
+    inside = [s if _common_folder(s).is_relative_to(folder)
+              else replace(s, slices=tuple(x for x in s.slices if x.path.is_relative_to(folder))) for s in candidates]
     return [s.uid for s in inside if _is_volume(s)] == [series.uid]
 
 

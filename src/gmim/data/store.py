@@ -16,7 +16,8 @@ Layout (version 1; docs/store.md)::
     STORE/scans/                  the DICOM header scans of the source folders
 
 Voxels are stored in the units intensity normalisation reads (CT in HU as int16, rounded to
-0.5 HU; MRI as float16, a relative error under 0.05 %, or float32 beyond float16's range), and
+0.5 HU; MRI as float16, a relative error under 0.05 % with non-zero voxels kept non-zero, or float32 beyond
+float16's range), and
 normalised on each crop (:func:`gmim.data.transforms.intensity_transform` with the stored
 statistics), so the same store serves any CT window. The foreground box (voxels that normalise to
 non-zero) is stored, not applied.
@@ -46,6 +47,7 @@ from typing import Any
 import numpy as np
 
 from gmim.atomic import atomic_path, remove_stale_temporaries, write_json
+from gmim.data.caching import describe_load_error
 from gmim.data.sources import Case
 from gmim.errors import InputError
 from gmim.resources import usable_cores
@@ -86,9 +88,9 @@ def store_settings(preprocessing: Any) -> dict[str, Any]:
 
 def _source_stamp(path: Path) -> dict[str, Any]:
     """A source file's identity for incremental preparation; a DICOM series by its files."""
-    from gmim.data.dicom import is_series_reference, series_files
+    from gmim.data.dicom import is_series_reference, series_at
 
-    files = series_files(path) if is_series_reference(path) else [path]
+    files = series_at(path).files if is_series_reference(path) else [path]  # as found: its geometry is checked later
     stats = [f.stat() for f in files]
     return {"path": str(path), "size": sum(s.st_size for s in stats), "mtime_ns": max(s.st_mtime_ns for s in stats),
             "files": len(files)}
@@ -332,8 +334,6 @@ def _prepare_volume(case: Case, folder: Path, settings: dict[str, Any], preproce
     try:
         record = _write_volume(case, store, preprocessing, key)
     except Exception as error:  # a corrupt file raises whatever its reader raises
-        from gmim.data.caching import describe_load_error
-
         message = str(describe_load_error(case, error))
         write_json(entry_path, {"key": key, "id": case.id, "split": case.split, "sources": stamps, "error": message})
         return message
@@ -364,6 +364,8 @@ def _write_volume(case: Case, store: Store, preprocessing: Any, key: str) -> dic
         std = [(float(v.std()) or 1.0) if v.size else 1.0 for v in values]  # MONAI's: a constant channel divides by 1
         finite_max = float(np.abs(volume).max()) if volume.size else 0.0
         stored = volume.astype(np.float16 if finite_max <= _FLOAT16_MAX else np.float32)
+        underflow = (stored == 0) & (volume != 0)  # would turn into background: keep the smallest value instead
+        stored[underflow] = np.copysign(np.finfo(stored.dtype).smallest_subnormal, volume[underflow])
     if not foreground.any():
         what = f"at or below {preprocessing.window[0]:g} HU" if preprocessing.modality == "ct" else "0"
         raise InputError(f"{case.images[0]}: every voxel is {what}: an empty scan")

@@ -20,7 +20,7 @@ from monai.losses import DiceCELoss, DiceLoss
 from monai.transforms import Compose, EnsureTyped
 
 from gmim.atomic import write_json
-from gmim.data.caching import preload
+from gmim.data.caching import preload, refuse_oversized_memory_cache
 from gmim.data.checks import check_cases, read_grid, voxel_spacing
 from gmim.data.sources import Case, Collection, discover
 from gmim.data.transforms import augment_transforms, load_transforms
@@ -107,6 +107,8 @@ def finetune(config: FinetuneConfig, data: Sequence[str | Path], out: Path, resu
         raise InputError(f"--pretrained {config.model.init}: file not found")
     train_cases, val_cases = split_cases(cases, config.data, config.train.seed)
     check_cases(train_cases + val_cases, config.task.label_values, workers=config.train.loader_workers())
+    if config.data.cache == "memory":
+        refuse_oversized_memory_cache(train_cases + val_cases, config.preprocessing.spacing)
     with Trainer(SegmentationFinetuning.name, config, config.train, out, resume, RESUMABLE_CHANGES, inherit=("model.init",)) as trainer:
         return trainer.fit(SegmentationFinetuning(config, train_cases, val_cases, trainer))
 
