@@ -5,7 +5,9 @@ when they cannot be a volume."""
 from __future__ import annotations
 
 import json
+import os
 import warnings
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -170,6 +172,8 @@ def test_pretrain_on_a_tree_of_series_a_bad_one_refused_or_skipped(tmp_path, icb
     assert main(["pretrain", str(root), "--out", str(out), "--steps", "2", "--skip-bad", *SMALL_PRETRAIN]) == 0
     assert "skipped 1 bad volume" in capsys.readouterr().out
     assert (out / "encoder.pt").is_file()
+    scan = json.loads((Path(os.environ["XDG_CACHE_HOME"]) / "gmim" / "stores" / "dicom_scan.json").read_text())
+    assert str(bad) in json.dumps(scan)  # the tree's headers are kept for the next run
 
 
 def test_predict_a_series_into_its_own_grid_and_as_dicom_seg(tmp_path, finetuned_run, t1, capsys):

@@ -106,9 +106,13 @@ def test_three_step_run_through_the_cli(brains, tmp_path, capsys):
 
 @pytest.mark.slow
 def test_interrupt_then_resume_continues_exactly(brains, tmp_path):
-    """Ctrl-C during a 4-step run writes a checkpoint; resuming it gives the weights of 4 steps straight."""
-    common = ["pretrain", str(brains), "--config", "cpu-small", *SMALL, "--steps", "4"]
-    assert run_cli(*common, "--out", tmp_path / "straight") == 0
+    """Ctrl-C during a 4-step run writes a checkpoint; resuming it gives the weights of 4 steps straight.
+    The straight run reads the image files (prepared into the shared store first), the interrupted
+    one a store of them that ``gmim prepare`` made: the same volumes, samples and weights."""
+    options = ["--config", "cpu-small", *SMALL, "--steps", "4"]
+    assert run_cli("pretrain", brains, *options, "--out", tmp_path / "straight") == 0
+    assert run_cli("prepare", brains, "--config", "cpu-small", "--out", tmp_path / "store") == 0
+    common = ["pretrain", str(tmp_path / "store"), *options]
     split = tmp_path / "split"
     process = subprocess.Popen([sys.executable, "-m", "gmim.cli", *common, "--out", str(split)],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -50,7 +50,7 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, help="volumes per optimizer step over all processes (the global batch)")
     parser.add_argument("--lr", type=float, help="peak learning rate of AdamW")
     parser.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps")
-    parser.add_argument("--workers", type=int, help="data-loading worker processes")
+    parser.add_argument("--workers", type=int, help="data-loading worker processes (default: the cores of each process, at most 8)")
 
 
 def flag_overrides(args: argparse.Namespace, flags: Mapping[str, str]) -> list[str]:

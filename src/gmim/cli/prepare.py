@@ -54,8 +54,8 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--workers {args.workers}: must be at least 1")
     rank, world_size = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
     local_world_size = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-    cases = discover_cases(args.data, splits=("training", "validation"))
     store = Store.create(args.out, config.preprocessing)
+    cases = discover_cases(args.data, splits=("training", "validation"), scan_cache=store.scan_cache)
     workers = args.workers or max(1, usable_cores() // local_world_size)
     entries, skipped = store.prepare(cases, config.preprocessing, workers, bool(config.data.skip_bad), rank, world_size,
                                      show=rank == 0)

@@ -10,11 +10,12 @@ from gmim.cli.arguments import TRAINING_FLAGS, add_config_arguments, add_trainin
 from gmim.config import load_config
 
 EPILOG = """\
-DATA: prepared stores (gmim prepare), or folders of images (.nii, .nii.gz, .nrrd, .mha, .mhd, searched recursively; one channel each),
-MSD/decathlon JSON datalists (training, optional validation), nnU-Net raw dataset folders
-(imagesTr/ with _0000, _0001… channel files) or folders of BraTS-style case folders; several can be
-combined. DATA other than stores are prepared first into the shared store folder (--store,
-default ~/.cache/gmim/stores), where later runs with the same preprocessing find them.
+DATA: prepared stores (gmim prepare), folders of images (.nii, .nii.gz, .nrrd, .mha, .mhd, searched
+recursively; one case per file), DICOM trees, MSD/decathlon JSON datalists (training, optional
+validation), nnU-Net raw dataset folders (imagesTr/ with _0000, _0001… channel files) or folders of
+BraTS-style case folders; several can be combined. DATA other than stores are prepared first into
+the shared folder of stores (--store, default ~/.cache/gmim/stores), where later runs with the same
+preprocessing find them.
 
 Settings come from the defaults (the prototype's CT-collection run), then --config (a shipped preset
 or a YAML file), then the direct flags, then each --set key=value (e.g. --set masking.decay=0

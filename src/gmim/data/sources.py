@@ -345,7 +345,7 @@ def _from_image_folder(folder: Path, scan_cache: Path | None = None) -> list[Cas
 
     files = sorted(p for p in folder.rglob("*") if p.is_file() and is_image_file(p))
     # The cache keyword is passed only when asked for, so this works with find_series before it has one.
-    series, notes = find_series(folder) if scan_cache is None else find_series(folder, cache=scan_cache)
+    series, notes = find_series(folder, cache=scan_cache)
     cases, reading = _from_image_files(folder, files)
     for note in [*notes, *reading]:
         warnings.warn(note, stacklevel=2)

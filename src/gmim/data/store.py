@@ -13,7 +13,8 @@ Layout (version 1; docs/store.md)::
     STORE/volumes/<key>.b2nd      (C, D, H, W) voxels in the modality's units, before normalisation
     STORE/volumes/<key>.json      the entry: id, split, sources (path, size, mtime), shape, spacing,
                                   affine, foreground box, per-channel statistics; or the error
-    STORE/scans/                  the DICOM header scans of the source folders
+    STORE/dicom_scan.json         the DICOM headers found in the source folders, so that a later
+                                  run reads only new or changed files
 
 Voxels are stored in the units intensity normalisation reads (CT in HU as int16, rounded to
 0.5 HU; MRI as float16, a relative error under 0.05 % with non-zero voxels kept non-zero, or float32 beyond
@@ -38,7 +39,7 @@ import os
 import time
 import warnings
 from collections.abc import Sequence
-from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from multiprocessing import get_context
 from pathlib import Path
@@ -65,6 +66,8 @@ STALE_TEMPORARY_S = 3600.0
 #: Seconds between looks at the store while other processes prepare their shares.
 POLL_S = 2.0
 _FLOAT16_MAX = 65504.0
+#: What a store folder holds besides temporaries.
+_STORE_FILES = frozenset({"store.json", "volumes", "dicom_scan.json"})
 
 
 def default_store_root() -> Path:
@@ -165,7 +168,9 @@ class Store:
                 raise InputError(f"{folder}: a store prepared with {_describe(store.settings)}; these settings ask "
                                  f"{_describe(settings)}: prepare into another folder")
             return store
-        if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+        # Several processes may create the same store at once (torchrun): what they write is no stranger.
+        if folder.exists() and (not folder.is_dir() or any(not p.name.startswith(".") and p.name not in _STORE_FILES
+                                                            for p in folder.iterdir())):
             raise InputError(f"{folder}: exists and is not a gmim store; give a new or empty folder")
         store = cls(folder, settings)
         store.volumes.mkdir(parents=True, exist_ok=True)
@@ -178,6 +183,11 @@ class Store:
         settings = store_settings(preprocessing)
         digest = hashlib.sha1(json.dumps({**settings, "version": STORE_VERSION}, sort_keys=True).encode()).hexdigest()[:12]
         return cls.create(Path(root) / f"{settings['modality']}-{digest}", preprocessing)
+
+    @property
+    def scan_cache(self) -> Path:
+        """The DICOM header scan of the folders prepared into this store (:func:`gmim.data.dicom.find_series`)."""
+        return self.folder / "dicom_scan.json"
 
     def check_settings(self, preprocessing: Any) -> None:
         """Refuse a run whose preprocessing differs from the store's, naming both."""
@@ -239,7 +249,7 @@ class Store:
             raise InputError(f"{duplicate.images[0]}: given twice")
         stamps = [[_source_stamp(p) for p in case.images] for case in cases]
         todo = [i for i, (case, key) in enumerate(zip(cases, keys)) if self._current(case, key, stamps[i]) is None]
-        mine = todo[rank::world_size]
+        mine = [i for i in todo if i % world_size == rank]  # by place, not by what is left: the processes may look at different times
         share = f", {len(mine)} by this process of {world_size}" if world_size > 1 else ""
         if show:
             print(f"store {self.folder}: {len(cases)} volume(s), {len(cases) - len(todo)} prepared already, {len(todo)} to "
@@ -250,9 +260,8 @@ class Store:
             raise failure
         records = self._wait_for([keys[i] for i in todo], [stamps[i] for i in todo], show and world_size > 1)
         entries, skipped = [], []
-        by_key = {k: r for k, r in records.items()}
         for case, key, stamp in zip(cases, keys, stamps):
-            record = by_key.get(key) or self._current(case, key, stamp)
+            record = records.get(key) or self._current(case, key, stamp)
             if record is None:
                 raise InputError(f"{self.folder}: the entry of {case.images[0]} vanished while preparing")
             if "error" in record:
@@ -280,17 +289,14 @@ class Store:
         pool = ProcessPoolExecutor(workers, mp_context=get_context("fork"), initializer=_quiet_worker)
         failure: InputError | None = None
         try:
-            futures: dict[Future, int] = {
-                pool.submit(_prepare_volume, case, self.folder, self.settings, preprocessing, key, stamp): i
-                for i, (case, key, stamp) in enumerate(zip(cases, keys, stamps))
-            }
+            futures = [pool.submit(_prepare_volume, case, self.folder, self.settings, preprocessing, key, stamp)
+                       for case, key, stamp in zip(cases, keys, stamps)]
             for future in as_completed(futures):
                 error = future.result()
                 bar.update(1)
-                if error is not None and not skip_bad and failure is None:
+                if error is not None and not skip_bad:
                     failure = InputError(error)
-                    for pending in futures:
-                        pending.cancel()  # the volumes in flight finish; the rest wait for the next run
+                    break  # the volumes in flight finish; the rest wait for the next run
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
             bar.close()

@@ -34,7 +34,9 @@ class Volumes:
         from gmim.data.sources import discover_cases
 
         sources = [p for p in paths if not is_store(p)]
-        self.cases: list[Case] = discover_cases(sources, splits=("training", "validation")) if sources else []
+        self.root = Path(config.data.store).expanduser() if config.data.store else default_store_root()
+        scan_cache = self.root / "dicom_scan.json"  # DICOM trees are scanned again only where files changed
+        self.cases: list[Case] = discover_cases(sources, splits=("training", "validation"), scan_cache=scan_cache) if sources else []
         #: The entries of the given stores, each with the path of its voxels.
         self.stored: list[tuple[Entry, Path]] = []
         for path in paths:
@@ -67,8 +69,7 @@ def prepare_volumes(volumes: Volumes, config: PretrainConfig, rank: int = 0, wor
     prepared: list[tuple[Entry, Path]] = []
     skipped: list[str] = []
     if volumes.cases:
-        root = Path(config.data.store).expanduser() if config.data.store else default_store_root()
-        store = Store.shared(root, config.preprocessing)
+        store = Store.shared(volumes.root, config.preprocessing)
         workers = max(1, usable_cores() // max(1, local_world_size))
         entries, skipped = store.prepare(volumes.cases, config.preprocessing, workers, config.data.skip_bad, rank, world_size,
                                          show=rank == 0)
