@@ -1,7 +1,8 @@
 """Memory and start-up of ``gmim pretrain`` against the size of the collection.
 
 A store of N clinical-size CTs (``ct_collection.py``, prepared by ``gmim prepare``) is trained from
-for a few steps with the ``ct`` preset's data (128³ views) and a small network, for several N. A
+for a few steps with the ``ct`` preset's data settings and a small network (64³ views by default, so
+that the network's memory does not hide the data's), for several N. A
 store of more volumes than were prepared is made of hard links to the prepared voxels, with entries
 of their own (a thousand volumes without a thousand volumes of disk: the run cannot tell them
 apart). Printed for each N: peak resident memory of the main process and of the largest loader
@@ -57,9 +58,9 @@ def _children(pid: int) -> list[int]:
         return []
 
 
-def run(store: Path, out: Path, steps: int, workers: int) -> dict[str, float]:
+def run(store: Path, out: Path, steps: int, workers: int, roi: int) -> dict[str, float]:
     command = [sys.executable, "-m", "gmim.cli", "pretrain", str(store), "--out", str(out), "--config", "ct",
-               "--feature-size", "12", "--steps", str(steps), "--workers", str(workers), "--device", "cpu",
+               "--roi", str(roi), "--feature-size", "12", "--steps", str(steps), "--workers", str(workers), "--device", "cpu",
                "--set", "train.validate_every=0", "--set", "train.log_every=1", "--set", "train.mixed_precision=false",
                "--set", "train.picture_every=0"]
     peaks = {"main": 0.0, "worker": 0.0}
@@ -93,10 +94,11 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[10, 100, 1000])
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--roi", type=int, default=64, help="view size (64: the network's memory stays small beside the data's)")
     args = parser.parse_args()
     source = Store.open(args.store)
-    print(f"{len(source.entries())} prepared volumes in {args.store}; runs of {args.steps} steps, 128³ views, "
-          f"F 12, {args.workers} loader workers")
+    print(f"{len(source.entries())} prepared volumes in {args.store}; runs of {args.steps} steps, {args.roi}³ views "
+          f"(ct preset's 32-voxel margin), F 12, {args.workers} loader workers")
     print("| volumes | entries read (s) | peak RSS main (MB) | peak RSS per worker (MB) | command start to first step (s) |")
     print("| --- | --- | --- | --- | --- |")
     with tempfile.TemporaryDirectory() as scratch:
@@ -105,7 +107,7 @@ def main() -> None:
             start = time.perf_counter()
             Store.open(store).entries()
             index_s = time.perf_counter() - start
-            result = run(store, Path(scratch) / f"run{count}", args.steps, args.workers)
+            result = run(store, Path(scratch) / f"run{count}", args.steps, args.workers, args.roi)
             print(f"| {count} | {index_s:.2f} | {result['main']:.0f} | {result['worker']:.0f} | {result['first_step_s']:.1f} |",
                   flush=True)
 

@@ -1,4 +1,4 @@
-"""Preprocess every case once, before training, and say which file a failure came from.
+"""Fine-tuning's cases preprocessed once, before training, and which file a failure came from.
 
 MONAI wraps what a reader raises in ``RuntimeError("applying transform ...")``, and a cache built
 in a pool of threads does not say which item failed. :func:`preload` loads item by item, so that a
