@@ -94,7 +94,7 @@ def test_one_channel_case_per_sub_folder_is_not_grouped_and_repeated_ids_are_mad
         discover_cases([tmp_path / "twice"])
 
 
-def test_the_dicom_scan_cache_is_passed_on_only_when_given(tmp_path, scan, monkeypatch):
+def test_the_dicom_scan_cache_is_passed_on(tmp_path, scan, monkeypatch):
     import gmim.data.dicom
 
     calls = []
@@ -102,7 +102,7 @@ def test_the_dicom_scan_cache_is_passed_on_only_when_given(tmp_path, scan, monke
     _save(scan, tmp_path / "flat" / "a.nii.gz")
     discover_cases([tmp_path / "flat"])
     discover([tmp_path / "flat"], scan_cache=tmp_path / "cache")
-    assert calls == [{}, {"cache": tmp_path / "cache"}]
+    assert calls == [{"cache": None}, {"cache": tmp_path / "cache"}]
 
 
 def test_datalist_relative_paths_folds_and_splits(tmp_path, scan):

@@ -36,6 +36,7 @@ import numpy as np
 
 from gmim.atomic import atomic_path
 from gmim.errors import InputError
+from gmim.resources import usable_cores
 
 if TYPE_CHECKING:
     import nibabel as nib
@@ -158,17 +159,12 @@ def _read_files(paths: list[Path]) -> list[_Header | None]:
     return [_read_header(path) if _is_dicom(path) else None for path in paths]
 
 
-def _usable_cores() -> int:
-    """The cores this process may run on (its affinity, e.g. a batch job's share), not all the machine's."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
 def _read_all(paths: list[Path], workers: int | None) -> list[_Header | None]:
     """:func:`_read_files` over ``paths``, in their order: by a pool of ``workers`` processes (default: the
     usable cores) when there are enough files, with a progress bar (files/s, time left) when there are many."""
     from tqdm.auto import tqdm
 
-    workers = _usable_cores() if workers is None else workers
+    workers = usable_cores() if workers is None else workers
     if multiprocessing.current_process().daemon:  # a DataLoader worker: daemons may not start processes
         workers = 1
     size = max(1, min(128, len(paths) // (8 * workers)))  # chunks: a few per worker, and a bar that moves
