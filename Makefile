@@ -32,12 +32,17 @@ test-data:
 demo: $(VENV)/.installed
 	$(VENV)/bin/gmim demo --out runs/demo
 
-test: $(VENV)/.installed test-data
-	$(PY) -m pytest
+# Tests in TEST_PROCESSES processes of one thread each: on two cores they fill the time one test
+# spends starting processes, importing and writing files.
+TEST_PROCESSES ?= 3
+TEST_RUN := OMP_NUM_THREADS=1 $(PY) -m pytest -n $(TEST_PROCESSES) --dist worksteal
 
-# The tests that run no training, inference or multi-process command: under a minute.
+test: $(VENV)/.installed test-data
+	$(TEST_RUN)
+
+# The tests that run no training, inference or multi-process command.
 test-fast: $(VENV)/.installed test-data
-	$(PY) -m pytest -m "not slow"
+	$(TEST_RUN) -m "not slow"
 
 benchmark: $(VENV)/.installed
 	$(PY) benchmarks/masking_speed.py

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import re
 import shutil
 import signal
 import socket
@@ -152,8 +153,13 @@ def test_two_processes_match_one_with_the_same_global_batch(brains, tmp_path):
                          capture_output=True, text=True, timeout=600)
     assert one.returncode == 0, one.stderr[-3000:]
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "gmim.cli"]
-    result = subprocess.run([*torchrun, *common, "--out", str(tmp_path / "two")], env=env, capture_output=True, text=True, timeout=600)
+    # into a store of its own: the two processes prepare the volumes at even and odd places, then each
+    # waits for the other's (forever, were one share never prepared)
+    result = subprocess.run([*torchrun, *common, "--out", str(tmp_path / "two"), "--store", str(tmp_path / "stores")], env=env,
+                            capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
+    assert re.search(r"4 volume\(s\), [0-2] prepared already, [2-4] to prepare, 2 by this process of 2", result.stdout), result.stdout
+    assert len(list((tmp_path / "stores").glob("*/volumes/*.b2nd"))) == 4
     records = [[json.loads(line) for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()] for run in ("one", "two")]
     losses = [[r["train/loss"] for r in run if "train/loss" in r] for run in records]
     health = [[r["val/health/variation4"] for r in run if "val/health/variation4" in r] for run in records]

@@ -1,11 +1,11 @@
 """The prepared store: crop reads equal the preprocessed volume, and preparation is resumable,
-incremental, sharded and refuses a store of other settings."""
+incremental and refuses a store of other settings (sharded preparation: the two-process test of
+test_pretrain.py)."""
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -140,22 +140,6 @@ def test_a_killed_preparation_resumes(tmp_path, mni_t1):
     assert result.returncode == 0, result.stderr[-2000:]
     assert f"4 volume(s), {len(done)} prepared already, {4 - len(done)} to prepare" in result.stdout
     assert len(Store.open(store).entries()) == 4
-
-
-@pytest.mark.slow
-def test_sharded_preparation_on_two_processes(tmp_path, itk_t1):
-    """Under torchrun each process prepares its share and waits for the other's (it would wait
-    forever for a share nobody prepared)."""
-    data = tmp_path / "data"
-    for i in range(5):
-        save(data / f"scan{i}.nii.gz", itk_t1[5 * i:5 * i + 80, 10:100, 5:55])
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "gmim.cli"]
-    result = subprocess.run([*torchrun, "prepare", str(data), "--out", str(tmp_path / "store"), "--modality", "mri"],
-                            capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert result.returncode == 0, result.stderr[-3000:]
-    # rank 0 prints; its share is places 0, 2 and 4 (rank 1 may have finished its own by then)
-    assert re.search(r"5 volume\(s\), [0-2] prepared already, [3-5] to prepare, 3 by this process of 2", result.stdout), result.stdout
-    assert len(Store.open(tmp_path / "store").entries()) == 5
 
 
 def test_loader_workers_default_to_the_cores_of_each_process(monkeypatch):
