@@ -178,15 +178,33 @@ def test_pretrain_on_a_tree_of_series_a_bad_one_refused_or_skipped(tmp_path, icb
 
 def test_predict_a_series_into_its_own_grid_and_as_dicom_seg(tmp_path, finetuned_run, t1, capsys):
     """The NIfTI has the series' geometry; the DICOM SEG references every slice and reads back (with
-    highdicom) to the same label map."""
+    highdicom) to the same label map, also from a series without the Patient and Study attributes it
+    copies or a SliceThickness. A series without FrameOfReferenceUID is refused before any inference."""
     import highdicom as hd
     import pydicom
 
     from gmim.cli import main
+    from gmim.segmentation.dicom_seg import COPIED_TAGS
+
+    def strip(folder, tags):
+        for path in folder.iterdir():
+            ds = pydicom.dcmread(path)
+            for tag in tags:
+                if tag in ds:
+                    delattr(ds, tag)
+            ds.save_as(path)
 
     volume, affine = t1
-    write_series(volume, affine, tmp_path / "scans" / "itk_t1")
+    write_series(volume, affine, tmp_path / "unanchored" / "itk_t1")
+    strip(tmp_path / "unanchored" / "itk_t1", ["FrameOfReferenceUID"])
     out = tmp_path / "out"
+    assert main(["predict", str(finetuned_run), str(tmp_path / "unanchored"), "--out", str(out), "--device", "cpu",
+                 "--format", "dicom-seg"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "has no FrameOfReferenceUID, which a DICOM SEG needs" in err[0] and "itk_t1" in err[0], err
+    assert not list(out.iterdir())  # refused before any inference
+    write_series(volume, affine, tmp_path / "scans" / "itk_t1")
+    strip(tmp_path / "scans" / "itk_t1", [*COPIED_TAGS, "SliceThickness"])
     assert main(["predict", str(finetuned_run), str(tmp_path / "scans"), "--out", str(out), "--device", "cpu",
                  "--format", "dicom-seg"]) == 0
     prediction = nib.load(out / "itk_t1.nii.gz")

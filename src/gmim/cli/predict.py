@@ -47,9 +47,13 @@ def run(args: argparse.Namespace) -> int:
     if args.format == "dicom-seg":
         from gmim.data.dicom import is_series_reference
 
+        from gmim.segmentation.dicom_seg import check_source
+
         other = next((c for c in cases if not is_series_reference(c.images[0])), None)
         if other is not None:
             raise InputError(f"--format dicom-seg: {other.images[0]} is not a DICOM series (a DICOM SEG references its source series)")
+        for case in cases:
+            check_source(case.images[0])
     failed: list[str] = []
     for case in tqdm(cases, desc="predict", unit="case", dynamic_ncols=True):
         try:
