@@ -225,6 +225,21 @@ def test_a_truncated_disk_cache_entry_is_named_and_rebuilt(scan, tmp_path):
     assert entry.stat().st_size > 100  # rebuilt whole
 
 
+def test_a_2d_metaimage_and_a_header_without_its_voxels_file_are_named(scan, tmp_path):
+    import SimpleITK as sitk
+
+    from gmim.data.checks import read_header
+
+    sitk.WriteImage(sitk.GetImageFromArray(scan["array"][:, :, 10].astype(np.float32)), str(tmp_path / "slice.mha"))
+    with pytest.raises(InputError, match=r"slice.mha: a 2D image \(\d+×\d+\), expected 3D"):
+        read_header(tmp_path / "slice.mha")
+    sitk.WriteImage(sitk.GetImageFromArray(scan["array"].astype(np.float32)), str(tmp_path / "scan.mhd"))
+    assert read_header(tmp_path / "scan.mhd").shape[:3] == scan["array"].shape[::-1]
+    (tmp_path / "scan.raw").unlink()
+    with pytest.raises(InputError, match=r"scan.mhd: its voxels' file scan.raw is missing"):
+        read_header(tmp_path / "scan.mhd")
+
+
 def test_a_memory_cache_that_cannot_fit_is_refused_before_any_volume_is_read(scan, monkeypatch):
     import gmim.data.caching as caching
 

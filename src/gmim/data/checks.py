@@ -94,7 +94,23 @@ def _itk_header(path: Path) -> Header:
     if reader.GetNumberOfComponents() > 1:  # vector pixels: one more axis
         shape = (*shape, int(reader.GetNumberOfComponents()))
     dtype = _itk_dtype(sitk.GetPixelIDValueAsString(reader.GetPixelID()))
+    if reader.GetDimension() < 3:  # refused by check_header for its shape; it has no 3D affine
+        return Header(shape, dtype, np.eye(4))
+    if path.name.lower().endswith(".mhd"):
+        _require_data_file(path)
     return Header(shape, dtype, itk_ras_affine(reader))
+
+
+def _require_data_file(path: Path) -> None:
+    """A MetaImage header names the file its voxels are in: refuse the header whose file is missing,
+    naming that file (ITK would say only that the header "cannot be read")."""
+    for line in path.read_text(errors="replace").splitlines():
+        key, _, value = line.partition("=")
+        if key.strip() == "ElementDataFile":
+            name = value.strip()
+            if name not in ("LOCAL", "LIST") and "%" not in name and not (path.parent / name).is_file():
+                raise InputError(f"{path}: its voxels' file {name} is missing (next to it)")
+            return
 
 
 def _itk_dtype(pixel: str) -> np.dtype:
@@ -147,6 +163,8 @@ def read_header(path: Path) -> Header:
     """The header of an image file, checked by :func:`check_header`."""
     try:
         header = _nifti_header(path) if _is_nifti(path) else _itk_header(path)
+    except InputError:
+        raise
     except Exception as error:  # nibabel and SimpleITK raise many types for a corrupt file
         raise InputError(f"{path}: not a readable image ({reader_reason(error, path)})") from error
     check_header(path, header)
