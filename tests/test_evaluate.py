@@ -73,6 +73,7 @@ def test_cli_pairs_by_name_writes_table_csv_json_overlays(tmp_path, brain, itk_p
     assert code == 2 and "no prediction for 1 reference(s): c" in captured.err
     assert "label1" in captured.out and "mean" in captured.out and "both empty" in captured.out
     assert "predictions without a reference (not scored): extra" in captured.out
+    assert f"--images {tmp_path / 'images'}: no scan named b; 1 overlay(s) drawn without their scan" in captured.out
     rows = list(csv.DictReader((tmp_path / "eval" / "metrics.csv").open()))
     assert [r["case"] for r in rows] == ["a", "b"] and float(rows[0]["label1_dice"]) == 1.0 and float(rows[0]["label1_hd95"]) == 0
     assert 0.8 < float(rows[1]["label1_dice"]) < 1.0

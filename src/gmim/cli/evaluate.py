@@ -108,6 +108,10 @@ def run(args: argparse.Namespace) -> int:
                 raise InputError(f"{images[case_id]}: --images scan not on the grid of {ref}")
             spacing = voxel_spacing(read_grid(ref)[1])
             save_overlay(out / "overlays" / f"{case_id}.png", read_array(pred), read_array(ref), spacing, image, title=case_id)
+        without = [case_id for case_id, _, _ in pairs if case_id not in images]
+        if args.images and without:
+            print(f"--images {args.images}: no scan named {', '.join(without[:5])}{' …' if len(without) > 5 else ''}; "
+                  f"{len(without)} overlay(s) drawn without their scan")
     print(f"{len(result.dice)} case(s) scored; metrics.csv and metrics.json in {out}")
     if result.unpaired:
         print(f"predictions without a reference (not scored): {', '.join(result.unpaired)}")
