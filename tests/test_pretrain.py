@@ -131,6 +131,8 @@ def test_interrupt_then_resume_continues_exactly(brains, tmp_path):
     orphan.write_bytes(b"half a checkpoint")
     assert run_cli(*common, "--out", split, "--resume") == 0
     assert not orphan.exists()
+    run = json.loads((split / "run.json").read_text())  # how the run was started, and each resume
+    assert run["command"].startswith(f"gmim pretrain {tmp_path / 'store'}") and len(run["resumed"]) == 1 and run["gmim"]
     assert (split / "last.pt").stat().st_mode & 0o777 == 0o666 & ~_umask()  # not mkstemp's 0600
     straight = torch.load(tmp_path / "straight" / "last.pt", weights_only=True)
     resumed = torch.load(split / "last.pt", weights_only=True)

@@ -2,7 +2,7 @@
 
 A method (:class:`Method`) supplies its model, its training data, one training step and a
 validation. The loop owns the rest, the same way for every method: seeding and determinism, the
-run folder and its guard, the run's one data loader, AdamW with warm-up and cosine decay, mixed
+run folder (``run.json``: how it was started) and its guard, the run's one data loader, AdamW with warm-up and cosine decay, mixed
 precision and DDP, the intervals (all in steps), ``last.pt`` and ``best.pt``, Ctrl-C and SIGTERM,
 ``train.stop_after``, ``metrics.jsonl`` and TensorBoard, the progress bar and a closing summary.
 
@@ -15,8 +15,11 @@ Usage::
 
 from __future__ import annotations
 
+import json
 import math
+import shlex
 import signal
+import sys
 import time
 from collections import defaultdict
 from collections.abc import Collection, Iterator
@@ -27,6 +30,7 @@ from typing import Any, Protocol
 
 import torch
 
+from gmim import __version__
 from gmim.atomic import remove_stale_temporaries, write_json
 from gmim.config import dump_config
 from gmim.engine.checkpoint import load_checkpoint, restore_training_state, save_checkpoint, training_state
@@ -243,6 +247,7 @@ class Trainer:
             if self.is_main:
                 self.out.mkdir(parents=True, exist_ok=True)
                 dump_config(self.run_config, self.out / "config.yaml")
+                self._record_invocation()
             seed_everything(self.train.seed)  # right before the method builds its model
         except BaseException as error:
             self.__exit__(type(error))
@@ -254,6 +259,22 @@ class Trainer:
         if self._lock is not None:
             self._lock.release()
         self.context.shutdown(clean=exc_type is None)
+
+    def _record_invocation(self) -> None:
+        """``run.json``: the command line that started the run, and that of each resume, with the gmim
+        version and the time, so that a run folder says how it was made."""
+        path = self.out / "run.json"
+        program = Path(sys.argv[0])
+        command = (f"gmim {shlex.join(sys.argv[1:])}" if program.name == "gmim" or program.parent.name == "cli"  # gmim, python -m gmim.cli
+                   else shlex.join(sys.argv))  # a script of the user's that calls pretrain() or finetune()
+        invocation = {"command": command, "gmim": __version__, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                      "processes": self.context.world_size}
+        try:
+            previous = json.loads(path.read_text()) if self.resume and path.is_file() else None
+        except (OSError, ValueError):  # written atomically: only a hand edit breaks it; start it again
+            previous = None
+        record = {**previous, "resumed": [*previous.get("resumed", []), invocation]} if isinstance(previous, dict) else invocation
+        write_json(path, record)
 
     @property
     def device(self) -> torch.device:
