@@ -88,7 +88,7 @@ def main() -> None:
             rows[f"blosc2 chunks {chunks[0]}³ blocks {blocks[0]}³"] = blosc2_case(volume, folder, chunks, blocks)
         for chunks in ((64,) * 3, (128,) * 3):
             rows[f"zarr v3 chunks {chunks[0]}³"] = zarr_case(volume, folder, chunks)
-        print(f"| format | size (MB) | write (s) | 160³ region read (ms) | whole read (s) |\n| --- | --- | --- | --- | --- |")
+        print("| format | size (MB) | write (s) | 160³ region read (ms) | whole read (s) |\n| --- | --- | --- | --- | --- |")
         for name, row in rows.items():
             print(f"| {name} | {row['size_mb']:.1f} | {row['write_s']:.2f} | {row['region_ms']:.1f} | {row['whole_s']:.2f} |")
     finally:

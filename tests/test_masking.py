@@ -12,7 +12,8 @@ import loop_masking as loop
 from conftest import crop
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from gmim.pretraining.masking import APPLICATION_POINTS, GridMaskPlanner, cell_entropy, voxel_mask
+from gmim.pretraining.entropy import cell_entropy
+from gmim.pretraining.masking import APPLICATION_POINTS, GridMaskPlanner, voxel_mask
 
 CROP_SIZES = [(32, 32, 32), (64, 64, 64), (96, 96, 96), (128, 128, 128), (128, 128, 64)]
 

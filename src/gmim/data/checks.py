@@ -9,7 +9,6 @@ header of a few hundred bytes could otherwise make a reader allocate gigabytes.
 from __future__ import annotations
 
 import math
-import os
 import re
 from collections.abc import Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
