@@ -63,7 +63,9 @@ def write_tree(root: Path, series: int) -> None:
     """``series`` patient folders P00000, P00001, … under ``root``, each one T1 series of 62 slices."""
     import nibabel as nib
 
-    from gmim.sample_data import itk_example_paths  # imports torch: not at the top, which each scan worker imports
+    from gmim.sample_data import (
+        itk_example_paths,  # imports torch: not at the top, which each scan worker imports
+    )
 
     for partial in root.glob("*.partial"):
         shutil.rmtree(partial)

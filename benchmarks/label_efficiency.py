@@ -75,12 +75,12 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 import yaml
+from time_window import PARTS, Plan, Window, check_figures
 
 from gmim.atomic import atomic_path
 from gmim.errors import InputError
 from gmim.pretraining.config import AS_RUN
 from gmim.sample_data import TISSUE_VALUES, brain_tissue, deformed_copies
-from time_window import PARTS, Plan, Window, check_figures
 
 PRESETS = Path(__file__).resolve().parent / "presets"
 
@@ -355,11 +355,11 @@ class Benchmark:
         if path.is_file():
             return json.loads(path.read_text())
         import torch
+        from linear_probe import LinearProbe, all_voxels, hidden_states, sample_features
 
         from gmim.engine.device import resolve_device
         from gmim.engine.precision import MixedPrecision
         from gmim.segmentation.metrics import dice_scores
-        from linear_probe import LinearProbe, all_voxels, hidden_states, sample_features
 
         print(f"linear probe of {arm}'s frozen encoder", flush=True)
         start = time.perf_counter()

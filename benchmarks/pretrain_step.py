@@ -53,7 +53,7 @@ def _timed(function: Callable[[], object], device: torch.device, repeats: int) -
 
 def _attention(network: torch.nn.Module, args: argparse.Namespace) -> torch.nn.Module:
     """``network`` with fused (SDPA) window attention unless ``--no-sdpa`` (MONAI's own)."""
-    from gmim.attention import fuse_window_attention
+    from gmim.swin.attention import fuse_window_attention
 
     return fuse_window_attention(network) if args.sdpa else network
 

@@ -12,14 +12,20 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from dicom_series import oblique_affine, write_localizer, write_multiframe, write_non_image, write_series
+from dicom_series import (
+    oblique_affine,
+    write_localizer,
+    write_multiframe,
+    write_non_image,
+    write_series,
+)
+from monai.transforms import Compose
 
 from gmim.data.checks import read_grid
 from gmim.data.dicom import series_at
 from gmim.data.sources import discover_cases
 from gmim.data.transforms import Preprocessing, load_transforms
 from gmim.errors import InputError
-from monai.transforms import Compose
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,12 @@ import torch
 from conftest import crop
 from monai.transforms import Compose, RandFlipd, RandSpatialCropd
 
-from gmim.engine.checkpoint import load_checkpoint, restore_training_state, save_checkpoint, training_state
+from gmim.engine.checkpoint import (
+    load_checkpoint,
+    restore_training_state,
+    save_checkpoint,
+    training_state,
+)
 from gmim.engine.device import resolve_device, seed_everything
 from gmim.engine.distributed import DistributedContext, init_distributed, wrap_ddp
 from gmim.engine.loop import validation_interval

@@ -46,8 +46,8 @@ def test_from_gmim_encoder(finetuned_run, gmim_encoder):
 
 @pytest.mark.slow
 def test_from_scratch_with_gradient_checkpointing_and_the_prototypes_patch_merging(tmp_path, brain_extraction, capsys):
-    from gmim.merging import PrototypePatchMerging
     from gmim.segmentation.network import build_network
+    from gmim.swin.merging import PrototypePatchMerging
 
     out = tmp_path / "scratch"
     code = main(["finetune", str(brain_extraction / "brain.json"), "--out", str(out), "--epochs", "1", "--fold", "all",

@@ -6,10 +6,16 @@ import math
 
 import pytest
 import torch
-
 from conftest import crop
+
 from gmim.pretraining.encoder import MaskedSwinEncoder
-from gmim.pretraining.health import Health, HealthMeter, collapse_warning, correlation_rank, trivial_cross_correlation
+from gmim.pretraining.health import (
+    Health,
+    HealthMeter,
+    collapse_warning,
+    correlation_rank,
+    trivial_cross_correlation,
+)
 from gmim.pretraining.losses import cross_correlation_loss, variance_loss
 
 

@@ -257,9 +257,9 @@ def test_plan_gives_up_later_rounds_then_steps(bench):
 def test_linear_probe_reads_the_upsampled_hidden_states(bench, mni_t1):  # bench: its folder on sys.path
     import torch
     import torch.nn.functional as F
+    from linear_probe import LinearProbe, all_voxels, hidden_states, sample_features
 
     from gmim.pretraining.encoder import MaskedSwinEncoder
-    from linear_probe import LinearProbe, all_voxels, hidden_states, sample_features
 
     torch.manual_seed(0)
     encoder = MaskedSwinEncoder(1, 12).eval()

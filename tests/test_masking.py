@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import math
 
+import loop_masking as loop
 import numpy as np
 import pytest
 import torch
-
-import loop_masking as loop
 from conftest import crop
 from torch.utils._python_dispatch import TorchDispatchMode
 

@@ -8,8 +8,8 @@ import torch
 from monai.networks.nets import SwinUNETR
 from monai.networks.nets.swin_unetr import PatchMerging
 
-from gmim.merging import PrototypePatchMerging, patch_merging
 from gmim.pretraining.model import GMIM
+from gmim.swin.merging import PrototypePatchMerging, patch_merging
 
 
 def concatenation(merging: torch.nn.Module) -> list[int]:

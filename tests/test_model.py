@@ -7,14 +7,19 @@ import itertools
 
 import pytest
 import torch
+from conftest import crop
 from monai.networks.nets import SwinUNETR
 
-from conftest import crop
-from gmim.attention import FusedWindowAttention, fuse_window_attention
 from gmim.pretraining.encoder import MaskedSwinEncoder
-from gmim.pretraining.losses import GMIMLoss, align_to_online, cross_correlation_loss, reconstruction_loss
+from gmim.pretraining.losses import (
+    GMIMLoss,
+    align_to_online,
+    cross_correlation_loss,
+    reconstruction_loss,
+)
 from gmim.pretraining.masking import GridMaskPlanner, voxel_mask
 from gmim.pretraining.model import GMIM
+from gmim.swin.attention import FusedWindowAttention, fuse_window_attention
 
 FEATURES = 12
 

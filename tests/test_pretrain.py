@@ -24,9 +24,9 @@ from monai.networks.nets import SwinUNETR
 from gmim.cli import main
 from gmim.config import load_config, preset_names
 from gmim.data.sources import discover_cases
-from gmim.pretraining.config import AS_RUN, PretrainConfig
-from gmim.engine.device import seed_everything
 from gmim.data.store import Store
+from gmim.engine.device import seed_everything
+from gmim.pretraining.config import AS_RUN, PretrainConfig
 from gmim.pretraining.data import view_transforms, volume_records
 from gmim.pretraining.health import COLLAPSE_FRACTION
 from gmim.pretraining.method import build_model
@@ -292,7 +292,7 @@ def test_prototype_presets_are_the_described_runs_with_the_as_run_settings(as_ru
 
 @pytest.mark.slow
 def test_prototype_preset_runs_end_to_end(brains, tmp_path):
-    from gmim.merging import patch_merging
+    from gmim.swin.merging import patch_merging
 
     out = tmp_path / "prototype"
     assert run_cli("pretrain", brains, "--out", out, "--config", "prototype", "--steps", "2", "--modality", "mri", *SMALL) == 0

@@ -7,7 +7,7 @@ import torch
 from monai.networks.nets import SwinUNETR
 
 from gmim.errors import InputError
-from gmim.weights import load_pretrained, read_state_dict
+from gmim.swin.weights import load_pretrained, read_state_dict
 
 
 def _swin(in_channels: int = 1, out_channels: int = 2, feature_size: int = 12, seed: int = 0) -> SwinUNETR:

@@ -15,7 +15,13 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-from monai.transforms import Compose, Rand3DElasticd, RandAdjustContrastd, RandBiasFieldd, RandGaussianNoised
+from monai.transforms import (
+    Compose,
+    Rand3DElasticd,
+    RandAdjustContrastd,
+    RandBiasFieldd,
+    RandGaussianNoised,
+)
 
 from gmim.data.checks import voxel_spacing
 from gmim.errors import InputError

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 from gmim.config import load_config
@@ -82,7 +81,9 @@ def write_collection(folder: Path) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    from gmim.engine.metrics import read_metrics  # torch and MONAI load only when a run starts
+    from gmim.engine.metrics import (
+        read_metrics,  # torch and MONAI load only when a run starts
+    )
     from gmim.pretraining.config import PretrainConfig
     from gmim.pretraining.health import COLLAPSE_FRACTION
     from gmim.pretraining.method import pretrain

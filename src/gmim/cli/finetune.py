@@ -6,7 +6,12 @@ import argparse
 import os
 from pathlib import Path
 
-from gmim.cli.arguments import TRAINING_FLAGS, add_config_arguments, add_training_arguments, flag_overrides
+from gmim.cli.arguments import (
+    TRAINING_FLAGS,
+    add_config_arguments,
+    add_training_arguments,
+    flag_overrides,
+)
 from gmim.config import load_config
 
 #: Direct flags → config keys: the training flags, then fine-tuning's own.
@@ -48,7 +53,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from gmim.segmentation.config import FinetuneConfig  # the training stack loads only when a run starts
+    from gmim.segmentation.config import (
+        FinetuneConfig,  # the training stack loads only when a run starts
+    )
     from gmim.segmentation.method import finetune
 
     overrides = [*flag_overrides(args, FLAGS), *args.overrides]

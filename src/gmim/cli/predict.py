@@ -34,7 +34,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
-    from gmim.engine.device import resolve_device  # the network stack loads only when a run starts
+    from gmim.engine.device import (
+        resolve_device,  # the network stack loads only when a run starts
+    )
     from gmim.segmentation.inference import Predictor
 
     require_output_folder(args.out)  # before any inference, not after it
@@ -46,7 +48,6 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"{args.inputs[0]}: several inputs named {duplicates[0]}; outputs are named after their input")
     if args.format == "dicom-seg":
         from gmim.data.dicom import is_series_reference
-
         from gmim.segmentation.dicom_seg import check_source
 
         other = next((c for c in cases if not is_series_reference(c.images[0])), None)

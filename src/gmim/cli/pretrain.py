@@ -6,7 +6,12 @@ import argparse
 import os
 from pathlib import Path
 
-from gmim.cli.arguments import TRAINING_FLAGS, add_config_arguments, add_training_arguments, flag_overrides
+from gmim.cli.arguments import (
+    TRAINING_FLAGS,
+    add_config_arguments,
+    add_training_arguments,
+    flag_overrides,
+)
 from gmim.config import load_config
 
 EPILOG = """\
@@ -58,7 +63,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from gmim.pretraining.config import PretrainConfig  # torch and MONAI load only when a run starts
+    from gmim.pretraining.config import (
+        PretrainConfig,  # torch and MONAI load only when a run starts
+    )
     from gmim.pretraining.method import pretrain
 
     overrides = [*flag_overrides(args, FLAGS), *args.overrides]

@@ -16,12 +16,18 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-
 from monai.data import Dataset, PersistentDataset
 from monai.transforms import Compose
 from torch.utils.data import Subset
 
-from gmim.data.checks import MEMORY_SHARE, check_cases, read_grid, reader_reason, size_text, voxel_spacing
+from gmim.data.checks import (
+    MEMORY_SHARE,
+    check_cases,
+    read_grid,
+    reader_reason,
+    size_text,
+    voxel_spacing,
+)
 from gmim.data.sources import Case
 from gmim.errors import InputError
 from gmim.resources import memory_bytes

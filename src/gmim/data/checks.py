@@ -18,7 +18,12 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from gmim.data.dicom import is_series_reference, itk_ras_affine, read_series, series_grid
+from gmim.data.dicom import (
+    is_series_reference,
+    itk_ras_affine,
+    read_series,
+    series_grid,
+)
 from gmim.data.sources import Case
 from gmim.errors import InputError
 from gmim.resources import memory_bytes

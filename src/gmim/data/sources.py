@@ -166,7 +166,10 @@ def discover_cases(
 
 
 def _discover(path: Path, scan_cache: Path | None = None) -> Collection:
-    from gmim.data.dicom import is_series_reference, series_at  # numpy and pydicom: not for `gmim --help`
+    from gmim.data.dicom import (  # numpy and pydicom: not for `gmim --help`
+        is_series_reference,
+        series_at,
+    )
 
     if not path.exists():
         if is_series_reference(path):

@@ -33,10 +33,21 @@ import torch
 from gmim import __version__
 from gmim.atomic import remove_stale_temporaries, write_json
 from gmim.config import dump_config
-from gmim.engine.checkpoint import load_checkpoint, restore_training_state, save_checkpoint, training_state
+from gmim.engine.checkpoint import (
+    load_checkpoint,
+    restore_training_state,
+    save_checkpoint,
+    training_state,
+)
 from gmim.engine.config import LoopConfig
 from gmim.engine.device import seed_everything
-from gmim.engine.distributed import DistributedContext, all_reduce_mean, any_process, init_distributed, wrap_ddp
+from gmim.engine.distributed import (
+    DistributedContext,
+    all_reduce_mean,
+    any_process,
+    init_distributed,
+    wrap_ddp,
+)
 from gmim.engine.metrics import MetricsLog
 from gmim.engine.optim import adamw, warmup_cosine
 from gmim.engine.precision import MixedPrecision

@@ -20,9 +20,9 @@ from monai.transforms import Compose, EnsureTyped, RandFlipd
 from gmim.data.sources import Case
 from gmim.data.store import Entry, Store, default_store_root, is_store
 from gmim.errors import InputError
-from gmim.resources import usable_cores
 from gmim.pretraining.config import PretrainConfig
 from gmim.pretraining.views import SiameseViewsd, StoredRegiond, target_augmentation
+from gmim.resources import usable_cores
 
 __all__ = ["Volumes", "prepare_volumes", "view_transforms", "volume_records"]
 

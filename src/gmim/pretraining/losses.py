@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gmim.pretraining.model import GMIMOutput
+from gmim.swin.geometry import token_grid
 
 __all__ = ["RECONSTRUCTION_MEANS", "GMIMLoss", "align_to_online", "correlation_penalty", "cross_correlation_loss",
            "cross_correlation_matrix", "reconstruction_loss", "variance_loss"]
@@ -180,7 +181,7 @@ class GMIMLoss(nn.Module):
         if self.align_overlap:
             if offset is None:
                 raise ValueError("align_overlap needs the offset of the two views")
-            token_shape = [n // 32 for n in x.shape[2:]]
+            token_shape = list(token_grid(x.shape[2:]))
             target, weights = align_to_online(target, token_shape, offset)
         return cross_correlation_matrix(output.online, target, self.standardize, weights)
 

@@ -20,7 +20,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from gmim.pretraining.entropy import cell_entropies, cell_sizes, grid_cells, prototype_cell_entropies, resolve_counting
+from gmim.pretraining.entropy import (
+    cell_entropies,
+    cell_sizes,
+    grid_cells,
+    prototype_cell_entropies,
+    resolve_counting,
+)
+from gmim.swin.geometry import PATCH_SIZE, STRIDE, stage_stride, token_grid
 
 __all__ = [
     "APPLICATION_POINTS",
@@ -33,10 +40,10 @@ __all__ = [
 
 #: Where masks act inside the encoder: name, token-grid stride relative to the crop.
 APPLICATION_POINTS: tuple[tuple[str, int], ...] = (
-    ("a0 patch embedding", 2),
-    ("a1 positional dropout", 2),
-    ("a2 layers1", 4),
-    ("a3 layers2", 8),
+    ("a0 patch embedding", stage_stride(0)),
+    ("a1 positional dropout", stage_stride(0)),
+    ("a2 layers1", stage_stride(1)),
+    ("a3 layers2", stage_stride(2)),
 )
 
 #: Which voxels make a grid's cells: "spatial", the crop's (docs/method.md §2); "prototype", as the
@@ -183,7 +190,7 @@ class GridMaskPlan:
             if index > 0 and (decay == 0 or flips[index - 1] >= drop_probability):
                 masks.append(None)
                 continue
-            token_shape = [int(n) // stride for n in crop_shape]
+            token_shape = token_grid(crop_shape, stride)
             if sample_generators is None:
                 masks.append(self.token_mask(token_shape, ratio_scale=decay**index, generator=generator))
             else:
@@ -210,12 +217,12 @@ def mask_every_point(masks: Sequence[Tensor | None], crop_shape: Sequence[int]) 
     every step) need."""
     batch, device = masks[0].shape[0], masks[0].device
     return [
-        m if m is not None else torch.zeros((batch, *(int(n) // stride for n in crop_shape)), dtype=torch.bool, device=device)
+        m if m is not None else torch.zeros((batch, *token_grid(crop_shape, stride)), dtype=torch.bool, device=device)
         for m, (_, stride) in zip(masks, APPLICATION_POINTS)
     ]
 
 
-def voxel_mask(token_mask: Tensor, patch_size: int = 2) -> Tensor:
+def voxel_mask(token_mask: Tensor, patch_size: int = PATCH_SIZE) -> Tensor:
     """(B, 1, D, H, W) voxel mask from a (B, nd, nh, nw) token mask: a voxel is masked with its token."""
     mask = token_mask[:, None]
     for dim in (2, 3, 4):
@@ -281,8 +288,8 @@ class GridMaskPlanner:
         if not x.is_floating_point():
             raise ValueError(f"x must be a floating-point tensor, got dtype {x.dtype}")
         spatial = tuple(x.shape[2:])
-        if x.shape[0] < 1 or x.shape[1] < 1 or any(n % 32 for n in spatial) or min(spatial) < 32:
-            raise ValueError(f"x must have B, C >= 1 and D, H, W divisible by 32, got shape {tuple(x.shape)}")
+        if x.shape[0] < 1 or x.shape[1] < 1 or any(n % STRIDE for n in spatial) or min(spatial) < STRIDE:
+            raise ValueError(f"x must have B, C >= 1 and D, H, W divisible by {STRIDE}, got shape {tuple(x.shape)}")
         if max(self.grids) > min(spatial):
             raise ValueError(f"grid {max(self.grids)} is finer than the crop {spatial}: each cell needs a voxel")
         if self.cells == "prototype" and any(n % g for g in self.grids for n in spatial):

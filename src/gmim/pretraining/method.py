@@ -21,21 +21,32 @@ from typing import Any
 import torch
 from monai.utils import convert_to_tensor
 
-from gmim.attention import fuse_window_attention
 from gmim.engine.checkpoint import save_checkpoint
 from gmim.engine.loop import RunSummary, Trainer, Validation
 from gmim.engine.metrics import read_metrics
 from gmim.engine.sampling import SeededDataset, derived_seed
 from gmim.errors import InputError, refuse_out_of_range
 from gmim.pretraining.config import PretrainConfig
-from gmim.pretraining.data import Volumes, prepare_volumes, view_transforms, volume_records
-from gmim.pretraining.health import Health, HealthMeter, collapse_warning, trivial_cross_correlation
+from gmim.pretraining.data import (
+    Volumes,
+    prepare_volumes,
+    view_transforms,
+    volume_records,
+)
+from gmim.pretraining.health import (
+    Health,
+    HealthMeter,
+    collapse_warning,
+    trivial_cross_correlation,
+)
 from gmim.pretraining.losses import GMIMLoss
 from gmim.pretraining.masking import GridMaskPlanner, mask_every_point, voxel_mask
 from gmim.pretraining.model import GMIM
 from gmim.pretraining.views import target_augmentation
 from gmim.pretraining.visualize import save_loss_curve, save_masking_figure
-from gmim.weights import load_pretrained
+from gmim.swin.attention import fuse_window_attention
+from gmim.swin.geometry import crop_problem
+from gmim.swin.weights import load_pretrained
 
 __all__ = ["GMIMPretraining", "build_model", "pretrain"]
 
@@ -70,8 +81,7 @@ def _check_config(config: PretrainConfig) -> None:
     model, masking = config.model, config.masking
     checks = [
         (model.feature_size > 0 and model.feature_size % 12 == 0, "model.feature_size", "a positive multiple of 12"),
-        (all(n >= 32 and n % 32 == 0 for n in model.roi), "model.roi", "sizes divisible by 32"),
-        (math.prod(model.roi) >= 2 * 32**3, "model.roi", "at least 64 along one axis (the decoder needs two final tokens)"),
+        (crop_problem(model.roi) is None, "model.roi", f"a Swin UNETR crop: {crop_problem(model.roi)}"),
         (all(m >= 0 for m in config.data.margin), "data.margin", "sizes >= 0"),
         (config.train.picture_every >= 0, "train.picture_every", ">= 0"),
         (0 <= masking.drop_probability <= 1, "masking.drop_probability", "in [0, 1]"),

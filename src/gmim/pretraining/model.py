@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from monai.networks.blocks import Convolution
 from torch import Tensor, nn
 
-from gmim.merging import patch_merging as merging_class
 from gmim.pretraining.encoder import MaskedSwinEncoder
+from gmim.swin.geometry import MIN_FINAL_TOKENS, STRIDE, token_grid
+from gmim.swin.merging import patch_merging as merging_class
 
 __all__ = ["GMIM", "GMIMOutput", "ReconstructionDecoder"]
 
@@ -94,9 +96,9 @@ class GMIM(nn.Module):
 
     def forward(self, x: Tensor, y: Tensor, masks: Sequence[Tensor | None]) -> GMIMOutput:
         """``x`` the online view, ``y`` the (augmented) target view, ``masks`` those of points a0–a3."""
-        if x.shape != y.shape or x.dim() != 5 or any(n % 32 for n in x.shape[2:]):
-            raise ValueError(f"views must be equal (B, C, D, H, W) shapes divisible by 32, got {tuple(x.shape)} and {tuple(y.shape)}")
-        if x.shape[2] * x.shape[3] * x.shape[4] < 2 * 32**3:
+        if x.shape != y.shape or x.dim() != 5 or any(n % STRIDE for n in x.shape[2:]):
+            raise ValueError(f"views must be equal (B, C, D, H, W) shapes divisible by {STRIDE}, got {tuple(x.shape)} and {tuple(y.shape)}")
+        if math.prod(token_grid(x.shape[2:])) < MIN_FINAL_TOKENS:
             raise ValueError(
                 f"a {tuple(x.shape[2:])} crop leaves one final-stage token, and the reconstruction decoder's "
                 "instance norm needs two: use a crop of at least 64 along one axis"

@@ -18,8 +18,8 @@ from monai.transforms import (
     Compose,
     MapTransform,
     RandAdjustContrastd,
-    Randomizable,
     RandGaussianNoised,
+    Randomizable,
     RandShiftIntensityd,
     SpatialPad,
 )

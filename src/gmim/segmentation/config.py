@@ -22,7 +22,7 @@ class ModelConfig:
     #: Recompute activations in the backward pass: less memory, about a third slower.
     gradient_checkpointing: bool = False
     #: Window attention through PyTorch's fused ``scaled_dot_product_attention`` (the same function
-    #: as MONAI's, up to float round-off; see :mod:`gmim.attention`).
+    #: as MONAI's, up to float round-off; see :mod:`gmim.swin.attention`).
     fused_attention: bool = True
     #: Swin's patch merging: ``monai`` (MONAI's, all eight sub-grids) or ``prototype`` (the authors'
     #: prototype's, two sub-grids twice: for encoders it trained; docs/method.md §9).

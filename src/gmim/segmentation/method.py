@@ -31,10 +31,14 @@ from gmim.errors import InputError, refuse_out_of_range
 from gmim.segmentation.config import FinetuneConfig
 from gmim.segmentation.inference import sliding_window, sliding_window_count
 from gmim.segmentation.metrics import dice_scores
-from gmim.segmentation.network import build_network, check_model_config, parameter_groups
+from gmim.segmentation.network import (
+    build_network,
+    check_model_config,
+    parameter_groups,
+)
 from gmim.segmentation.splits import split_cases
 from gmim.segmentation.task import DEFAULT_LABELS, Task
-from gmim.weights import load_pretrained
+from gmim.swin.weights import load_pretrained
 
 __all__ = ["SegmentationFinetuning", "finetune", "resolve_config"]
 

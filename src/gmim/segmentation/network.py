@@ -8,11 +8,12 @@ from typing import Any
 import torch
 from monai.networks.nets import SwinUNETR
 
-from gmim.attention import fuse_window_attention
 from gmim.engine.checkpoint import load_checkpoint
 from gmim.errors import InputError
-from gmim.merging import patch_merging
 from gmim.segmentation.config import ModelConfig
+from gmim.swin.attention import fuse_window_attention
+from gmim.swin.geometry import crop_problem
+from gmim.swin.merging import patch_merging
 
 __all__ = ["build_network", "check_model_config", "load_run_weights", "parameter_groups"]
 
@@ -20,10 +21,9 @@ __all__ = ["build_network", "check_model_config", "load_run_weights", "parameter
 def check_model_config(model: ModelConfig) -> None:
     if model.feature_size <= 0 or model.feature_size % 12:
         raise InputError(f"--feature-size {model.feature_size}: must be a positive multiple of 12 (Swin UNETR)")
-    if any(n <= 0 or n % 32 for n in model.roi):
-        raise InputError(f"--roi {list(model.roi)}: each size must be a positive multiple of 32 (Swin UNETR)")
-    if all(n == 32 for n in model.roi):
-        raise InputError(f"--roi {list(model.roi)}: Swin UNETR's bottleneck would be one voxel, too few for instance norm; make a size 64")
+    problem = crop_problem(model.roi)
+    if problem is not None:
+        raise InputError(f"--roi {list(model.roi)}: {problem} (Swin UNETR)")
 
 
 def build_network(model: ModelConfig, out_channels: int) -> SwinUNETR:
