@@ -5,12 +5,17 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["memory_bytes", "usable_cores"]
+__all__ = ["cores_per_process", "memory_bytes", "usable_cores"]
 
 
 def usable_cores() -> int:
     """The cores this process may run on (its CPU affinity, which a cluster job or container sets)."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def cores_per_process() -> int:
+    """This process's share of the usable cores when torchrun starts several on the machine (at least 1)."""
+    return max(1, usable_cores() // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
 
 
 def memory_bytes() -> int:

@@ -46,17 +46,16 @@ def run(args: argparse.Namespace) -> int:
     from gmim.data.store import Store
     from gmim.errors import InputError
     from gmim.pretraining.config import PretrainConfig
-    from gmim.resources import usable_cores
+    from gmim.resources import cores_per_process
 
     config = load_config(PretrainConfig, args.config, [*flag_overrides(args, FLAGS), *args.overrides], presets="pretrain")
     config.preprocessing.check()
     if args.workers is not None and args.workers < 1:
         raise InputError(f"--workers {args.workers}: must be at least 1")
     rank, world_size = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
-    local_world_size = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
     store = Store.create(args.out, config.preprocessing)
     cases = discover_cases(args.data, splits=("training", "validation"), scan_cache=store.scan_cache)
-    workers = args.workers or max(1, usable_cores() // local_world_size)
+    workers = args.workers or cores_per_process()
     entries, skipped = store.prepare(cases, config.preprocessing, workers, bool(config.data.skip_bad), rank, world_size,
                                      show=rank == 0)
     if rank == 0:

@@ -51,7 +51,7 @@ from gmim.atomic import atomic_path, remove_stale_temporaries, write_json
 from gmim.data.caching import describe_load_error
 from gmim.data.sources import Case
 from gmim.errors import InputError
-from gmim.resources import usable_cores
+from gmim.resources import cores_per_process
 
 __all__ = ["STORE_VERSION", "Entry", "Store", "default_store_root", "is_store", "read_region", "region_bounds"]
 
@@ -282,7 +282,7 @@ class Store:
             return None
         from tqdm.auto import tqdm
 
-        workers = max(1, min(workers or usable_cores(), len(cases)))
+        workers = min(workers or cores_per_process(), len(cases))
         bar = tqdm(total=len(cases), desc="prepare", unit="volume", disable=not show, dynamic_ncols=True, mininterval=1.0)
         bar.refresh()  # shown from the first second, before the first volume is done
         # fork: the workers share the imported libraries; each holds one volume at a time.

@@ -7,10 +7,9 @@ all processes), the length is ``steps`` or ``epochs`` (passes over the training 
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
-from gmim.resources import usable_cores
+from gmim.resources import cores_per_process
 
 __all__ = ["MAX_DEFAULT_WORKERS", "LoopConfig"]
 
@@ -59,4 +58,4 @@ class LoopConfig:
         """``workers``, or its default: never more processes than the machine has cores."""
         if self.workers is not None:
             return self.workers
-        return max(1, min(MAX_DEFAULT_WORKERS, usable_cores() // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
+        return min(MAX_DEFAULT_WORKERS, cores_per_process())

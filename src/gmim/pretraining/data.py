@@ -22,7 +22,7 @@ from gmim.data.store import Entry, Store, default_store_root, is_store
 from gmim.errors import InputError
 from gmim.pretraining.config import PretrainConfig
 from gmim.pretraining.views import SiameseViewsd, StoredRegiond, target_augmentation
-from gmim.resources import usable_cores
+from gmim.resources import cores_per_process
 
 __all__ = ["Volumes", "prepare_volumes", "view_transforms", "volume_records"]
 
@@ -60,8 +60,8 @@ class Volumes:
         return [c.split for c in self.cases] + [e.split for e, _ in self.stored]
 
 
-def prepare_volumes(volumes: Volumes, config: PretrainConfig, rank: int = 0, world_size: int = 1,
-                    local_world_size: int = 1) -> tuple[list[tuple[Entry, Path]], list[str]]:
+def prepare_volumes(volumes: Volumes, config: PretrainConfig, rank: int = 0,
+                    world_size: int = 1) -> tuple[list[tuple[Entry, Path]], list[str]]:
     """Every volume of the run with the path of its voxels: the DATA cases prepared into the
     shared store under ``data.store`` (only those not prepared from their current sources; under
     ``torchrun`` each process a share), then the given stores' entries. Returns them with the
@@ -70,8 +70,7 @@ def prepare_volumes(volumes: Volumes, config: PretrainConfig, rank: int = 0, wor
     skipped: list[str] = []
     if volumes.cases:
         store = Store.shared(volumes.root, config.preprocessing)
-        workers = max(1, usable_cores() // max(1, local_world_size))
-        entries, skipped = store.prepare(volumes.cases, config.preprocessing, workers, config.data.skip_bad, rank, world_size,
+        entries, skipped = store.prepare(volumes.cases, config.preprocessing, cores_per_process(), config.data.skip_bad, rank, world_size,
                                          show=rank == 0)
         prepared = [(e, store.array_path(e.key)) for e in entries]
     prepared += volumes.stored

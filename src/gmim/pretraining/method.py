@@ -13,7 +13,6 @@ several processes draws the same samples and masks as one process with the same 
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -141,8 +140,7 @@ class GMIMPretraining:
         if config.model.init is not None and not trainer.resume:
             report = load_pretrained(self.model.encoder, Path(config.model.init))
             trainer.write(str(report))
-        prepared, self.skipped = prepare_volumes(volumes, config, context.rank, context.world_size,
-                                                 int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+        prepared, self.skipped = prepare_volumes(volumes, config, context.rank, context.world_size)
         train_places, val_places = _split([entry.split for entry, _ in prepared], config)
         if not train_places:
             raise InputError(f"no usable training volume among {len(volumes)}")
