@@ -49,6 +49,7 @@ import numpy as np
 
 from gmim.atomic import atomic_path, remove_stale_temporaries, write_json
 from gmim.data.caching import describe_load_error
+from gmim.data.checks import check_cases, voxel_spacing
 from gmim.data.sources import Case
 from gmim.errors import InputError
 from gmim.resources import cores_per_process
@@ -207,9 +208,12 @@ class Store:
     def array_path(self, key: str) -> Path:
         return self.volumes / f"{key}.b2nd"
 
+    def entry_path(self, key: str) -> Path:
+        return self.volumes / f"{key}.json"
+
     def _read_entry(self, key: str) -> dict[str, Any] | None:
         try:
-            return json.loads((self.volumes / f"{key}.json").read_text())
+            return json.loads(self.entry_path(key).read_text())
         except (OSError, ValueError):
             return None
 
@@ -225,8 +229,8 @@ class Store:
                 records.append(record)
         return [Entry.from_record(r) for r in sorted(records, key=lambda r: (r["sources"][0]["path"], r["key"]))]
 
-    def _current(self, case: Case, key: str, stamps: list[dict[str, Any]]) -> dict[str, Any] | None:
-        """The entry of ``case`` when it was prepared from these very sources, else None."""
+    def _current(self, key: str, stamps: list[dict[str, Any]]) -> dict[str, Any] | None:
+        """The entry of ``key`` when it was prepared from these very sources, else None."""
         record = self._read_entry(key)
         if record is None or record.get("sources") != stamps:
             return None
@@ -248,7 +252,8 @@ class Store:
             duplicate = next(case for case, key in zip(cases, keys) if keys.count(key) > 1)
             raise InputError(f"{duplicate.images[0]}: given twice")
         stamps = [[_source_stamp(p) for p in case.images] for case in cases]
-        todo = [i for i, (case, key) in enumerate(zip(cases, keys)) if self._current(case, key, stamps[i]) is None]
+        current = [self._current(key, stamp) for key, stamp in zip(keys, stamps)]  # each entry read once
+        todo = [i for i, record in enumerate(current) if record is None]
         mine = [i for i in todo if i % world_size == rank]  # by place, not by what is left: the processes may look at different times
         share = f", {len(mine)} by this process of {world_size}" if world_size > 1 else ""
         if show:
@@ -258,12 +263,10 @@ class Store:
                                       preprocessing, workers, skip_bad, show)
         if failure is not None:
             raise failure
-        records = self._wait_for([keys[i] for i in todo], [stamps[i] for i in todo], show and world_size > 1)
+        prepared = self._wait_for([keys[i] for i in todo], [stamps[i] for i in todo], show and world_size > 1)
         entries, skipped = [], []
-        for case, key, stamp in zip(cases, keys, stamps):
-            record = records.get(key) or self._current(case, key, stamp)
-            if record is None:
-                raise InputError(f"{self.folder}: the entry of {case.images[0]} vanished while preparing")
+        for key, record in zip(keys, current):
+            record = record or prepared[key]
             if "error" in record:
                 skipped.append(record["error"])
             else:
@@ -336,7 +339,7 @@ def _prepare_volume(case: Case, folder: Path, settings: dict[str, Any], preproce
     """Read, check, reorient and resample one case, and write its voxels and entry; the error's
     one line when the case cannot be used (recorded in its entry too)."""
     store = Store(folder, settings)
-    entry_path = store.volumes / f"{key}.json"
+    entry_path = store.entry_path(key)
     try:
         record = _write_volume(case, store, preprocessing, key)
     except Exception as error:  # a corrupt file raises whatever its reader raises
@@ -352,7 +355,6 @@ def _write_volume(case: Case, store: Store, preprocessing: Any, key: str) -> dic
     import torch
     from monai.transforms import Compose
 
-    from gmim.data.checks import check_cases
     from gmim.data.transforms import read_transforms
 
     check_cases([case], workers=1)  # a crafted header is refused before its voxels are read
@@ -381,8 +383,7 @@ def _write_volume(case: Case, store: Store, preprocessing: Any, key: str) -> dic
     with atomic_path(store.array_path(key)) as tmp:
         blosc2.asarray(np.ascontiguousarray(stored), urlpath=str(tmp), mode="w", chunks=chunks, blocks=blocks,
                        cparams={"codec": blosc2.Codec.ZSTD, "clevel": 3, "filters": [blosc2.Filter.SHUFFLE], "nthreads": 1})
-    spacing = [float(v) for v in np.sqrt((affine[:3, :3] ** 2).sum(0))]
-    return {"key": key, "id": case.id, "split": case.split, "shape": list(stored.shape), "spacing": spacing,
+    return {"key": key, "id": case.id, "split": case.split, "shape": list(stored.shape), "spacing": list(voxel_spacing(affine)),
             "affine": affine.tolist(), "foreground": box, "mean": mean, "std": std, "dtype": str(stored.dtype)}
 
 
