@@ -66,6 +66,15 @@ def itk_t1(itk_paths) -> np.ndarray:
     return np.asarray(nib.load(itk_paths["t1"]).get_fdata(), dtype=np.float32)
 
 
+def cropped_image(path, start: tuple[int, int, int], size: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """A crop of an image file as float32, with its affine moved to the crop's first voxel."""
+    image = nib.load(path)
+    affine = image.affine.copy()
+    affine[:3, 3] += affine[:3, :3] @ np.array(start)
+    region = tuple(slice(s, s + n) for s, n in zip(start, size))
+    return np.asarray(image.dataobj, dtype=np.float32)[region], affine
+
+
 def crop(volume: np.ndarray, start: tuple[int, int, int], size: tuple[int, int, int]) -> torch.Tensor:
     """A (D, H, W) crop as a tensor, zero-padded where it runs past the volume."""
     out = np.zeros(size, dtype=np.float32)

@@ -12,6 +12,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+from conftest import cropped_image
 from dicom_series import (
     oblique_affine,
     write_localizer,
@@ -31,10 +32,7 @@ from gmim.errors import InputError
 @pytest.fixture(scope="module")
 def t1(itk_paths) -> tuple[np.ndarray, np.ndarray]:
     """The ITK example T1 cropped to 64×64×32 (2×2×3 mm, LSA: a left-handed affine), with its affine."""
-    image = nib.load(itk_paths["t1"])
-    affine = image.affine.copy()
-    affine[:3, 3] += affine[:3, :3] @ np.array([20, 20, 10])
-    return np.asarray(image.dataobj, dtype=np.float32)[20:84, 20:84, 10:42], affine
+    return cropped_image(itk_paths["t1"], (20, 20, 10), (64, 64, 32))
 
 
 @pytest.fixture(scope="module")

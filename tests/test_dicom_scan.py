@@ -10,9 +10,9 @@ import shutil
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 import pytest
+from conftest import cropped_image
 from dicom_series import write_localizer, write_non_image, write_series
 
 from gmim.data import dicom
@@ -24,10 +24,7 @@ FILES = 19  #: in the tree below: 4 series of 4 slices, a localizer, a structure
 @pytest.fixture(scope="module")
 def t1(itk_paths) -> tuple[np.ndarray, np.ndarray]:
     """The ITK example T1 cropped to 24×24×4 (four slices per series: a fast tree), with its affine."""
-    image = nib.load(itk_paths["t1"])
-    affine = image.affine.copy()
-    affine[:3, 3] += affine[:3, :3] @ np.array([50, 50, 30])
-    return np.asarray(image.dataobj, dtype=np.float32)[50:74, 50:74, 30:34], affine
+    return cropped_image(itk_paths["t1"], (50, 50, 30), (24, 24, 4))
 
 
 @pytest.fixture

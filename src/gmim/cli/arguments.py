@@ -12,7 +12,15 @@ from pathlib import Path
 from gmim.config import preset_names
 from gmim.errors import InputError
 
-__all__ = ["TRAINING_FLAGS", "add_config_arguments", "add_training_arguments", "flag_overrides", "require_output_folder"]
+__all__ = [
+    "COLLECTION_FLAGS",
+    "TRAINING_FLAGS",
+    "add_collection_arguments",
+    "add_config_arguments",
+    "add_training_arguments",
+    "flag_overrides",
+    "require_output_folder",
+]
 
 #: The training flags of every training command → config keys.
 TRAINING_FLAGS = {
@@ -26,6 +34,16 @@ TRAINING_FLAGS = {
     "device": "train.device",
     "workers": "train.workers",
 }
+
+
+#: How ``gmim prepare`` and ``gmim pretrain`` read a collection → config keys.
+COLLECTION_FLAGS = {"modality": "preprocessing.modality", "skip_bad": "data.skip_bad"}
+
+
+def add_collection_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of :data:`COLLECTION_FLAGS`."""
+    parser.add_argument("--modality", choices=("ct", "mri"), help="intensity preset: CT HU window or MRI z-score")
+    parser.add_argument("--skip-bad", action="store_const", const=True, help="go on past unreadable or invalid volumes")
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, presets: str) -> None:

@@ -6,7 +6,12 @@ import argparse
 import os
 from pathlib import Path
 
-from gmim.cli.arguments import add_config_arguments, flag_overrides
+from gmim.cli.arguments import (
+    COLLECTION_FLAGS,
+    add_collection_arguments,
+    add_config_arguments,
+    flag_overrides,
+)
 from gmim.config import load_config
 
 EPILOG = """\
@@ -18,10 +23,6 @@ changed ones are prepared; after a kill, only the volumes in flight are prepared
 torchrun (one or several machines sharing the store's file system) each process prepares its
 share and all wait for the whole. Then: gmim pretrain STORE --out RUN.
 """
-
-#: Direct flags → config keys.
-FLAGS = {"modality": "preprocessing.modality", "skip_bad": "data.skip_bad"}
-
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -35,9 +36,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("data", nargs="+", type=Path, metavar="DATA", help="image folders, datalists or dataset folders")
     parser.add_argument("--out", type=Path, required=True, metavar="STORE", help="the store (a new folder, or one to add to)")
     add_config_arguments(parser, "pretrain")
-    parser.add_argument("--modality", choices=("ct", "mri"), help="intensity preset: CT HU window or MRI z-score")
+    add_collection_arguments(parser)
     parser.add_argument("--workers", type=int, help="preparing processes (default: the usable cores)")
-    parser.add_argument("--skip-bad", action="store_const", const=True, help="go on past unreadable or invalid volumes")
     parser.set_defaults(run=run)
 
 
@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     from gmim.pretraining.config import PretrainConfig
     from gmim.resources import cores_per_process
 
-    config = load_config(PretrainConfig, args.config, [*flag_overrides(args, FLAGS), *args.overrides], presets="pretrain")
+    config = load_config(PretrainConfig, args.config, [*flag_overrides(args, COLLECTION_FLAGS), *args.overrides], presets="pretrain")
     config.preprocessing.check()
     if args.workers is not None and args.workers < 1:
         raise InputError(f"--workers {args.workers}: must be at least 1")

@@ -7,7 +7,9 @@ import os
 from pathlib import Path
 
 from gmim.cli.arguments import (
+    COLLECTION_FLAGS,
     TRAINING_FLAGS,
+    add_collection_arguments,
     add_config_arguments,
     add_training_arguments,
     flag_overrides,
@@ -34,9 +36,8 @@ pretrain ... (--batch-size is the global batch).
 #: Direct flags → config keys: the training flags, then pre-training's own.
 FLAGS = {
     **TRAINING_FLAGS,
-    "modality": "preprocessing.modality",
+    **COLLECTION_FLAGS,
     "init": "model.init",
-    "skip_bad": "data.skip_bad",
     "store": "data.store",
 }
 
@@ -55,10 +56,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     add_config_arguments(parser, "pretrain")
     add_training_arguments(parser)
-    parser.add_argument("--modality", choices=("ct", "mri"), help="intensity preset: CT HU window or MRI z-score")
+    add_collection_arguments(parser)
     parser.add_argument("--init", help="encoder weights to start from (gmim encoder.pt or Swin UNETR model_swinvit.pt)")
     parser.add_argument("--store", help="folder of prepared stores that DATA are prepared into (default ~/.cache/gmim/stores)")
-    parser.add_argument("--skip-bad", action="store_const", const=True, help="go on past unreadable or invalid volumes")
     parser.set_defaults(run=run)
 
 

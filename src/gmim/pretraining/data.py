@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from monai.transforms import Compose, EnsureTyped, RandFlipd
 
-from gmim.data.sources import Case
+from gmim.data.sources import Case, discover_cases
 from gmim.data.store import Entry, Store, default_store_root, is_store
 from gmim.errors import InputError
 from gmim.pretraining.config import PretrainConfig
@@ -31,8 +31,6 @@ class Volumes:
     """What a run trains on: cases still to prepare (from DATA paths) and entries of given stores."""
 
     def __init__(self, paths: Sequence[Path], config: PretrainConfig) -> None:
-        from gmim.data.sources import discover_cases
-
         sources = [p for p in paths if not is_store(p)]
         self.root = Path(config.data.store).expanduser() if config.data.store else default_store_root()
         scan_cache = self.root / "dicom_scan.json"  # DICOM trees are scanned again only where files changed
