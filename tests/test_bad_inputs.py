@@ -144,9 +144,9 @@ def test_evaluate_refuses_what_is_not_a_3d_label_map(scan, tmp_path, capsys):
 
 
 @pytest.mark.parametrize(("setting", "expected"), [
-    ("preprocessing.window=[1, 1]", "preprocessing.window must be a finite [low, high] with low < high, got [1, 1]"),
-    ("preprocessing.spacing=[0, 0, 0]", "preprocessing.spacing must be positive finite sizes in mm or null"),
-    ("preprocessing.orientation=RAX", "preprocessing.orientation must be one of L/R, A/P and S/I per axis"),
+    ("preprocessing.window=[1, 1]", "'preprocessing.window' must be a finite [low, high] with low < high, got [1.0, 1.0]"),
+    ("preprocessing.spacing=[0, 0, 0]", "'preprocessing.spacing' must be each value positive and finite, got [0.0, 0.0, 0.0]"),
+    ("preprocessing.orientation=RAX", "'preprocessing.orientation' must be one of L/R, A/P and S/I per axis"),
 ])
 def test_preprocessing_settings_are_checked(scan, tmp_path, capsys, setting, expected):
     datalist = _datalist(tmp_path / "d.json", scan["image"], scan["label"])
@@ -156,10 +156,10 @@ def test_preprocessing_settings_are_checked(scan, tmp_path, capsys, setting, exp
 
 
 @pytest.mark.parametrize(("command", "setting", "expected"), [
-    ("pretrain", ["--set", "model.dropout_path_rate=2"], "model.dropout_path_rate must be in [0, 1]"),
-    ("pretrain", ["--set", "train.seed=-1"], "train.seed must be >= 0"),
-    ("finetune", ["--set", "train.seed=-1"], "train.seed must be >= 0"),
-    ("finetune", ["--lr", "nan"], "train.lr must be positive and finite"),
+    ("pretrain", ["--set", "model.dropout_path_rate=2"], "--set model.dropout_path_rate=2: 'model.dropout_path_rate' must be in [0, 1], got 2.0"),
+    ("pretrain", ["--set", "train.seed=-1"], "'train.seed' must be in [0, 4294967295], got -1"),
+    ("finetune", ["--set", "train.seed=-1"], "'train.seed' must be in [0, 4294967295], got -1"),
+    ("finetune", ["--lr", "nan"], "--lr nan: 'train.lr' must be positive and finite, got nan"),
 ])
 def test_settings_out_of_range_name_their_key(scan, tmp_path, capsys, command, setting, expected):
     data = scan["image"] if command == "pretrain" else _datalist(tmp_path / "d.json", scan["image"], scan["label"])

@@ -270,7 +270,7 @@ def test_bad_input_is_one_line_exit_2(tmp_path, brain_extraction, gmim_encoder, 
 
     data = str(brain_extraction / "brain.json")
     assert "model.in_channels 4: the data have 1 channel" in _error(capsys, ["finetune", data, *out, "--set", "model.in_channels=4"])
-    assert "--roi [48, 64, 32]: each size must be a positive multiple of 32" in _error(capsys, ["finetune", data, *out, "--roi", "48", "64", "32"])
+    assert "--roi 48 64 32: 'model.roi' must be a Swin UNETR crop (each size must be a positive multiple of 32)" in _error(capsys, ["finetune", data, *out, "--roi", "48", "64", "32"])
     assert "unknown key 'train.learning_rate'" in _error(capsys, ["finetune", data, *out, "--set", "train.learning_rate=1"])
     assert "--resume: " in _error(capsys, ["finetune", data, *out, "--resume"])
     torch.save(torch.load(gmim_encoder, weights_only=True) | {}, tmp_path / "enc.pt")

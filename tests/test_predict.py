@@ -93,7 +93,7 @@ def test_bad_cases_are_reported_at_the_end(tmp_path, finetuned_run, brain_extrac
     [
         (["predict", "{tmp}/nothing", "{tmp}", "--out", "{tmp}/o"], "nothing: no such model folder or file"),
         (["predict", "{tmp}", "{tmp}", "--out", "{tmp}/o"], "no best.pt or last.pt in this folder"),
-        (["predict", "{run}", "{tmp}/x.nii.gz", "--out", "{tmp}/o", "--overlap", "1.5"], "--overlap 1.5: must be in [0, 1)"),
+        (["predict", "{run}", "{tmp}/x.nii.gz", "--out", "{tmp}/o", "--overlap", "1.5"], "--overlap 1.5: 'inference.overlap' must be in [0, 1), got 1.5"),
     ],
 )
 def test_bad_model_or_options(tmp_path, finetuned_run, capsys, argv, message):

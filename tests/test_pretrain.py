@@ -325,7 +325,7 @@ def test_bad_inputs_exit_2_with_one_line(brains, tmp_path, capsys, mni_t1):
         ([brains], ["--roi", "48"], "model.roi"),
         ([brains], ["--config", "nope"], "nope"),
         ([brains], ["--set", "masking.decay=2"], "masking.decay"),
-        ([brains], ["--lr", "inf"], "train.lr must be positive and finite"),
+        ([brains], ["--lr", "inf"], "--lr inf: 'train.lr' must be positive and finite, got inf"),
         ([brains], ["--batch-size", "8"], "train.batch_size 8 is larger than the 4 training volume(s)"),
     ]
     for data, extra, expected in cases:

@@ -143,8 +143,8 @@ def test_a_killed_preparation_resumes(tmp_path, mni_t1):
 
 
 def test_loader_workers_default_to_the_cores_of_each_process(monkeypatch):
-    assert LoopConfig(workers=3).loader_workers() == 3
+    assert LoopConfig(steps=1, workers=3).loader_workers() == 3
     monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
-    assert 1 <= LoopConfig().loader_workers() == min(8, usable_cores())
+    assert 1 <= LoopConfig(steps=1).loader_workers() == min(8, usable_cores())
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "64")
-    assert LoopConfig().loader_workers() == 1
+    assert LoopConfig(steps=1).loader_workers() == 1

@@ -9,8 +9,9 @@ Each command defines its own dataclasses (defaults = the method's defaults) and 
 Layers apply in order: the dataclass defaults, the preset or file (``source``: a name shipped in
 ``gmim/presets/<presets>/<name>.yaml`` or a path to a ``.yaml`` file), then the overrides
 ``key.sub=value`` whose values are parsed as YAML (``3``, ``1e-4``, ``true``, ``[96, 96, 64]``,
-``null``). An unknown key or a value of the wrong type is refused with an
-:class:`~gmim.errors.InputError` that names the key and the file or option it came from.
+``null``). An unknown key, a value of the wrong type or one against its field's rule
+(:mod:`gmim.rules`) is refused with an :class:`~gmim.errors.InputError` that names the key and the
+file or option it came from, before any data is read.
 
 The command line's ``--config``, ``--set`` and direct flags feed it (:mod:`gmim.cli.arguments`).
 """
@@ -29,8 +30,10 @@ import yaml
 
 from gmim.atomic import atomic_path
 from gmim.errors import InputError
+from gmim.rules import SettingError, plain
 
 __all__ = [
+    "Override",
     "dump_config",
     "flatten",
     "load_config",
@@ -75,46 +78,57 @@ def _read_source(source: str | Path, presets: str) -> tuple[dict[str, Any], str]
     return data, where
 
 
+@dataclasses.dataclass(frozen=True)
+class Override:
+    """One ``key.sub=value`` applied over the loaded layers, and the option the user wrote it as
+    (``--set key.sub=value``, or a direct flag such as ``--roi 64``), which errors name."""
+
+    item: str
+    given_as: str = ""
+
+    @property
+    def where(self) -> str:
+        """The option, in one line (a value may hold line breaks)."""
+        return self.given_as or "--set " + "".join(c if c.isprintable() else repr(c)[1:-1] for c in self.item)
+
+
 def load_config(
-    cls: type[T], source: str | Path | None = None, overrides: Sequence[str] = (), presets: str = ""
+    cls: type[T], source: str | Path | None = None, overrides: Sequence[str | Override] = (), presets: str = ""
 ) -> T:
-    """The configuration of class ``cls``: defaults, then ``source``, then ``overrides``."""
+    """The configuration of class ``cls``: defaults, then ``source``, then ``overrides``; each
+    section checked against its rules (:mod:`gmim.rules`)."""
     data = to_dict(cls())
+    origins: dict[str, str] = {}
     if source is not None:
         layer, where = _read_source(source, presets)
-        data = _merge(cls, data, layer, where, "")
-    data = _apply_overrides(cls, data, overrides)
-    return _build(cls, data)
+        data = _merge(cls, data, layer, where, "", origins)
+    for override in overrides:
+        data = _apply_override(cls, data, override if isinstance(override, Override) else Override(override), origins)
+    try:
+        return _build(cls, data)
+    except SettingError as error:
+        keys = (error.key, *error.related)
+        where = next((origins[k] for k in keys if k in origins), f"the {'preset' if source else 'default'} value")
+        raise InputError(f"{where}: {error}") from None
 
 
-def _apply_overrides(cls: type, data: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
-    """``data`` with each ``key.sub=value`` of ``overrides`` applied (values parsed as YAML)."""
-    for item in overrides:
-        key, sep, text = item.partition("=")
-        where = f"--set {item}"
-        if not sep or not key.strip():
-            raise InputError(f"{where}: expected key.sub=value")
-        try:
-            value = yaml.safe_load(text) if text.strip() else None
-        except yaml.YAMLError as error:
-            raise InputError(f"{where}: value is not valid YAML") from error
-        layer: Any = value
-        for part in reversed(key.strip().split(".")):
-            layer = {part: layer}
-        data = _merge(cls, data, layer, where, "")
-    return data
+def _apply_override(cls: type, data: dict[str, Any], override: Override, origins: dict[str, str]) -> dict[str, Any]:
+    """``data`` with ``override`` applied (its value parsed as YAML)."""
+    key, sep, text = override.item.partition("=")
+    if not sep or not key.strip():
+        raise InputError(f"{override.where}: expected key.sub=value")
+    try:
+        value = yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError as error:
+        raise InputError(f"{override.where}: value is not valid YAML") from error
+    layer: Any = value
+    for part in reversed(key.strip().split(".")):
+        layer = {part: layer}
+    return _merge(cls, data, layer, override.where, "", origins)
 
 
 def to_dict(config: Any) -> dict[str, Any]:
     """A config as plain YAML-friendly data (tuples become lists)."""
-
-    def plain(value: Any) -> Any:
-        if isinstance(value, Mapping):
-            return {k: plain(v) for k, v in value.items()}
-        if isinstance(value, (list, tuple)):
-            return [plain(v) for v in value]
-        return value
-
     return plain(dataclasses.asdict(config))
 
 
@@ -125,17 +139,23 @@ def dump_config(config: Any, path: str | Path) -> None:
 
 
 def _build(cls: type[T], data: Mapping[str, Any]) -> T:
+    """``cls`` from checked data, sections first; a :class:`SettingError` names its key from the top."""
     hints = typing.get_type_hints(cls)
     kwargs = {}
     for field in dataclasses.fields(cls):
         value = data[field.name]
         if dataclasses.is_dataclass(hints[field.name]):
-            value = _build(hints[field.name], value)
+            try:
+                value = _build(hints[field.name], value)
+            except SettingError as error:
+                raise error.within(field.name) from None
         kwargs[field.name] = value
     return cls(**kwargs)
 
 
-def _merge(cls: type, base: dict[str, Any], layer: Any, where: str, prefix: str) -> dict[str, Any]:
+def _merge(cls: type, base: dict[str, Any], layer: Any, where: str, prefix: str, origins: dict[str, str]) -> dict[str, Any]:
+    """``base`` with the values of ``layer`` (from ``where``), each type-checked; ``origins`` learns
+    where each key it sets came from."""
     if not isinstance(layer, dict):
         raise InputError(f"{where}: '{prefix.rstrip('.') or 'config'}' must be a mapping, got {layer!r}")
     hints = typing.get_type_hints(cls)
@@ -148,9 +168,10 @@ def _merge(cls: type, base: dict[str, Any], layer: Any, where: str, prefix: str)
             raise InputError(f"{where}: unknown key '{full}' (known here: {known})")
         hint = hints[key]
         if dataclasses.is_dataclass(hint):
-            out[key] = _merge(hint, base[key], value, where, f"{full}.")
+            out[key] = _merge(hint, base[key], value, where, f"{full}.", origins)
         else:
             out[key] = _coerce(hint, value, full, where)
+            origins[full] = where
     return out
 
 

@@ -9,7 +9,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from gmim.config import preset_names
+from gmim.config import Override, preset_names
 from gmim.errors import InputError
 
 __all__ = [
@@ -71,19 +71,27 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, help="data-loading worker processes (default: the cores of each process, at most 8)")
 
 
-def flag_overrides(args: argparse.Namespace, flags: Mapping[str, str]) -> list[str]:
-    """``key=value`` overrides for the direct flags given on the command line (flag dest → config
-    key); ``--steps`` unsets ``train.epochs`` and ``--epochs`` unsets ``train.steps``."""
+def flag_overrides(args: argparse.Namespace, flags: Mapping[str, str]) -> list[Override]:
+    """The direct flags given on the command line as overrides of their config keys (flag dest →
+    config key), each named as the user wrote it; ``--steps`` unsets ``train.epochs`` and ``--epochs``
+    unsets ``train.steps``."""
     roi = getattr(args, "roi", None)
-    if roi is not None:
-        if len(roi) not in (1, 3):
-            raise InputError(f"--roi takes one size or three, got {len(roi)}")
-        args.roi = roi * 3 if len(roi) == 1 else roi
-    overrides = [f"{key}={json.dumps(getattr(args, dest))}" for dest, key in flags.items() if getattr(args, dest, None) is not None]
+    if roi is not None and len(roi) not in (1, 3):
+        raise InputError(f"--roi takes one size or three, got {len(roi)}")
+    overrides = []
+    for dest, key in flags.items():
+        value = getattr(args, dest, None)
+        if value is None:
+            continue
+        flag = "--" + dest.replace("_", "-")
+        given_as = flag if value is True else f"{flag} {' '.join(map(str, value)) if isinstance(value, list) else value}"
+        if dest == "roi" and len(value) == 1:
+            value = value * 3
+        overrides.append(Override(f"{key}={json.dumps(value)}", given_as))
     if getattr(args, "steps", None) is not None:
-        overrides.append("train.epochs=null")
+        overrides.append(Override("train.epochs=null", f"--steps {args.steps}"))
     if getattr(args, "epochs", None) is not None:
-        overrides.append("train.steps=null")
+        overrides.append(Override("train.steps=null", f"--epochs {args.epochs}"))
     return overrides
 
 

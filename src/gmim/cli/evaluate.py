@@ -45,7 +45,7 @@ def _task(text: str | None) -> Task | None:
         return None
     source: str | Path = find_run(Path(text))[0] if Path(text).is_dir() else text
     task = load_config(FinetuneConfig, source, presets="finetune").task
-    task.check(f"--task {text}")
+    task.require_complete(f"--task {text}")
     return task
 
 

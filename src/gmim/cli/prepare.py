@@ -49,7 +49,6 @@ def run(args: argparse.Namespace) -> int:
     from gmim.resources import cores_per_process
 
     config = load_config(PretrainConfig, args.config, [*flag_overrides(args, COLLECTION_FLAGS), *args.overrides], presets="pretrain")
-    config.preprocessing.check()
     if args.workers is not None and args.workers < 1:
         raise InputError(f"--workers {args.workers}: must be at least 1")
     rank, world_size = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))

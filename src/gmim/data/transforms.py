@@ -44,7 +44,8 @@ from monai.transforms import (
 )
 
 from gmim.data.dicom import is_series_reference, read_series
-from gmim.errors import InputError, refuse_out_of_range
+from gmim.errors import InputError
+from gmim.rules import Rule, Section, each, positive, setting
 
 __all__ = [
     "CT_PRETRAIN_WINDOW",
@@ -66,28 +67,27 @@ logging.getLogger("monai.data.nvimgcodec_pydicom_plugin").setLevel(logging.ERROR
 CT_PRETRAIN_WINDOW = (-1000.0, 1000.0)
 
 
+def _is_window(window: Sequence[float]) -> bool:
+    low, high = window
+    return math.isfinite(low) and math.isfinite(high) and low < high
+
+
+def _is_orientation(code: str) -> bool:
+    return len(code) == 3 and all(sum(c in pair for c in code.upper()) == 1 for pair in ("LR", "AP", "SI"))
+
+
 @dataclass
-class Preprocessing:
+class Preprocessing(Section):
     """How a scan becomes network input; stored with every run so that inference repeats it."""
 
     modality: Literal["ct", "mri"] = "mri"
     #: CT only: the HU window mapped to [0, 1].
-    window: tuple[float, float] = (-175.0, 250.0)
+    window: tuple[float, float] = setting((-175.0, 250.0), Rule("a finite [low, high] with low < high", _is_window,
+                                                                outside=((1, 1), (250, -175))))
     #: Voxel spacing in mm to resample to; null keeps each scan's own.
-    spacing: tuple[float, float, float] | None = None
-    orientation: str = "RAS"
-
-    def check(self) -> None:
-        """Refuse settings that would divide by zero or resample to nothing, before any work."""
-        low, high = self.window
-        refuse_out_of_range([
-            (math.isfinite(low) and math.isfinite(high) and low < high, "preprocessing.window",
-             f"a finite [low, high] with low < high, got [{low:g}, {high:g}]"),
-            (self.spacing is None or all(math.isfinite(v) and v > 0 for v in self.spacing), "preprocessing.spacing",
-             f"positive finite sizes in mm or null, got {list(self.spacing or [])}"),
-            (len(self.orientation) == 3 and all(sum(c in pair for c in self.orientation.upper()) == 1 for pair in ("LR", "AP", "SI")),
-             "preprocessing.orientation", f"one of L/R, A/P and S/I per axis (e.g. RAS), got {self.orientation!r}"),
-        ])
+    spacing: tuple[float, float, float] | None = setting(None, each(positive(), empty_allowed=True))
+    orientation: str = setting("RAS", Rule("one of L/R, A/P and S/I per axis (e.g. RAS)", _is_orientation,
+                                             outside=("RAX", "RRS", "RA", "")))
 
 
 class DicomSeriesReader(NibabelReader):

@@ -55,7 +55,7 @@ from gmim.engine.progress import Progress
 from gmim.engine.run_folder import RunLock, check_run_folder
 from gmim.engine.sampling import SeededDataset, StepSampler, end_workers, run_loader
 from gmim.engine.signals import Interrupted, stop_requests
-from gmim.errors import InputError, refuse_out_of_range
+from gmim.errors import InputError
 
 __all__ = ["RESUMABLE", "Method", "RunSummary", "Trainer", "Validation", "validation_interval"]
 
@@ -160,26 +160,11 @@ def validation_interval(setting: int | None, cost: float, total: int) -> int:
     return max(1, math.ceil(total / VALIDATIONS_PER_RUN), math.ceil(cost * (1 - VALIDATION_SHARE) / VALIDATION_SHARE))
 
 
-def _check(train: LoopConfig, world_size: int) -> None:
-    """Refuse out-of-range settings before any work (their types are checked when loading)."""
-    if (train.steps is None) == (train.epochs is None):
-        raise InputError("train.steps and train.epochs: set exactly one (--steps or --epochs)")
-    checks = [
-        ((train.steps or train.epochs or 0) > 0, "train.steps / train.epochs", "positive"),
-        (train.batch_size > 0 and train.batch_size % world_size == 0, "train.batch_size",
-         f"a positive multiple of the number of processes ({world_size}): it is the global batch"),
-        (math.isfinite(train.lr) and train.lr > 0, "train.lr", "positive and finite"),
-        (math.isfinite(train.weight_decay) and train.weight_decay >= 0, "train.weight_decay", ">= 0"),
-        (train.warmup_steps >= 0, "train.warmup_steps", ">= 0"),
-        (train.grad_clip is None or (math.isfinite(train.grad_clip) and train.grad_clip > 0), "train.grad_clip", "positive or null"),
-        (train.validate_every is None or train.validate_every >= 0, "train.validate_every", ">= 0 or null"),
-        (train.checkpoint_every >= 0, "train.checkpoint_every", ">= 0"),
-        (train.log_every > 0, "train.log_every", "positive"),
-        (train.stop_after is None or train.stop_after > 0, "train.stop_after", "positive or null"),
-        (train.seed >= 0, "train.seed", ">= 0"),
-        (train.workers is None or train.workers >= 0, "train.workers", ">= 0 or null"),
-    ]
-    refuse_out_of_range(checks)
+def _check_batch(train: LoopConfig, world_size: int) -> None:
+    """The global batch against the processes of this run (the settings' own rules hold already)."""
+    if train.batch_size % world_size:
+        raise InputError(f"train.batch_size {train.batch_size} must be a multiple of the number of processes ({world_size}): "
+                         "it is the global batch")
 
 
 class _Stopwatch:
@@ -245,7 +230,7 @@ class Trainer:
         self._deterministic = torch.are_deterministic_algorithms_enabled()
         self._lock = RunLock(self.out, self.command) if self.context.is_main else None
         try:
-            _check(self.train, self.context.world_size)
+            _check_batch(self.train, self.context.world_size)
             if self._lock is not None:
                 self._lock.acquire()  # before the guard: of two runs started together, one is refused
             check_run_folder(self.run_config, self.out, self.resume, self.may_change, self.inherit)

@@ -8,6 +8,16 @@ from typing import Literal
 
 from gmim.data.transforms import CT_PRETRAIN_WINDOW, Preprocessing
 from gmim.engine.config import LoopConfig
+from gmim.rules import (
+    Section,
+    SettingError,
+    at_least,
+    between,
+    each,
+    non_empty,
+    setting,
+)
+from gmim.swin.geometry import FEATURE_SIZE, ROI
 
 __all__ = ["AS_RUN", "DataConfig", "LossConfig", "MaskingConfig", "ModelConfig", "PretrainConfig", "TrainConfig"]
 
@@ -24,14 +34,14 @@ AS_RUN: dict[str, str | bool] = {
 
 
 @dataclass
-class ModelConfig:
-    feature_size: int = 48
-    roi: tuple[int, int, int] = (128, 128, 128)
+class ModelConfig(Section):
+    feature_size: int = setting(48, FEATURE_SIZE)
+    roi: tuple[int, int, int] = setting((128, 128, 128), ROI)
     #: Input channels; null: from the data (the resolved config always has it).
-    in_channels: int | None = None
-    projection_dim: int = 512
+    in_channels: int | None = setting(None, at_least(1))
+    projection_dim: int = setting(512, at_least(1))
     #: 0: the target encoder is the online one at every step (the prototype); m > 0: an EMA of it.
-    target_momentum: float = 0.0
+    target_momentum: float = setting(0.0, between(0, 1, high_open=True))
     #: Fill masked tokens with a learned vector per application point instead of zeros.
     learned_mask_token: bool = False
     #: Recompute activations in the backward pass: less memory, about a third slower.
@@ -42,22 +52,23 @@ class ModelConfig:
     #: Swin's patch merging: ``monai`` (MONAI's, all eight sub-grids) or ``prototype`` (the authors'
     #: prototype's, two sub-grids twice: for encoders it trained; docs/method.md §9).
     patch_merging: Literal["monai", "prototype"] = "monai"
-    dropout_path_rate: float = 0.0
+    dropout_path_rate: float = setting(0.0, between(0, 1))
     #: Encoder weights to start from (a gmim encoder.pt or Swin UNETR's model_swinvit.pt).
-    init: str | None = None
+    init: str | None = setting(None, non_empty())
 
 
 @dataclass
-class MaskingConfig:
-    grids: tuple[int, ...] = (4, 8, 16)
-    base_ratio: float = 0.5
+class MaskingConfig(Section):
+    #: Cells per axis of each grid a sample's masks may be drawn on.
+    grids: tuple[int, ...] = setting((4, 8, 16), each(at_least(1)))
+    base_ratio: float = setting(0.5, between(0, 1, low_open=True))
     #: Spread s of the per-cell ratios base·(1 ± s) by entropy rank.
-    scale: float = 0.3
+    scale: float = setting(0.3, between(0, 1, high_open=True))
     dynamic: bool = True
     #: Probability that each of a1, a2, a3 masks in a step.
-    drop_probability: float = 0.3
+    drop_probability: float = setting(0.3, between(0, 1))
     #: Hierarchical factor h: the ratio at a_i is r·h^i; 0 masks at a0 only.
-    decay: float = 0.5
+    decay: float = setting(0.5, between(0, 1))
     #: Which voxels make each grid's cells: ``spatial``, the crop's (docs/method.md §2); ``prototype``,
     #: as the prototype ran: each grid after the first reads the previous grid's cell array as a
     #: volume, which nearly always picks the first grid (§9). Its grids must divide the roi.
@@ -65,11 +76,11 @@ class MaskingConfig:
 
 
 @dataclass
-class LossConfig:
-    alpha_cc: float = 0.005
-    alpha_rec: float = 1.0
+class LossConfig(Section):
+    alpha_cc: float = setting(0.005, at_least(0))
+    alpha_rec: float = setting(1.0, at_least(0))
     #: λ, the weight of the off-diagonal cross-correlation terms.
-    off_diagonal_weight: float = 0.005
+    off_diagonal_weight: float = setting(0.005, at_least(0))
     #: Reconstruction loss on the voxels of masked a0 tokens only (the prototype's choice).
     masked_only: bool = True
     #: How the masked voxels' squared errors are averaged: ``masked_mean``, per sample over its
@@ -83,13 +94,13 @@ class LossConfig:
     align_overlap: bool = False
     #: Weight of a VICReg-style variance term on the online branch's final-stage tokens, which keeps
     #: them from collapsing to one vector (0: off, as the paper; ``gmim.pretraining.losses.variance_loss``).
-    variance_weight: float = 0.0
+    variance_weight: float = setting(0.0, at_least(0))
 
 
 @dataclass
-class DataConfig:
+class DataConfig(Section):
     #: The view region is roi + margin per axis; BraTS-like MRI uses (32, 32, 0).
-    margin: tuple[int, int, int] = (32, 32, 32)
+    margin: tuple[int, int, int] = setting((32, 32, 32), each(at_least(0), empty_allowed=True))
     #: Crop each volume to its foreground (non-zero after normalisation) before taking views, so
     #: that views fall on the body rather than on air (the prototype does not; docs/method.md §9).
     crop_foreground: bool = True
@@ -102,10 +113,10 @@ class DataConfig:
     target_augmentation: Literal["sample", "batch"] = "sample"
     #: The folder of prepared stores that DATA paths are prepared into, one store per preprocessing,
     #: shared by later runs (null: ``$XDG_CACHE_HOME/gmim/stores``, i.e. ``~/.cache/gmim/stores``).
-    store: str | None = None
+    store: str | None = setting(None, non_empty())
     #: Volumes held out for the validation loss: the datalist's ``validation`` section when it has
     #: one, else this many volumes of the collection (0: no validation).
-    validation_volumes: int = 0
+    validation_volumes: int = setting(0, at_least(0))
     #: Go on past unreadable or invalid volumes, with a warning and a count at the end.
     skip_bad: bool = False
 
@@ -119,11 +130,11 @@ class TrainConfig(LoopConfig):
     lr: float = 4e-4
     warmup_steps: int = 500
     #: Save a picture of a view, its masks and its reconstruction every this many steps (0: at the end).
-    picture_every: int = 500
+    picture_every: int = setting(500, at_least(0))
 
 
 @dataclass
-class PretrainConfig:
+class PretrainConfig(Section):
     preprocessing: Preprocessing = field(
         default_factory=lambda: Preprocessing(modality="ct", window=CT_PRETRAIN_WINDOW)
     )
@@ -132,3 +143,14 @@ class PretrainConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+
+    def check(self) -> None:
+        """The masks' grids against the crop: every cell needs a voxel, and the prototype's cells
+        need grids that divide it."""
+        grids, roi = self.masking.grids, self.model.roi
+        if max(grids) > min(roi):
+            raise SettingError("masking.grids", grids, f"must be no finer than the crop model.roi {list(roi)} (each cell needs a voxel)",
+                               related=["model.roi"])
+        if self.masking.cells == "prototype" and any(n % g for g in grids for n in roi):
+            raise SettingError("masking.grids", grids, f"must divide the crop model.roi {list(roi)}, as masking.cells "
+                               "prototype needs", related=["model.roi", "masking.cells"])

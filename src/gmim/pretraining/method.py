@@ -12,7 +12,6 @@ several processes draws the same samples and masks as one process with the same 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ from gmim.engine.checkpoint import save_checkpoint
 from gmim.engine.loop import RunSummary, Trainer, Validation
 from gmim.engine.metrics import read_metrics
 from gmim.engine.sampling import SeededDataset, derived_seed
-from gmim.errors import InputError, refuse_out_of_range
+from gmim.errors import InputError
 from gmim.pretraining.config import PretrainConfig
 from gmim.pretraining.data import (
     Volumes,
@@ -44,7 +43,6 @@ from gmim.pretraining.model import GMIM
 from gmim.pretraining.views import target_augmentation
 from gmim.pretraining.visualize import save_loss_curve, save_masking_figure
 from gmim.swin.attention import fuse_window_attention
-from gmim.swin.geometry import crop_problem
 from gmim.swin.weights import load_pretrained
 
 __all__ = ["GMIMPretraining", "build_model", "pretrain"]
@@ -75,31 +73,6 @@ def build_model(config: PretrainConfig) -> GMIM:
     return fuse_window_attention(network) if model.fused_attention else network
 
 
-def _check_config(config: PretrainConfig) -> None:
-    """Refuse out-of-range values of the method's settings, before any work (the loop checks ``train``)."""
-    model, masking = config.model, config.masking
-    checks = [
-        (model.feature_size > 0 and model.feature_size % 12 == 0, "model.feature_size", "a positive multiple of 12"),
-        (crop_problem(model.roi) is None, "model.roi", f"a Swin UNETR crop: {crop_problem(model.roi)}"),
-        (all(m >= 0 for m in config.data.margin), "data.margin", "sizes >= 0"),
-        (config.train.picture_every >= 0, "train.picture_every", ">= 0"),
-        (0 <= masking.drop_probability <= 1, "masking.drop_probability", "in [0, 1]"),
-        (0 <= masking.decay <= 1, "masking.decay", "in [0, 1]"),
-        (0 <= model.dropout_path_rate <= 1, "model.dropout_path_rate", "in [0, 1]"),
-        (math.isfinite(config.loss.variance_weight) and config.loss.variance_weight >= 0, "loss.variance_weight", ">= 0"),
-    ]
-    refuse_out_of_range(checks)
-    config.preprocessing.check()
-    GridMaskPlanner(masking.grids, masking.base_ratio, masking.scale, masking.dynamic, cells=masking.cells)
-    GMIMLoss(**vars(config.loss))
-    if not 0 <= model.target_momentum < 1:
-        raise InputError(f"model.target_momentum must be in [0, 1), got {model.target_momentum}")
-    if max(masking.grids) > min(model.roi):
-        raise InputError(f"masking.grids: grid {max(masking.grids)} is finer than the roi {model.roi}")
-    if masking.cells == "prototype" and any(n % g for g in masking.grids for n in model.roi):
-        raise InputError(f"masking.cells: prototype needs grids that divide the roi {model.roi}, got {masking.grids}")
-
-
 def _split(splits: list[str], config: PretrainConfig) -> tuple[list[int], list[int]]:
     """The places of the training and validation volumes: the datalist's ``validation`` section,
     else the last ``data.validation_volumes`` of the collection."""
@@ -120,7 +93,6 @@ def pretrain(config: PretrainConfig, data: Sequence[str | Path], out: Path, resu
     config.model.in_channels = volumes.channels
     if config.model.init is not None and not resume and not Path(config.model.init).is_file():
         raise InputError(f"model.init {config.model.init}: file not found")
-    _check_config(config)
     _split(volumes.splits(), config)  # refused before any work
     with Trainer(GMIMPretraining.name, config, config.train, out, resume, RESUMABLE_CHANGES, inherit=("model.init",)) as trainer:
         return trainer.fit(GMIMPretraining(config, volumes, trainer))

@@ -8,17 +8,19 @@ from typing import Literal
 
 from gmim.data.transforms import Preprocessing
 from gmim.engine.config import LoopConfig
+from gmim.rules import Rule, Section, at_least, between, non_empty, setting
 from gmim.segmentation.task import Task
+from gmim.swin.geometry import FEATURE_SIZE, ROI
 
 __all__ = ["DataConfig", "FinetuneConfig", "InferenceConfig", "ModelConfig", "TrainConfig"]
 
 
 @dataclass
-class ModelConfig:
-    feature_size: int = 48
-    roi: tuple[int, int, int] = (96, 96, 96)
+class ModelConfig(Section):
+    feature_size: int = setting(48, FEATURE_SIZE)
+    roi: tuple[int, int, int] = setting((96, 96, 96), ROI)
     #: Input channels; null: from the data (the resolved config always has it).
-    in_channels: int | None = None
+    in_channels: int | None = setting(None, at_least(1))
     #: Recompute activations in the backward pass: less memory, about a third slower.
     gradient_checkpointing: bool = False
     #: Window attention through PyTorch's fused ``scaled_dot_product_attention`` (the same function
@@ -29,7 +31,7 @@ class ModelConfig:
     patch_merging: Literal["monai", "prototype"] = "monai"
     #: Weights to start from: a gmim encoder.pt, Swin UNETR's model_swinvit.pt, a fine-tuned Swin
     #: UNETR or a .safetensors file (null: from scratch).
-    init: str | None = None
+    init: str | None = setting(None, non_empty())
 
 
 @dataclass
@@ -41,37 +43,40 @@ class TrainConfig(LoopConfig):
     grad_clip: float | None = 1.0
     checkpoint_every: int = 200
     #: Random crops per volume in a batch (half centred on foreground).
-    samples_per_volume: int = 2
-    #: The encoder's learning rate relative to ``lr`` (pre-trained layers often want less).
-    encoder_lr_multiplier: float = 1.0
+    samples_per_volume: int = setting(2, at_least(1))
+    #: The encoder's learning rate relative to ``lr`` (pre-trained layers often want less; 0 leaves
+    #: the encoder as it is, as freeze_encoder does).
+    encoder_lr_multiplier: float = setting(1.0, at_least(0))
     freeze_encoder: bool = False
 
 
 @dataclass
-class DataConfig:
+class DataConfig(Section):
     #: Validation fold k of ``folds``, taken from the datalist's ``fold`` entries when present, else
     #: from a seeded split; ``null``: the datalist's ``validation`` section if any, else fold 0;
     #: ``all``: train on every case, no validation.
-    fold: int | Literal["all"] | None = None
-    folds: int = 5
+    fold: int | Literal["all"] | None = setting(None, Rule(">= 0, all or null", lambda v: v == "all" or v >= 0, outside=(-1,)))
+    folds: int = setting(5, at_least(2))
     #: Fine-tune on this fraction of the training cases (label-efficiency runs) …
-    label_fraction: float = 1.0
+    label_fraction: float = setting(1.0, between(0, 1, low_open=True))
     #: … or on this many.
-    labelled_cases: int | None = None
+    labelled_cases: int | None = setting(None, at_least(1))
     #: Cache the preprocessed volumes: ``memory``, ``disk`` (in the run folder) or ``none``.
     cache: Literal["memory", "disk", "none"] = "memory"
 
 
 @dataclass
-class InferenceConfig:
-    overlap: float = 0.5
-    sw_batch_size: int = 2
+class InferenceConfig(Section):
+    #: Overlap of the sliding windows, a fraction of the window.
+    overlap: float = setting(0.5, between(0, 1, high_open=True))
+    #: Windows per forward pass.
+    sw_batch_size: int = setting(2, at_least(1))
     #: Average over the 8 mirrorings of the three axes.
     flip_tta: bool = False
 
 
 @dataclass
-class FinetuneConfig:
+class FinetuneConfig(Section):
     task: Task = field(default_factory=Task)
     preprocessing: Preprocessing = field(default_factory=Preprocessing)
     model: ModelConfig = field(default_factory=ModelConfig)

@@ -20,7 +20,7 @@ from monai.inferers import sliding_window_inference
 from monai.transforms import Compose, Invertd
 
 from gmim.atomic import atomic_path
-from gmim.config import load_config
+from gmim.config import Override, load_config
 from gmim.data.caching import describe_load_error
 from gmim.data.checks import check_cases, read_grid
 from gmim.data.sources import Case
@@ -79,13 +79,10 @@ class Predictor:
 
     def __init__(self, model: Path, device: torch.device, flip_tta: bool | None = None, overlap: float | None = None) -> None:
         config_path, weights = find_run(Path(model))
-        self.config = load_config(FinetuneConfig, config_path)
-        if flip_tta is not None:
-            self.config.inference.flip_tta = flip_tta
+        options = [Override(f"inference.flip_tta={str(flip_tta).lower()}", "--tta")] if flip_tta is not None else []
         if overlap is not None:
-            if not 0 <= overlap < 1:
-                raise InputError(f"--overlap {overlap}: must be in [0, 1)")
-            self.config.inference.overlap = overlap
+            options.append(Override(f"inference.overlap={overlap}", f"--overlap {overlap}"))
+        self.config = load_config(FinetuneConfig, config_path, options)
         self.task = self.config.task
         self.device = device
         self.network = build_network(self.config.model, self.task.out_channels)

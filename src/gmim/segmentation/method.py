@@ -27,13 +27,12 @@ from gmim.data.transforms import augment_transforms, load_transforms
 from gmim.engine.distributed import gather_objects
 from gmim.engine.loop import RunSummary, Trainer, Validation
 from gmim.engine.sampling import SeededDataset
-from gmim.errors import InputError, refuse_out_of_range
+from gmim.errors import InputError
 from gmim.segmentation.config import FinetuneConfig
 from gmim.segmentation.inference import sliding_window, sliding_window_count
 from gmim.segmentation.metrics import dice_scores
 from gmim.segmentation.network import (
     build_network,
-    check_model_config,
     parameter_groups,
 )
 from gmim.segmentation.splits import split_cases
@@ -66,7 +65,7 @@ def _resolve_task(task: Task, cases: Sequence[Case], layout: Collection) -> None
         raise InputError(
             f"{cases[0].images[0]}: the data have {n_channels} channel(s), the task names {len(task.channels)} ({', '.join(task.channels)})"
         )
-    task.check()
+    task.require_complete(str(layout.source))
 
 
 def resolve_config(config: FinetuneConfig, cases: Sequence[Case], layout: Collection) -> FinetuneConfig:
@@ -79,16 +78,6 @@ def resolve_config(config: FinetuneConfig, cases: Sequence[Case], layout: Collec
         config.model.in_channels = n_channels
     elif config.model.in_channels != n_channels:
         raise InputError(f"model.in_channels {config.model.in_channels}: the data have {n_channels} channel(s) ({cases[0].images[0]})")
-    check_model_config(config.model)
-    config.preprocessing.check()
-    train, overlap = config.train, config.inference.overlap
-    checks = [
-        (train.samples_per_volume > 0, "train.samples_per_volume", "positive"),
-        (config.inference.sw_batch_size > 0, "inference.sw_batch_size", "positive"),
-        (config.data.folds >= 2, "data.folds", "at least 2"),
-        (0 <= overlap < 1, "inference.overlap", "in [0, 1)"),
-    ]
-    refuse_out_of_range(checks)
     return config
 
 

@@ -12,22 +12,13 @@ from gmim.engine.checkpoint import load_checkpoint
 from gmim.errors import InputError
 from gmim.segmentation.config import ModelConfig
 from gmim.swin.attention import fuse_window_attention
-from gmim.swin.geometry import crop_problem
 from gmim.swin.merging import patch_merging
 
-__all__ = ["build_network", "check_model_config", "load_run_weights", "parameter_groups"]
-
-
-def check_model_config(model: ModelConfig) -> None:
-    if model.feature_size <= 0 or model.feature_size % 12:
-        raise InputError(f"--feature-size {model.feature_size}: must be a positive multiple of 12 (Swin UNETR)")
-    problem = crop_problem(model.roi)
-    if problem is not None:
-        raise InputError(f"--roi {list(model.roi)}: {problem} (Swin UNETR)")
+__all__ = ["build_network", "load_run_weights", "parameter_groups"]
 
 
 def build_network(model: ModelConfig, out_channels: int) -> SwinUNETR:
-    check_model_config(model)
+    """Swin UNETR of ``model`` (its fields checked when it was built)."""
     assert model.in_channels is not None, "in_channels is resolved from the data first"
     network = SwinUNETR(
         in_channels=model.in_channels,

@@ -50,8 +50,6 @@ def split_cases(cases: Sequence[Case], config: DataConfig, seed: int = 0) -> tup
             raise InputError(f"--labelled-cases {config.labelled_cases}: between 1 and the {len(train)} training cases")
         keep = config.labelled_cases
     else:
-        if not 0 < config.label_fraction <= 1:
-            raise InputError(f"--label-fraction {config.label_fraction}: must be in (0, 1]")
         keep = max(1, round(config.label_fraction * len(train)))
     chosen = set(np.random.default_rng(seed + 1).permutation(len(train))[:keep].tolist())
     return [c for i, c in enumerate(train) if i in chosen], val

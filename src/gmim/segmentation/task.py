@@ -12,7 +12,7 @@ map with the original values, and label maps into the binary masks that are scor
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
@@ -20,6 +20,7 @@ from monai.transforms import MapLabelValued
 
 from gmim.data.transforms import LabelsToRegionsd
 from gmim.errors import InputError
+from gmim.rules import Section, SettingError, at_least, each, non_empty, setting
 
 __all__ = ["Task"]
 
@@ -27,36 +28,41 @@ DEFAULT_LABELS = {"background": 0, "foreground": 1}
 
 
 @dataclass
-class Task:
-    name: str = "segmentation"
+class Task(Section):
+    name: str = setting("segmentation", non_empty())
     kind: Literal["multiclass", "regions"] = "multiclass"
     #: Name → label value, background 0 included. Empty: from an nnU-Net dataset.json, else background/foreground.
-    labels: dict[str, int] = field(default_factory=dict)
+    labels: dict[str, int] = setting(rule=each(at_least(0), empty_allowed=True, distinct=True), factory=dict)
     #: ``regions`` tasks: region name → the label values it unites.
-    regions: dict[str, list[int]] = field(default_factory=dict)
+    regions: dict[str, list[int]] = setting(rule=each(each(at_least(0)), empty_allowed=True), factory=dict)
     #: Input channel names, in order. Empty: from the data.
-    channels: list[str] = field(default_factory=list)
+    channels: list[str] = setting(rule=each(non_empty(), empty_allowed=True, distinct=True), factory=list)
     #: ``dice_ce`` (Dice + cross-entropy) or ``dice``.
     loss: Literal["dice", "dice_ce"] = "dice_ce"
 
-    def check(self, where: str = "task") -> None:
-        """Raise InputError when the definition is inconsistent."""
-        values = list(self.labels.values())
-        if len(set(values)) != len(values):
-            raise InputError(f"{where}: task.labels gives one value to several names: {self.labels}")
-        if any(v < 0 for v in values):
-            raise InputError(f"{where}: task.labels must be non-negative integers: {self.labels}")
+    def check(self) -> None:
+        """Labels and regions that make one kind of task; empty labels are the data's to fill."""
+        values = set(self.labels.values())
         if self.kind == "multiclass":
-            if 0 not in values or len(values) < 2:
-                raise InputError(f"{where}: a multiclass task needs background 0 and at least one class in task.labels")
             if self.regions:
-                raise InputError(f"{where}: task.regions is for kind 'regions', this task is multiclass")
-        else:
-            if not self.regions:
-                raise InputError(f"{where}: a regions task needs task.regions (name: [label values])")
-            unknown = sorted({v for r in self.regions.values() for v in r} - set(values)) if values else []
-            if unknown:
-                raise InputError(f"{where}: task.regions use label values {unknown} missing from task.labels")
+                raise SettingError("regions", self.regions, "must be empty: task.kind is multiclass", related=["kind"])
+            if self.labels and (0 not in values or len(values) < 2):
+                raise SettingError("labels", self.labels, "must hold background 0 and at least one class", related=["kind"])
+            return
+        if not self.regions:
+            raise SettingError("regions", self.regions, "must be given for task.kind regions (name: [label values])", related=["kind"])
+        unknown = sorted({v for region in self.regions.values() for v in region} - values) if values else []
+        if unknown:
+            raise SettingError("regions", self.regions, f"must use the values of task.labels ({unknown} are not)", related=["labels"])
+
+    def require_complete(self, where: str) -> None:
+        """Refuse a task that is not one once the data have filled it in; ``where`` names what defined it."""
+        try:
+            if not self.labels:
+                raise SettingError("labels", self.labels, "must be given (name: value, background 0 included)")
+            self.validate()
+        except SettingError as error:
+            raise InputError(f"{where}: {error.within('task')}") from None
 
     @property
     def out_channels(self) -> int:

@@ -11,7 +11,9 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-__all__ = ["MIN_FINAL_TOKENS", "PATCH_SIZE", "STRIDE", "crop_problem", "stage_stride", "token_grid"]
+from gmim.rules import multiple_of, satisfies
+
+__all__ = ["FEATURE_SIZE", "MIN_FINAL_TOKENS", "PATCH_SIZE", "ROI", "STRIDE", "crop_problem", "stage_stride", "token_grid"]
 
 #: Voxels per axis of a patch-embedding token.
 PATCH_SIZE = 2
@@ -39,3 +41,9 @@ def crop_problem(shape: Sequence[int]) -> str | None:
         return (f"it leaves one final-stage token, and normalising over them needs {MIN_FINAL_TOKENS}: "
                 f"make one size at least {2 * STRIDE}")
     return None
+
+
+#: The rule of a configuration's crop (``model.roi``).
+ROI = satisfies(crop_problem, "a Swin UNETR crop", outside=((48, 64, 64), (32, 32, 32), (0, 64, 64)))
+#: The rule of Swin UNETR's feature size: its attention heads divide it.
+FEATURE_SIZE = multiple_of(12)
