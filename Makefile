@@ -7,7 +7,7 @@ TORCH ?= torch==2.13.0
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 ITK_DATA := /usr/share/doc/insighttoolkit5-examples/examples/Data/KmeansTest_T1UCharRaw.nii.gz
 
-.PHONY: demo test test-fast benchmark test-data clean
+.PHONY: demo test test-fast lint benchmark test-data clean
 
 $(VENV)/.torch:
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,12 @@ test: $(VENV)/.installed test-data
 # The tests that run no training, inference or multi-process command.
 test-fast: $(VENV)/.installed test-data
 	$(TEST_RUN) -m "not slow"
+
+# Lint, format and types: ruff and mypy at the versions the test extras pin (pyproject.toml).
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks
+	$(VENV)/bin/mypy
 
 benchmark: $(VENV)/.installed
 	$(PY) benchmarks/masking_speed.py

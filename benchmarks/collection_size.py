@@ -59,10 +59,35 @@ def _children(pid: int) -> list[int]:
 
 
 def run(store: Path, out: Path, steps: int, workers: int, roi: int) -> dict[str, float]:
-    command = [sys.executable, "-m", "gmim.cli", "pretrain", str(store), "--out", str(out), "--config", "ct",
-               "--roi", str(roi), "--feature-size", "12", "--steps", str(steps), "--workers", str(workers), "--device", "cpu",
-               "--set", "train.validate_every=0", "--set", "train.log_every=1", "--set", "train.mixed_precision=false",
-               "--set", "train.picture_every=0"]
+    command = [
+        sys.executable,
+        "-m",
+        "gmim.cli",
+        "pretrain",
+        str(store),
+        "--out",
+        str(out),
+        "--config",
+        "ct",
+        "--roi",
+        str(roi),
+        "--feature-size",
+        "12",
+        "--steps",
+        str(steps),
+        "--workers",
+        str(workers),
+        "--device",
+        "cpu",
+        "--set",
+        "train.validate_every=0",
+        "--set",
+        "train.log_every=1",
+        "--set",
+        "train.mixed_precision=false",
+        "--set",
+        "train.picture_every=0",
+    ]
     peaks = {"main": 0.0, "worker": 0.0}
     start = time.perf_counter()
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -84,8 +109,12 @@ def run(store: Path, out: Path, steps: int, workers: int, roi: int) -> dict[str,
     if process.returncode != 0:
         raise SystemExit(err[-2000:])
     summary = json.loads((out / "summary.json").read_text())
-    return {**peaks, "first_step_s": first_step[0] if first_step else float("nan"), "wall_s": time.perf_counter() - start,
-            "data_share": summary["data_share"]}
+    return {
+        **peaks,
+        "first_step_s": first_step[0] if first_step else float("nan"),
+        "wall_s": time.perf_counter() - start,
+        "data_share": summary["data_share"],
+    }
 
 
 def main() -> None:
@@ -97,8 +126,10 @@ def main() -> None:
     parser.add_argument("--roi", type=int, default=64, help="view size (64: the network's memory stays small beside the data's)")
     args = parser.parse_args()
     source = Store.open(args.store)
-    print(f"{len(source.entries())} prepared volumes in {args.store}; runs of {args.steps} steps, {args.roi}³ views "
-          f"(ct preset's 32-voxel margin), F 12, {args.workers} loader workers")
+    print(
+        f"{len(source.entries())} prepared volumes in {args.store}; runs of {args.steps} steps, {args.roi}³ views "
+        f"(ct preset's 32-voxel margin), F 12, {args.workers} loader workers"
+    )
     print("| volumes | entries read (s) | peak RSS main (MB) | peak RSS per worker (MB) | command start to first step (s) |")
     print("| --- | --- | --- | --- | --- |")
     with tempfile.TemporaryDirectory() as scratch:
@@ -108,8 +139,7 @@ def main() -> None:
             Store.open(store).entries()
             index_s = time.perf_counter() - start
             result = run(store, Path(scratch) / f"run{count}", args.steps, args.workers, args.roi)
-            print(f"| {count} | {index_s:.2f} | {result['main']:.0f} | {result['worker']:.0f} | {result['first_step_s']:.1f} |",
-                  flush=True)
+            print(f"| {count} | {index_s:.2f} | {result['main']:.0f} | {result['worker']:.0f} | {result['first_step_s']:.1f} |", flush=True)
 
 
 if __name__ == "__main__":

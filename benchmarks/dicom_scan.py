@@ -96,8 +96,7 @@ def timed(label: str, root: Path, **options: Any) -> tuple[list, list[str]]:
     result = find_series(root, **options)
     seconds, cpu = time.perf_counter() - start, cpu_seconds() - cpu
     files = sum(len(series.slices) for _, series in result[0])
-    print(f"{label:<32} {seconds:7.2f} s {files / seconds:8.0f} files/s   CPU {cpu:6.2f} s {files / cpu:8.0f} files/CPU-s",
-          flush=True)
+    print(f"{label:<32} {seconds:7.2f} s {files / seconds:8.0f} files/s   CPU {cpu:6.2f} s {files / cpu:8.0f} files/CPU-s", flush=True)
     return result
 
 

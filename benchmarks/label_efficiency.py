@@ -75,12 +75,12 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 import yaml
-from time_window import PARTS, Plan, Window, check_figures
 
 from gmim.atomic import atomic_path
 from gmim.errors import InputError
 from gmim.pretraining.config import AS_RUN
 from gmim.sample_data import TISSUE_VALUES, brain_tissue, deformed_copies
+from time_window import PARTS, Plan, Window, check_figures
 
 PRESETS = Path(__file__).resolve().parent / "presets"
 
@@ -157,8 +157,11 @@ class Preset:
         data = yaml.safe_load(path.read_text()) or {}
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
-        missing = sorted(f.name for f in dataclasses.fields(cls) if f.name not in data and f.default is dataclasses.MISSING
-                         and f.default_factory is dataclasses.MISSING)
+        missing = sorted(
+            f.name
+            for f in dataclasses.fields(cls)
+            if f.name not in data and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        )
         if unknown or missing:
             raise InputError(f"{path}: unknown keys {unknown}" if unknown else f"{path}: missing keys {missing}")
         preset = cls(**data)
@@ -226,8 +229,9 @@ def write_json(path: Path, data: Any) -> None:
 MARGIN = 4
 
 
-def _save_subject(folder: Path, name: str, image: np.ndarray, tissue: np.ndarray, affine: np.ndarray,
-                  task_labels: dict[str, int] | None) -> dict[str, str]:
+def _save_subject(
+    folder: Path, name: str, image: np.ndarray, tissue: np.ndarray, affine: np.ndarray, task_labels: dict[str, int] | None
+) -> dict[str, str]:
     """Skull-strip with the subject's own brain, crop to it, write the image (and its labels of
     ``task_labels``, unless None); a datalist entry.
 
@@ -355,11 +359,11 @@ class Benchmark:
         if path.is_file():
             return json.loads(path.read_text())
         import torch
-        from linear_probe import LinearProbe, all_voxels, hidden_states, sample_features
 
         from gmim.engine.device import resolve_device
         from gmim.engine.precision import MixedPrecision
         from gmim.segmentation.metrics import dice_scores
+        from linear_probe import LinearProbe, all_voxels, hidden_states, sample_features
 
         print(f"linear probe of {arm}'s frozen encoder", flush=True)
         start = time.perf_counter()
@@ -374,8 +378,9 @@ class Benchmark:
 
         def states(image: torch.Tensor) -> list[torch.Tensor]:
             with precision.autocast():
-                return hidden_states(frozen, image[None].to(device), config.model.roi, config.inference.overlap,
-                                     config.inference.sw_batch_size)
+                return hidden_states(
+                    frozen, image[None].to(device), config.model.roi, config.inference.overlap, config.inference.sw_batch_size
+                )
 
         features, targets = [], []
         generator = torch.Generator().manual_seed(0)
@@ -399,10 +404,19 @@ class Benchmark:
                 dice[name] = dice_scores(config.task.masks(predicted), config.task.masks(label[0].long())).tolist()
             per_class = np.mean(list(dice.values()), axis=0)
             names = list(config.task.scored)
-            test[test_set] = {"names": names, "dice": dice, "class_dice": dict(zip(names, per_class.tolist(), strict=True)),
-                              "mean_dice": float(per_class.mean())}
-        result = {"arm": arm, "voxels": sum(min(PROBE_VOXELS, int(np.prod(label.shape[1:]))) for _, label in subjects["labelled"].values()),
-                  "features": int(probe.mean.numel()), "seconds": time.perf_counter() - start, "test": test}
+            test[test_set] = {
+                "names": names,
+                "dice": dice,
+                "class_dice": dict(zip(names, per_class.tolist(), strict=True)),
+                "mean_dice": float(per_class.mean()),
+            }
+        result = {
+            "arm": arm,
+            "voxels": sum(min(PROBE_VOXELS, int(np.prod(label.shape[1:]))) for _, label in subjects["labelled"].values()),
+            "features": int(probe.mean.numel()),
+            "seconds": time.perf_counter() - start,
+            "test": test,
+        }
         write_json(path, result)
         return result
 
@@ -416,8 +430,13 @@ class Benchmark:
         from gmim.data.transforms import load_transforms
         from gmim.segmentation.config import FinetuneConfig
 
-        config = _config(FinetuneConfig, self.preset.finetune, self.out / "configs" / "finetune.yaml",
-                         ["task.name=tissue", f"task.labels={json.dumps(self.preset.task_labels)}", "data.fold=all"], "finetune")
+        config = _config(
+            FinetuneConfig,
+            self.preset.finetune,
+            self.out / "configs" / "finetune.yaml",
+            ["task.name=tissue", f"task.labels={json.dumps(self.preset.task_labels)}", "data.fold=all"],
+            "finetune",
+        )
         transform = Compose(load_transforms(config.preprocessing, label=True))
         subjects = {}
         for pool in ("labelled", *TEST_SETS):
@@ -427,8 +446,9 @@ class Benchmark:
                 subjects[pool][case.id] = (data["image"].as_tensor(), data["label"].as_tensor())
         return config, subjects
 
-    def finetune(self, arm: str, labels: int, seed: int, encoder: Path | None, frozen: bool = False,
-                 steps: int | None = None) -> dict[str, Any]:
+    def finetune(
+        self, arm: str, labels: int, seed: int, encoder: Path | None, frozen: bool = False, steps: int | None = None
+    ) -> dict[str, Any]:
         """Fine-tune ``arm`` on ``labels`` labelled subjects with ``seed`` (only the decoder when
         ``frozen``), ``steps`` steps (default the preset's), predict and score the test sets; the
         scores (reused when the run folder has them)."""
@@ -439,10 +459,17 @@ class Benchmark:
         from gmim.segmentation.config import FinetuneConfig
         from gmim.segmentation.method import finetune
 
-        overrides = ["task.name=tissue", f"task.labels={json.dumps(self.preset.task_labels)}", "data.fold=all",
-                     f"model.init={json.dumps(str(encoder) if encoder is not None else None)}",
-                     f"data.labelled_cases={labels}", f"train.seed={seed}", f"train.device={self.device}",
-                     f"train.freeze_encoder={str(frozen).lower()}", f"model.patch_merging={self.preset.patch_merging(arm)}"]
+        overrides = [
+            "task.name=tissue",
+            f"task.labels={json.dumps(self.preset.task_labels)}",
+            "data.fold=all",
+            f"model.init={json.dumps(str(encoder) if encoder is not None else None)}",
+            f"data.labelled_cases={labels}",
+            f"train.seed={seed}",
+            f"train.device={self.device}",
+            f"train.freeze_encoder={str(frozen).lower()}",
+            f"model.patch_merging={self.preset.patch_merging(arm)}",
+        ]
         overrides += [f"train.steps={steps}"] if steps else []
         config = _config(FinetuneConfig, self.preset.finetune, self.out / "configs" / "finetune.yaml", overrides, "finetune")
         trained = run / "trained.json"
@@ -454,9 +481,17 @@ class Benchmark:
             write_json(trained, {"seconds": time.perf_counter() - start, "resumed": resume})
         start = time.perf_counter()
         test = self.score(run)
-        scores = {"arm": arm, "labels": labels, "seed": seed, "frozen": frozen, "train_seconds": json.loads(trained.read_text())["seconds"],
-                  "score_seconds": time.perf_counter() - start, "steps": config.train.steps,
-                  "training": json.loads((run / "splits.json").read_text())["training"], "test": test}
+        scores = {
+            "arm": arm,
+            "labels": labels,
+            "seed": seed,
+            "frozen": frozen,
+            "train_seconds": json.loads(trained.read_text())["seconds"],
+            "score_seconds": time.perf_counter() - start,
+            "steps": config.train.steps,
+            "training": json.loads((run / "splits.json").read_text())["training"],
+            "test": test,
+        }
         write_json(scores_path, scores)
         return scores
 
@@ -478,9 +513,15 @@ class Benchmark:
             seconds = (time.perf_counter() - start) / len(cases)
             result, _ = evaluate(predictions, self.datalists[test_set], predictor.task)
             summary = result.summary()
-            scores[test_set] = {"names": result.names, "dice": result.dice, "hd95": result.hd95, "mean_dice": summary["mean"]["dice"],
-                                "mean_hd95": summary["mean"]["hd95"], "class_dice": {n: summary[n]["dice"] for n in result.names},
-                                "predict_seconds_per_case": seconds}
+            scores[test_set] = {
+                "names": result.names,
+                "dice": result.dice,
+                "hd95": result.hd95,
+                "mean_dice": summary["mean"]["dice"],
+                "mean_hd95": summary["mean"]["hd95"],
+                "class_dice": {n: summary[n]["dice"] for n in result.names},
+                "predict_seconds_per_case": seconds,
+            }
         return scores
 
 
@@ -524,14 +565,23 @@ def aggregate(runs: list[dict[str, Any]], arms: Sequence[str], labels: Sequence[
                     cell[metric], cell[f"{metric}_std"] = _stats([value(c) for c in chosen.values()])
                     if metric in GAINS:
                         cell[f"{metric}_gain"], cell[f"{metric}_gain_std"] = _stats(
-                            [value(c) - value(baseline[seed]) for seed, c in chosen.items() if seed in baseline])
+                            [value(c) - value(baseline[seed]) for seed, c in chosen.items() if seed in baseline]
+                        )
                 table[test_set][arm][k] = cell
     return table
 
 
-def markdown(table: dict[str, Any] | None, preset: Preset, command: str, timing: dict[str, Any], cases: dict[str, int],
-             probe: dict[str, Any] | None = None, linear: dict[str, Any] | None = None,
-             window: list[dict[str, Any]] | None = None, health: dict[str, list[dict[str, Any]]] | None = None) -> str:
+def markdown(
+    table: dict[str, Any] | None,
+    preset: Preset,
+    command: str,
+    timing: dict[str, Any],
+    cases: dict[str, int],
+    probe: dict[str, Any] | None = None,
+    linear: dict[str, Any] | None = None,
+    window: list[dict[str, Any]] | None = None,
+    health: dict[str, list[dict[str, Any]]] | None = None,
+) -> str:
     """The results as markdown: per test set, tables of the mean Dice, the context class's Dice and
     HD95, the probe's Dice beside the fine-tuned one, the linear probe's Dice per class, how they
     were made, timings and the phases of the time window."""
@@ -542,25 +592,35 @@ def markdown(table: dict[str, Any] | None, preset: Preset, command: str, timing:
         "",
         f"Produced by `{command}`.",
         "",
-        (f"Task: tissue segmentation of skull-stripped T1 brains ({', '.join(c.replace('_', ' ') for c in classes)}). "
-        f"Pre-training: {preset.unlabelled} unlabelled ICBM152 subjects; fine-tuning: {', '.join(map(str, labels))} of "
-        f"{preset.labelled} labelled ICBM152 subjects, seeds {', '.join(map(str, preset.seeds))} (the seed draws the subjects "
-        f"and the initialisation). Each cell: mean ± std over seeds of the run's mean over test subjects and the "
-        f"{len(classes)} classes" + (f" (in the tables of {CONTEXT_NAME} alone, the class that needs "
-        "context, only that class)" if preset.context_class else "") + "; best mean in bold. In brackets, for Dice: the gain "
-        f"over `{BASELINE}` with the same seed (the same labelled subjects), mean ± std over seeds."),
+        (
+            f"Task: tissue segmentation of skull-stripped T1 brains ({', '.join(c.replace('_', ' ') for c in classes)}). "
+            f"Pre-training: {preset.unlabelled} unlabelled ICBM152 subjects; fine-tuning: {', '.join(map(str, labels))} of "
+            f"{preset.labelled} labelled ICBM152 subjects, seeds {', '.join(map(str, preset.seeds))} (the seed draws the subjects "
+            f"and the initialisation). Each cell: mean ± std over seeds of the run's mean over test subjects and the "
+            f"{len(classes)} classes"
+            + (f" (in the tables of {CONTEXT_NAME} alone, the class that needs context, only that class)" if preset.context_class else "")
+            + "; best mean in bold. In brackets, for Dice: the gain "
+            f"over `{BASELINE}` with the same seed (the same labelled subjects), mean ± std over seeds."
+        ),
         "",
     ]
-    shown = (("dice", max, "Dice"),
-             *([(CONTEXT_CLASS, max, f"Dice of {CONTEXT_NAME} alone")] if preset.context_class else []),
-             ("hd95", min, "HD95 (mm)"))
+    shown = (
+        ("dice", max, "Dice"),
+        *([(CONTEXT_CLASS, max, f"Dice of {CONTEXT_NAME} alone")] if preset.context_class else []),
+        ("hd95", min, "HD95 (mm)"),
+    )
     for test_set, description in TEST_SETS.items():
         for metric, better, unit in shown if table else ():
-            lines += [f"### {unit}, test set `{test_set}`: {description} ({cases[test_set]} subjects)", "",
-                      "| arm | " + " | ".join(f"{k} label{'s' * (k > 1)}" for k in labels) + " |",
-                      "| --- |" + " --- |" * len(labels)]
-            best = {k: better((row[k][metric] for row in table[test_set].values() if not np.isnan(row[k][metric])), default=None)
-                    for k in labels}
+            lines += [
+                f"### {unit}, test set `{test_set}`: {description} ({cases[test_set]} subjects)",
+                "",
+                "| arm | " + " | ".join(f"{k} label{'s' * (k > 1)}" for k in labels) + " |",
+                "| --- |" + " --- |" * len(labels),
+            ]
+            best = {
+                k: better((row[k][metric] for row in table[test_set].values() if not np.isnan(row[k][metric])), default=None)
+                for k in labels
+            }
             for arm, row in table[test_set].items():
                 cells = []
                 for k in labels:
@@ -579,32 +639,52 @@ def markdown(table: dict[str, Any] | None, preset: Preset, command: str, timing:
     if health:
         lines += health_markdown(health)
     if table:
-        lines += ["![Dice against the number of labelled subjects](dice_vs_labels.png)", "",
-                  "![A slice of a test subject: reference and predictions](examples.png)", ""]
-    lines += ["### Pre-training's reach and time (this run's machine)", "",
-              "How far pre-training moved the encoder from its initial weights: ‖w − w₀‖ / ‖w₀‖; its representation "
-              "health at the end (`gmim.pretraining.health`): the final stage's token variation as a share of the "
-              "initial encoder's (under 10 %: collapsed), and L_cc on the health views beside its trivial value.", "",
-              "| arm | pre-training steps | encoder moved | final-stage variation | L_cc (trivial) | pre-training s/step "
-              "| fine-tuning s/step | prediction s/subject |",
-              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+        lines += [
+            "![Dice against the number of labelled subjects](dice_vs_labels.png)",
+            "",
+            "![A slice of a test subject: reference and predictions](examples.png)",
+            "",
+        ]
+    lines += [
+        "### Pre-training's reach and time (this run's machine)",
+        "",
+        "How far pre-training moved the encoder from its initial weights: ‖w − w₀‖ / ‖w₀‖; its representation "
+        "health at the end (`gmim.pretraining.health`): the final stage's token variation as a share of the "
+        "initial encoder's (under 10 %: collapsed), and L_cc on the health views beside its trivial value.",
+        "",
+        "| arm | pre-training steps | encoder moved | final-stage variation | L_cc (trivial) | pre-training s/step "
+        "| fine-tuning s/step | prediction s/subject |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for arm, t in timing.items():
         pre = f"{t['pretrain_s_per_step']:.2f}" if t["pretrain_s_per_step"] is not None else "–"
         moved = f"{t['weight_change']:.1%}" if t.get("weight_change") is not None else "–"
         steps = t.get("pretrain_steps") or "–"
         health = t.get("health")
-        variation = (f"{health['final']['variation'][-1]:.3f} ({health['final_stage_relative']:.0%})"
-                     + (" collapsed" if health["collapsed"] else "")) if health else "–"
+        variation = (
+            (
+                f"{health['final']['variation'][-1]:.3f} ({health['final_stage_relative']:.0%})"
+                + (" collapsed" if health["collapsed"] else "")
+            )
+            if health
+            else "–"
+        )
         cc = f"{health['final']['cross_correlation']:.1f} ({health['final']['trivial']:.1f})" if health else "–"
         tuned = [f"{t[k]:.2f}" if t[k] is not None else "–" for k in ("finetune_s_per_step", "predict_s_per_case")]
         lines.append(f"| {arm} | {steps} | {moved} | {variation} | {cc} | {pre} | {' | '.join(tuned)} |")
     total = sum(t["minutes"] for t in timing.values())
     lines += ["", f"All runs together: {total:.1f} min of pre-training, fine-tuning, prediction and scoring."]
     if window:
-        lines += ["", "### The run's phases (this run's machine)", "",
-                  "Each phase's estimate from the preset's figures (corrected by the phases before it), its share of "
-                  "the time window when it started (its estimate, without a budget) and its time.", "",
-                  "| phase | estimate (s) | share (s) | took (s) |", "| --- | --- | --- | --- |"]
+        lines += [
+            "",
+            "### The run's phases (this run's machine)",
+            "",
+            "Each phase's estimate from the preset's figures (corrected by the phases before it), its share of "
+            "the time window when it started (its estimate, without a budget) and its time.",
+            "",
+            "| phase | estimate (s) | share (s) | took (s) |",
+            "| --- | --- | --- | --- |",
+        ]
         for phase in window:
             took = f"{phase['seconds']:.0f}" + (" (reused)" if phase["reused"] else " (over)" if phase["seconds"] > phase["share"] else "")
             lines.append(f"| {phase['name']} | {phase['estimate']:.0f} | {phase['share']:.0f} | {took} |")
@@ -620,10 +700,17 @@ def health_history(out: Path, arms: Sequence[str]) -> dict[str, list[dict[str, A
     for arm in arms:
         path = out / "pretrain" / arm / "metrics.jsonl"
         if path.is_file():
-            history[arm] = [{"step": r["step"], "variation": [r[f"val/health/variation{i}"] for i in range(5)],
-                             "effective_rank": r["val/health/effective_rank4"], "correlation_rank": r["val/health/correlation_rank"],
-                             "cc_above_trivial": r["val/health/cc_above_trivial"]}
-                            for r in read_metrics(path) if "val/health/variation4" in r]
+            history[arm] = [
+                {
+                    "step": r["step"],
+                    "variation": [r[f"val/health/variation{i}"] for i in range(5)],
+                    "effective_rank": r["val/health/effective_rank4"],
+                    "correlation_rank": r["val/health/correlation_rank"],
+                    "cc_above_trivial": r["val/health/cc_above_trivial"],
+                }
+                for r in read_metrics(path)
+                if "val/health/variation4" in r
+            ]
     return history
 
 
@@ -631,21 +718,32 @@ def health_markdown(history: dict[str, list[dict[str, Any]]]) -> list[str]:
     """A table of each arm's final-stage token variation over its steps, as a share of the initial
     encoder's, and one of each stage's at the end."""
     steps = sorted({h["step"] for records in history.values() for h in records})
-    lines = ["### Representation health over pre-training", "",
-             "The final stage's token variation as a share of the initial encoder's (`gmim.pretraining.health`: "
-             "under 10 % the run has collapsed), at each step it was measured; then L_cc above its trivial value "
-             "and the final stage's effective rank at the end.", "",
-             "| arm | " + " | ".join(f"step {s}" for s in steps) + " | L_cc − trivial | effective rank |",
-             "| --- |" + " --- |" * (len(steps) + 2)]
+    lines = [
+        "### Representation health over pre-training",
+        "",
+        "The final stage's token variation as a share of the initial encoder's (`gmim.pretraining.health`: "
+        "under 10 % the run has collapsed), at each step it was measured; then L_cc above its trivial value "
+        "and the final stage's effective rank at the end.",
+        "",
+        "| arm | " + " | ".join(f"step {s}" for s in steps) + " | L_cc − trivial | effective rank |",
+        "| --- |" + " --- |" * (len(steps) + 2),
+    ]
     for arm, records in history.items():
         if not records:
             continue
         initial = max(records[0]["variation"][-1], 1e-12)
         by_step = {h["step"]: h for h in records}
         cells = [f"{by_step[s]['variation'][-1] / initial:.0%}" if s in by_step else "–" for s in steps]
-        lines.append(f"| {arm} | " + " | ".join(cells) + f" | {records[-1]['cc_above_trivial']:+.1f} | {records[-1]['effective_rank']:.1f} |")
-    lines += ["", "Each stage's token variation at the end (as a share of the initial):", "",
-              "| arm | " + " | ".join(f"stage {i}" for i in range(5)) + " |", "| --- |" + " --- |" * 5]
+        lines.append(
+            f"| {arm} | " + " | ".join(cells) + f" | {records[-1]['cc_above_trivial']:+.1f} | {records[-1]['effective_rank']:.1f} |"
+        )
+    lines += [
+        "",
+        "Each stage's token variation at the end (as a share of the initial):",
+        "",
+        "| arm | " + " | ".join(f"stage {i}" for i in range(5)) + " |",
+        "| --- |" + " --- |" * 5,
+    ]
     for arm, records in history.items():
         if records:
             first, last = records[0]["variation"], records[-1]["variation"]
@@ -656,17 +754,24 @@ def health_markdown(history: dict[str, list[dict[str, Any]]]) -> list[str]:
 def linear_probe_markdown(linear: dict[str, Any], cases: dict[str, int], labelled: int) -> list[str]:
     """Per test set: each arm's linear-probe Dice per class and their mean, with the mean's gain
     over :data:`BASELINE`."""
-    lines = ["### Linear probe of frozen encoder features", "",
-             f"Each arm's frozen Swin encoder (no decoder, no full-resolution convolution): its five hidden states "
-             f"upsampled to the voxel grid, standardised, and a multinomial logistic regression fitted on "
-             f"{PROBE_VOXELS:,} voxels of each of the {labelled} labelled subjects; Dice on the preprocessed grid, "
-             f"mean over test subjects. `{BASELINE}`: the initial weights every arm starts from.", ""]
+    lines = [
+        "### Linear probe of frozen encoder features",
+        "",
+        f"Each arm's frozen Swin encoder (no decoder, no full-resolution convolution): its five hidden states "
+        f"upsampled to the voxel grid, standardised, and a multinomial logistic regression fitted on "
+        f"{PROBE_VOXELS:,} voxels of each of the {labelled} labelled subjects; Dice on the preprocessed grid, "
+        f"mean over test subjects. `{BASELINE}`: the initial weights every arm starts from.",
+        "",
+    ]
     for test_set in TEST_SETS:
         names = next(iter(linear.values()))["test"][test_set]["names"]
         baseline = linear[BASELINE]["test"][test_set]["mean_dice"] if BASELINE in linear else None
-        lines += [f"#### Linear probe, test set `{test_set}` ({cases[test_set]} subjects)", "",
-                  "| arm | " + " | ".join(n.replace("_", " ").replace("deep csf", CONTEXT_NAME) for n in names) + " | mean |",
-                  "| --- |" + " --- |" * (len(names) + 1)]
+        lines += [
+            f"#### Linear probe, test set `{test_set}` ({cases[test_set]} subjects)",
+            "",
+            "| arm | " + " | ".join(n.replace("_", " ").replace("deep csf", CONTEXT_NAME) for n in names) + " | mean |",
+            "| --- |" + " --- |" * (len(names) + 1),
+        ]
         for arm, result in linear.items():
             scores = result["test"][test_set]
             mean = f"{scores['mean_dice']:.3f}"
@@ -677,24 +782,33 @@ def linear_probe_markdown(linear: dict[str, Any], cases: dict[str, int], labelle
     return lines
 
 
-def probe_markdown(probe: dict[str, Any], table: dict[str, Any], labels: Sequence[int], cases: dict[str, int],
-                   context: bool = False) -> list[str]:
+def probe_markdown(
+    probe: dict[str, Any], table: dict[str, Any], labels: Sequence[int], cases: dict[str, int], context: bool = False
+) -> list[str]:
     """Per test set: each arm's mean Dice (and with ``context`` its context class's) with its encoder
     frozen beside the same fine-tuned (where run)."""
     metrics = {"dice": "mean", **({CONTEXT_CLASS: CONTEXT_NAME} if context else {})}
     lines = []
     for test_set in TEST_SETS:
-        lines += [f"### Probe: Dice with the encoder frozen, test set `{test_set}` ({cases[test_set]} subjects)", "",
-                  "| arm | " + " | ".join(f"{k} label{'s' * (k > 1)}: {what}, {how}" for k in labels for what in metrics.values()
-                                          for how in ("frozen", "fine-tuned")) + " |",
-                  "| --- |" + " --- |" * 2 * len(metrics) * len(labels)]
+        lines += [
+            f"### Probe: Dice with the encoder frozen, test set `{test_set}` ({cases[test_set]} subjects)",
+            "",
+            "| arm | "
+            + " | ".join(
+                f"{k} label{'s' * (k > 1)}: {what}, {how}" for k in labels for what in metrics.values() for how in ("frozen", "fine-tuned")
+            )
+            + " |",
+            "| --- |" + " --- |" * 2 * len(metrics) * len(labels),
+        ]
         for arm, row in probe[test_set].items():
             cells = []
             for k in labels:
                 tuned = table[test_set][arm].get(k)
                 for metric in metrics:
-                    cells += [f"{row[k][metric]:.3f} ± {row[k][f'{metric}_std']:.3f}",
-                              f"{tuned[metric]:.3f} ± {tuned[f'{metric}_std']:.3f}" if tuned else "–"]
+                    cells += [
+                        f"{row[k][metric]:.3f} ± {row[k][f'{metric}_std']:.3f}",
+                        f"{tuned[metric]:.3f} ± {tuned[f'{metric}_std']:.3f}" if tuned else "–",
+                    ]
             lines.append(f"| {arm} | " + " | ".join(cells) + " |")
         lines.append("")
     return lines
@@ -717,7 +831,9 @@ def timings(out: Path, runs: list[dict[str, Any]], probes: list[dict[str, Any]],
             "weight_change": pre.get("weight_change") if pre else None,
             "health": health,
             "finetune_s_per_step": float(np.mean([r["train_seconds"] / r["steps"] for r in mine])) if mine else None,
-            "predict_s_per_case": float(np.mean([t["predict_seconds_per_case"] for r in mine for t in r["test"].values()])) if mine else None,
+            "predict_s_per_case": float(np.mean([t["predict_seconds_per_case"] for r in mine for t in r["test"].values()]))
+            if mine
+            else None,
         }
     return result
 
@@ -734,8 +850,15 @@ def plot_dice(path: Path, table: dict[str, Any], labels: Sequence[int], context:
         for ax, test_set in zip(axes_row, TEST_SETS, strict=True):
             for index, (arm, row) in enumerate(table[test_set].items()):
                 shift = 1 + 0.015 * (index - len(table[test_set]) / 2)  # arms side by side, error bars apart
-                ax.errorbar([k * shift for k in labels], [row[k][metric] for k in labels], yerr=[row[k][f"{metric}_std"] for k in labels],
-                            marker="o", capsize=3, label=arm, linestyle="--" if arm == BASELINE else "-")
+                ax.errorbar(
+                    [k * shift for k in labels],
+                    [row[k][metric] for k in labels],
+                    yerr=[row[k][f"{metric}_std"] for k in labels],
+                    marker="o",
+                    capsize=3,
+                    label=arm,
+                    linestyle="--" if arm == BASELINE else "-",
+                )
             ax.set_xscale("log", base=2)
             ax.set_xticks(list(labels), [str(k) for k in labels])
             ax.set_xlabel("labelled subjects")
@@ -783,17 +906,30 @@ def plot_examples(path: Path, benchmark: Benchmark, arms: Sequence[str], labels:
         for ax, column in zip(row, columns, strict=True):
             ax.imshow(image, cmap="gray", aspect=aspect)
             if column != "image":
-                source = (datalist.parent / entry["label"] if column == "reference"
-                          else benchmark.run_folder(column, labels, seed) / f"pred_{test_set}" / f"{name}.nii.gz")
+                source = (
+                    datalist.parent / entry["label"]
+                    if column == "reference"
+                    else benchmark.run_folder(column, labels, seed) / f"pred_{test_set}" / f"{name}.nii.gz"
+                )
                 if source.is_file():
-                    ax.imshow(np.ma.masked_equal(_axial(source, index)[0], 0), cmap=tissue, vmin=1, vmax=3, alpha=0.6,
-                              interpolation="nearest", aspect=aspect)
+                    ax.imshow(
+                        np.ma.masked_equal(_axial(source, index)[0], 0),
+                        cmap=tissue,
+                        vmin=1,
+                        vmax=3,
+                        alpha=0.6,
+                        interpolation="nearest",
+                        aspect=aspect,
+                    )
             ax.set_title(column if test_set == next(iter(TEST_SETS)) else "", fontsize=9)
             ax.set_xticks([])
             ax.set_yticks([])
         row[0].set_ylabel(test_set)
-    figure.suptitle(f"{labels} labelled subject(s), seed {seed}: grey matter (blue), white matter (gold)"
-                    + (", deep CSF (red)" if benchmark.preset.context_class else ""), fontsize=10)
+    figure.suptitle(
+        f"{labels} labelled subject(s), seed {seed}: grey matter (blue), white matter (gold)"
+        + (", deep CSF (red)" if benchmark.preset.context_class else ""),
+        fontsize=10,
+    )
     figure.tight_layout()
     with atomic_path(path) as tmp:
         figure.savefig(tmp, dpi=110, format="png")
@@ -832,8 +968,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--arms", nargs="+", metavar="ARM", help=f"a subset of the preset's arms ({', '.join(ARMS)})")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (default auto)")
     parser.add_argument("--docs", type=Path, metavar="DIR", help="also write DIR/results.md (its label-efficiency section) and the plots")
-    parser.add_argument("--budget-minutes", type=float, metavar="MIN",
-                        help="time window, start-up included: phases that run long shorten the rest (default the preset's budget_minutes, else none)")
+    parser.add_argument(
+        "--budget-minutes",
+        type=float,
+        metavar="MIN",
+        help="time window, start-up included: phases that run long shorten the rest (default the preset's budget_minutes, else none)",
+    )
     parser.add_argument("--plan", action="store_true", help="print the plan and its time estimate, run nothing")
     return parser.parse_args(argv)
 
@@ -867,10 +1007,18 @@ def window_for(preset: Preset, kind: str, budget_minutes: float | None) -> tuple
 def plan_for(preset: Preset, arms: Sequence[str]) -> Plan:
     """The work of a run of ``arms`` of ``preset``, as the preset gives it (a time window may shorten it)."""
     tests = preset.test_icbm152 + preset.test_itk
-    return Plan(subjects=preset.unlabelled + preset.labelled + tests, test_subjects=tests, probe_subjects=preset.labelled + tests,
-                arms=list(arms), pretrained=[a for a in arms if preset.all_arms[a] is not None], labels=list(preset.labels),
-                probe_labels=list(preset.probe_labels), seeds=list(preset.seeds),
-                pretrain_steps=preset.pretrain["train"]["steps"], finetune_steps=preset.finetune["train"]["steps"])
+    return Plan(
+        subjects=preset.unlabelled + preset.labelled + tests,
+        test_subjects=tests,
+        probe_subjects=preset.labelled + tests,
+        arms=list(arms),
+        pretrained=[a for a in arms if preset.all_arms[a] is not None],
+        labels=list(preset.labels),
+        probe_labels=list(preset.probe_labels),
+        seeds=list(preset.seeds),
+        pretrain_steps=preset.pretrain["train"]["steps"],
+        finetune_steps=preset.finetune["train"]["steps"],
+    )
 
 
 def run(args: argparse.Namespace, command: str) -> int:
@@ -886,7 +1034,9 @@ def run(args: argparse.Namespace, command: str) -> int:
     varying = ("arms", "labels", "seeds", "probe_labels", "seconds", "budget_minutes")
     record, fixed = out / "preset.yaml", {k: v for k, v in dataclasses.asdict(preset).items() if k not in varying}
     if record.is_file() and yaml.safe_load(record.read_text()) != fixed:
-        raise InputError(f"--out {out}: holds runs with other data or training settings than {preset_path} (see {record}); choose another --out")
+        raise InputError(
+            f"--out {out}: holds runs with other data or training settings than {preset_path} (see {record}); choose another --out"
+        )
     out.mkdir(parents=True, exist_ok=True)
     record.write_text(yaml.safe_dump(fixed, sort_keys=False))
     if window.budget is not None:
@@ -912,7 +1062,9 @@ def run(args: argparse.Namespace, command: str) -> int:
             phase.reused = any((benchmark.run_folder(arm, k, seed) / "scores.json").is_file() for arm in arms for k in plan.labels)
             for arm in arms:
                 runs += [benchmark.finetune(arm, k, seed, encoders[arm], steps=plan.finetune_steps) for k in plan.labels]
-                probes += [benchmark.finetune(arm, k, seed, encoders[arm], frozen=True, steps=plan.finetune_steps) for k in plan.probe_labels]
+                probes += [
+                    benchmark.finetune(arm, k, seed, encoders[arm], frozen=True, steps=plan.finetune_steps) for k in plan.probe_labels
+                ]
         done += 1
 
     with window.phase("report", plan):
@@ -922,10 +1074,23 @@ def run(args: argparse.Namespace, command: str) -> int:
         cases = {t: len(json.loads(datalists[t].read_text())["training"]) for t in TEST_SETS}
         health = health_history(out, arms)
         text = markdown(table, preset, command, timing, cases, probe, linear, window.record(), health)
-        write_json(out / "results.json", {"command": command, "preset": dataclasses.asdict(preset), "arms": arms, "plan": dataclasses.asdict(plan),
-                                          "table": table, "probe": probe, "linear_probe": linear, "health": health, "timing": timing,
-                                          "window": window.record(),
-                                          "runs": runs, "probe_runs": probes})
+        write_json(
+            out / "results.json",
+            {
+                "command": command,
+                "preset": dataclasses.asdict(preset),
+                "arms": arms,
+                "plan": dataclasses.asdict(plan),
+                "table": table,
+                "probe": probe,
+                "linear_probe": linear,
+                "health": health,
+                "timing": timing,
+                "window": window.record(),
+                "runs": runs,
+                "probe_runs": probes,
+            },
+        )
         with atomic_path(out / "results.md") as tmp:
             tmp.write_text(text)
         if table:
@@ -934,8 +1099,12 @@ def run(args: argparse.Namespace, command: str) -> int:
         if args.docs is not None:
             write_docs(args.docs, out, text)
     print(text)
-    print(f"wrote {out / 'results.md'}, results.json" + (", dice_vs_labels.png, examples.png" if table else "")
-          + (f" and {args.docs / 'results.md'}" if args.docs else "") + f"; {window.elapsed() / 60:.1f} min, start-up included")
+    print(
+        f"wrote {out / 'results.md'}, results.json"
+        + (", dice_vs_labels.png, examples.png" if table else "")
+        + (f" and {args.docs / 'results.md'}" if args.docs else "")
+        + f"; {window.elapsed() / 60:.1f} min, start-up included"
+    )
     return 0
 
 

@@ -81,8 +81,14 @@ class LinearProbe:
         linear = nn.Linear(x.shape[1], classes).to(x.device)
         nn.init.zeros_(linear.weight)
         nn.init.zeros_(linear.bias)
-        optimizer = torch.optim.LBFGS(linear.parameters(), max_iter=iterations, history_size=20, line_search_fn="strong_wolfe",
-                                      tolerance_grad=1e-6, tolerance_change=1e-9)
+        optimizer = torch.optim.LBFGS(
+            linear.parameters(),
+            max_iter=iterations,
+            history_size=20,
+            line_search_fn="strong_wolfe",
+            tolerance_grad=1e-6,
+            tolerance_change=1e-9,
+        )
 
         def loss() -> Tensor:
             optimizer.zero_grad()

@@ -46,9 +46,14 @@ def _in_memory_views(config: PretrainConfig) -> Compose:
     """The views of a whole preprocessed volume, as the loader made them before the store."""
     from monai.transforms import EnsureTyped, RandFlipd
 
-    return Compose([*(RandFlipd("image", prob=0.5, spatial_axis=a) for a in range(3)),
-                    SiameseViewsd(config.model.roi, config.data.margin), target_augmentation("y"),
-                    EnsureTyped(["x", "y"], dtype=torch.float32, track_meta=False)])
+    return Compose(
+        [
+            *(RandFlipd("image", prob=0.5, spatial_axis=a) for a in range(3)),
+            SiameseViewsd(config.model.roi, config.data.margin),
+            target_augmentation("y"),
+            EnsureTyped(["x", "y"], dtype=torch.float32, track_meta=False),
+        ]
+    )
 
 
 def _per_sample(dataset: SeededDataset, samples: int) -> float:
@@ -93,8 +98,10 @@ def main() -> None:
     store = Store.create(args.store or scratch / "store", config.preprocessing)
     prepared, _ = store.prepare(cases, config.preprocessing)
     records = volume_records([(e, store.array_path(e.key)) for e in prepared], config)
-    load = [*load_transforms(config.preprocessing, label=False),
-            CropForegroundd("image", source_key="image", select_fn=lambda x: x != 0, allow_smaller=True)]
+    load = [
+        *load_transforms(config.preprocessing, label=False),
+        CropForegroundd("image", source_key="image", select_fn=lambda x: x != 0, allow_smaller=True),
+    ]
     raw_records = [{"image": [str(p) for p in c.images]} for c in cases]
     disk_cache = PersistentDataset(raw_records, Compose(load), cache_dir=scratch / "cache")
     for i in range(len(disk_cache)):

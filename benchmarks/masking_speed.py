@@ -23,7 +23,6 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 import loop_masking as loop  # noqa: E402
-
 from gmim.pretraining.masking import GridMaskPlanner  # noqa: E402
 from gmim.sample_data import mni152  # noqa: E402
 
@@ -67,8 +66,7 @@ def count_syncs(x: torch.Tensor, planner: GridMaskPlanner) -> int:
     coins = torch.Generator().manual_seed(0)
 
     def masks() -> None:
-        planner.plan(x).hierarchical_masks(x.shape[2:], drop_probability=1.0, sample_generators=generators,
-                                           coin_generator=coins)
+        planner.plan(x).hierarchical_masks(x.shape[2:], drop_probability=1.0, sample_generators=generators, coin_generator=coins)
 
     masks()
     torch.cuda.synchronize()
@@ -89,8 +87,7 @@ def main() -> None:
     args = parser.parse_args()
     planner = GridMaskPlanner()
     x = t1_crops()
-    print(f"two {SIZE}³ crops of the ICBM152 T1, grids {planner.grids}; torch {torch.__version__}, "
-          f"{torch.get_num_threads()} CPU threads")
+    print(f"two {SIZE}³ crops of the ICBM152 T1, grids {planner.grids}; torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
     loop_seconds = time_loop(x, planner)
     print(f"loop (prototype's algorithm, numpy/skimage):  {loop_seconds * 1e3:9.1f} ms")
     devices = ["cpu"] if args.device == "cpu" else ["cpu", args.device]
@@ -100,8 +97,10 @@ def main() -> None:
             counted = GridMaskPlanner(counting=counting)
             ms = statistics.median(time_vectorised(batch, counted, args.repeats)) * 1e3
             syncs = f"   {count_syncs(batch, counted)} host syncs" if batch.is_cuda else ""
-            print(f"vectorised, {device}, {counting} count (median of {args.repeats}): {ms:9.2f} ms   "
-                  f"{loop_seconds * 1e3 / ms:6.1f}× faster{syncs}")
+            print(
+                f"vectorised, {device}, {counting} count (median of {args.repeats}): {ms:9.2f} ms   "
+                f"{loop_seconds * 1e3 / ms:6.1f}× faster{syncs}"
+            )
 
 
 if __name__ == "__main__":

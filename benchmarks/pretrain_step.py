@@ -211,11 +211,19 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="timed steps per measurement (median)")
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast (CUDA)")
     parser.add_argument("--flops", action="store_true", help="count each step's FLOPs instead of timing it")
-    parser.add_argument("--sdpa", action=argparse.BooleanOptionalAction, default=True,
-                        help="window attention through scaled_dot_product_attention (default), or MONAI's by hand")
+    parser.add_argument(
+        "--sdpa",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="window attention through scaled_dot_product_attention (default), or MONAI's by hand",
+    )
     parser.add_argument("--compile", action="store_true", help="torch.compile each step's module (as train.compile)")
-    parser.add_argument("--fused-adamw", action=argparse.BooleanOptionalAction, default=True,
-                        help="PyTorch's fused AdamW on CUDA (default, as the training loop), or the foreach one")
+    parser.add_argument(
+        "--fused-adamw",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="PyTorch's fused AdamW on CUDA (default, as the training loop), or the foreach one",
+    )
     args = parser.parse_args()
     if args.flops:
         counts = _flops(args)
@@ -225,11 +233,13 @@ def main() -> None:
         print(f"  GMIM / plain: {counts['gmim'] / counts['plain']:.2f}×")
         return
     context = multiprocessing.get_context("spawn")
-    print(f"roi {args.roi}³, feature size {args.feature_size}, batch {args.batch_size}, {args.device}"
-          f"{', bf16' if args.bf16 else ''}, {'SDPA' if args.sdpa else 'MONAI'} attention"
-          f"{', compiled' if args.compile else ''}{', fused AdamW' if args.fused_adamw and args.device.startswith('cuda') else ''}; "
-          f"torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads")
+    print(
+        f"roi {args.roi}³, feature size {args.feature_size}, batch {args.batch_size}, {args.device}"
+        f"{', bf16' if args.bf16 else ''}, {'SDPA' if args.sdpa else 'MONAI'} attention"
+        f"{', compiled' if args.compile else ''}{', fused AdamW' if args.fused_adamw and args.device.startswith('cuda') else ''}; "
+        f"torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads"
+    )
     results = {}
     for variant in ("gmim", "plain"):
         queue = context.Queue()
@@ -241,16 +251,22 @@ def main() -> None:
         if name not in ("step", "eager step", "peak memory (GiB)"):
             print(f"  GMIM {name:34s} {seconds * 1e3:10.1f} ms")
     gmim, plain = results["gmim"]["step"], results["plain"]["step"]
-    print(f"  GMIM step (all of it, optimiser too)   {gmim * 1e3:10.1f} ms   {args.batch_size / gmim:6.2f} volumes/s   "
-          f"peak {results['gmim']['peak memory (GiB)']:.2f} GiB")
-    print(f"  plain Swin UNETR step                  {plain * 1e3:10.1f} ms   {args.batch_size / plain:6.2f} volumes/s   "
-          f"peak {results['plain']['peak memory (GiB)']:.2f} GiB")
+    print(
+        f"  GMIM step (all of it, optimiser too)   {gmim * 1e3:10.1f} ms   {args.batch_size / gmim:6.2f} volumes/s   "
+        f"peak {results['gmim']['peak memory (GiB)']:.2f} GiB"
+    )
+    print(
+        f"  plain Swin UNETR step                  {plain * 1e3:10.1f} ms   {args.batch_size / plain:6.2f} volumes/s   "
+        f"peak {results['plain']['peak memory (GiB)']:.2f} GiB"
+    )
     print(f"  overhead GMIM / plain: {gmim / plain:.2f}×   masking: {results['gmim']['masking'] / gmim:.1%} of the GMIM step")
     if args.compile:
         for variant, label in (("gmim", "GMIM"), ("plain", "plain")):
             eager = results[variant]["eager step"]
-            print(f"  {label} step eager {eager * 1e3:.1f} ms, compiled {results[variant]['step'] * 1e3:.1f} ms: "
-                  f"{eager / results[variant]['step']:.2f}× faster compiled")
+            print(
+                f"  {label} step eager {eager * 1e3:.1f} ms, compiled {results[variant]['step'] * 1e3:.1f} ms: "
+                f"{eager / results[variant]['step']:.2f}× faster compiled"
+            )
 
 
 if __name__ == "__main__":

@@ -68,16 +68,17 @@ def main() -> None:
                 if index == 0:
                     a0_masks[cells].append(mask)
         chosen = ", ".join(f"grid {g}: {grids[g]}" for g in planner.grids)
-        print(f"cells {cells:9s} chosen {chosen};  masked fraction a0–a3 when applied: "
-              + "/".join(f"{f:.3f}" for f in fractions))
+        print(f"cells {cells:9s} chosen {chosen};  masked fraction a0–a3 when applied: " + "/".join(f"{f:.3f}" for f in fractions))
     ratios = []
     generator = torch.Generator().manual_seed(args.seed)
     for x, mask in zip(crops, a0_masks["spatial"]):
         prediction = x + torch.randn(x.shape, generator=generator) * x.std()
         voxels = voxel_mask(mask)
         ratios.append(float(reconstruction_loss(prediction, x, voxels, "prototype") / reconstruction_loss(prediction, x, voxels)))
-    print(f"reconstruction: prototype mean / masked mean = {np.mean(ratios):.3f} (effective α_rec "
-          f"{1 / np.mean(ratios):.2f}× smaller as run), range {min(ratios):.3f}–{max(ratios):.3f}")
+    print(
+        f"reconstruction: prototype mean / masked mean = {np.mean(ratios):.3f} (effective α_rec "
+        f"{1 / np.mean(ratios):.2f}× smaller as run), range {min(ratios):.3f}–{max(ratios):.3f}"
+    )
     t1 = volumes[0]
     box = [np.flatnonzero(np.any(t1 != 0, axis=tuple(a for a in range(3) if a != axis))) for axis in range(3)]
     kept = np.prod([b[-1] - b[0] + 1 for b in box]) / t1.size

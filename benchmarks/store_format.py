@@ -30,8 +30,9 @@ def _size(path: Path) -> int:
 
 def _regions(shape: tuple[int, ...], seed: int = 0) -> list[tuple[slice, ...]]:
     rng = np.random.default_rng(seed)
-    return [tuple(slice(s, s + r) for s, r in zip((rng.integers(0, n - r + 1) for n, r in zip(shape, REGION)), REGION))
-            for _ in range(READS)]
+    return [
+        tuple(slice(s, s + r) for s, r in zip((rng.integers(0, n - r + 1) for n, r in zip(shape, REGION)), REGION)) for _ in range(READS)
+    ]
 
 
 def _time(read, regions) -> tuple[float, float]:
@@ -49,8 +50,14 @@ def blosc2_case(volume: np.ndarray, folder: Path, chunks: tuple[int, ...], block
 
     path = folder / f"b2_{chunks[0]}_{blocks[0]}.b2nd"
     start = time.perf_counter()
-    blosc2.asarray(volume, urlpath=str(path), mode="w", chunks=chunks, blocks=blocks,
-                   cparams={"codec": blosc2.Codec.ZSTD, "clevel": 3, "filters": [blosc2.Filter.SHUFFLE]})
+    blosc2.asarray(
+        volume,
+        urlpath=str(path),
+        mode="w",
+        chunks=chunks,
+        blocks=blocks,
+        cparams={"codec": blosc2.Codec.ZSTD, "clevel": 3, "filters": [blosc2.Filter.SHUFFLE]},
+    )
     written = time.perf_counter() - start
     array = blosc2.open(str(path), mode="r", mmap_mode="r")
     region, whole = _time(lambda s: array[s], _regions(volume.shape))
@@ -63,8 +70,14 @@ def zarr_case(volume: np.ndarray, folder: Path, chunks: tuple[int, ...]) -> dict
 
     path = folder / f"zarr_{chunks[0]}"
     start = time.perf_counter()
-    array = zarr.create_array(store=str(path), shape=volume.shape, chunks=chunks, dtype=volume.dtype,
-                              compressors=BloscCodec(cname="zstd", clevel=3, shuffle="shuffle"), overwrite=True)
+    array = zarr.create_array(
+        store=str(path),
+        shape=volume.shape,
+        chunks=chunks,
+        dtype=volume.dtype,
+        compressors=BloscCodec(cname="zstd", clevel=3, shuffle="shuffle"),
+        overwrite=True,
+    )
     array[...] = volume
     written = time.perf_counter() - start
     array = zarr.open_array(str(path), mode="r")
@@ -79,8 +92,10 @@ def main() -> None:
     start = time.perf_counter()
     volume = np.asarray(nib.load(args.volume).dataobj, dtype=np.int16)
     nifti_s = time.perf_counter() - start
-    print(f"volume {volume.shape} int16, {volume.nbytes / 1e6:.0f} MB raw; .nii.gz {args.volume.stat().st_size / 1e6:.1f} MB, "
-          f"read whole {nifti_s:.2f} s (any crop of it costs the same)")
+    print(
+        f"volume {volume.shape} int16, {volume.nbytes / 1e6:.0f} MB raw; .nii.gz {args.volume.stat().st_size / 1e6:.1f} MB, "
+        f"read whole {nifti_s:.2f} s (any crop of it costs the same)"
+    )
     folder = Path(tempfile.mkdtemp())
     try:
         rows = {}

@@ -27,8 +27,12 @@ import nibabel as nib
 import numpy as np
 
 #: Run name → (command, volumes in the collection / labelled cases).
-RUNS = {"pretrain, 3 volumes": ("pretrain", 3), "pretrain, 24 volumes": ("pretrain", 24),
-        "finetune, 1 labelled case": ("finetune", 1), "finetune, 4 labelled cases": ("finetune", 4)}
+RUNS = {
+    "pretrain, 3 volumes": ("pretrain", 3),
+    "pretrain, 24 volumes": ("pretrain", 24),
+    "finetune, 1 labelled case": ("finetune", 1),
+    "finetune, 4 labelled cases": ("finetune", 4),
+}
 TASK_LABELS = {"background": 0, "grey_matter": 1, "white_matter": 2}
 
 
@@ -62,10 +66,19 @@ def run_command(args: argparse.Namespace, command: str, datalist: Path, out: Pat
     from gmim.config import load_config
 
     roi = [args.roi] * 3
-    common = [f"model.roi={roi}", f"model.feature_size={args.feature_size}", f"train.steps={args.steps}", "train.epochs=null",
-              f"train.device={args.device}", f"train.workers={args.workers}", f"train.mixed_precision={str(args.bf16).lower()}",
-              "preprocessing.modality=mri", "preprocessing.spacing=null", f"train.warmup_steps={max(1, args.steps // 10)}",
-              f"model.fused_attention={str(args.sdpa).lower()}"]
+    common = [
+        f"model.roi={roi}",
+        f"model.feature_size={args.feature_size}",
+        f"train.steps={args.steps}",
+        "train.epochs=null",
+        f"train.device={args.device}",
+        f"train.workers={args.workers}",
+        f"train.mixed_precision={str(args.bf16).lower()}",
+        "preprocessing.modality=mri",
+        "preprocessing.spacing=null",
+        f"train.warmup_steps={max(1, args.steps // 10)}",
+        f"model.fused_attention={str(args.sdpa).lower()}",
+    ]
     start = time.perf_counter()
     if command == "pretrain":
         from gmim.pretraining.config import PretrainConfig
@@ -77,8 +90,11 @@ def run_command(args: argparse.Namespace, command: str, datalist: Path, out: Pat
         from gmim.segmentation.config import FinetuneConfig
         from gmim.segmentation.method import finetune
 
-        config = load_config(FinetuneConfig, None, [*common, "train.batch_size=1", f"train.samples_per_volume={args.batch_size}",
-                                                    f"task.labels={json.dumps(TASK_LABELS)}"])
+        config = load_config(
+            FinetuneConfig,
+            None,
+            [*common, "train.batch_size=1", f"train.samples_per_volume={args.batch_size}", f"task.labels={json.dumps(TASK_LABELS)}"],
+        )
         finetune(config, [datalist], out)
     wall = time.perf_counter() - start
     return {**json.loads((out / "summary.json").read_text()), "wall_seconds": wall}
@@ -110,8 +126,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20, help="steps of each run")
     parser.add_argument("--workers", type=int, default=2, help="data-loading workers of each run")
     parser.add_argument("--bf16", action="store_true", help="mixed precision (bf16 on GPUs that have it)")
-    parser.add_argument("--sdpa", action=argparse.BooleanOptionalAction, default=True,
-                        help="window attention through scaled_dot_product_attention (default), or MONAI's by hand")
+    parser.add_argument(
+        "--sdpa",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="window attention through scaled_dot_product_attention (default), or MONAI's by hand",
+    )
     parser.add_argument("--stride", type=int, default=2, help="ICBM152 voxels kept per axis: 2 (2 mm, the default) or 1 (1 mm)")
     parser.add_argument("--repeats", type=int, default=3, help="timed isolated steps (median)")
     parser.add_argument("--out", type=Path, help="folder for the data and runs (default: a temporary one)")
@@ -122,12 +142,17 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         root = args.out or Path(scratch)
         datalists = make_data(root / "data", args.stride)
-        print(f"roi {args.roi}³, feature size {args.feature_size}, batch {args.batch_size}, {args.steps} steps a run, "
-              f"{args.workers} workers, {args.device}{', mixed precision' if args.bf16 else ''}; torch {torch.__version__}", flush=True)
+        print(
+            f"roi {args.roi}³, feature size {args.feature_size}, batch {args.batch_size}, {args.steps} steps a run, "
+            f"{args.workers} workers, {args.device}{', mixed precision' if args.bf16 else ''}; torch {torch.__version__}",
+            flush=True,
+        )
         step = {"pretrain": isolated_step(args, "gmim"), "finetune": isolated_step(args, "plain")}
         print(f"isolated step: GMIM {step['pretrain'] * 1e3:.0f} ms, plain Swin UNETR {step['finetune'] * 1e3:.0f} ms", flush=True)
-        header = (f"{'run':28s} {'volumes/s':>9s} {'of step':>8s} {'training only':>13s} {'of step':>8s} {'data':>6s} "
-                  f"{'valid.':>7s} {'ckpt':>6s} {'start-up':>9s}")
+        header = (
+            f"{'run':28s} {'volumes/s':>9s} {'of step':>8s} {'training only':>13s} {'of step':>8s} {'data':>6s} "
+            f"{'valid.':>7s} {'ckpt':>6s} {'start-up':>9s}"
+        )
         rows = []
         for name, (command, count) in RUNS.items():
             pool = f"unlabelled_{count}" if command == "pretrain" else f"labelled_{count}"
@@ -137,14 +162,18 @@ def main() -> None:
             volumes_per_step = args.batch_size if command == "pretrain" else 1
             isolated_rate = volumes_per_step / step[command]
             training_rate = steps * volumes_per_step / training
-            rows.append(f"{name:28s} {summary['volumes_per_s']:9.2f} {summary['volumes_per_s'] / isolated_rate:8.0%} "
-                        f"{training_rate:13.2f} {training_rate / isolated_rate:8.0%} {summary['data_share']:6.1%} "
-                        f"{summary['validation_share']:7.1%} {summary['checkpoint_share']:6.1%} "
-                        f"{summary['wall_seconds'] - seconds:8.1f}s")
+            rows.append(
+                f"{name:28s} {summary['volumes_per_s']:9.2f} {summary['volumes_per_s'] / isolated_rate:8.0%} "
+                f"{training_rate:13.2f} {training_rate / isolated_rate:8.0%} {summary['data_share']:6.1%} "
+                f"{summary['validation_share']:7.1%} {summary['checkpoint_share']:6.1%} "
+                f"{summary['wall_seconds'] - seconds:8.1f}s"
+            )
             print(rows[-1], flush=True)
         print("\n" + header + "\n" + "\n".join(rows))
-        print("volumes/s: the whole loop (validation and checkpoints included); training only: without them; "
-              "of step: that rate over the isolated step's; start-up: reading, preprocessing and caching before step 1")
+        print(
+            "volumes/s: the whole loop (validation and checkpoints included); training only: without them; "
+            "of step: that rate over the isolated step's; start-up: reading, preprocessing and caching before step 1"
+        )
 
 
 if __name__ == "__main__":

@@ -68,8 +68,11 @@ class Plan:
             phases[f"pre-training {arm}"] = {"pretrain_start": 1, "pretrain_step": self.pretrain_steps}
         phases["linear probe"] = {"probe_subject": len(self.arms) * self.probe_subjects, "probe_fit": len(self.arms)}
         for seed in self.seeds:
-            phases[f"fine-tuning seed {seed}"] = {"finetune_start": runs, "finetune_step": runs * self.finetune_steps,
-                                                  "predict": runs * self.test_subjects}
+            phases[f"fine-tuning seed {seed}"] = {
+                "finetune_start": runs,
+                "finetune_step": runs * self.finetune_steps,
+                "predict": runs * self.test_subjects,
+            }
         phases["report"] = {"report": 1}
         return phases
 
@@ -80,10 +83,14 @@ class Plan:
             f"subjects: {self.subjects} made from two real brains, {self.test_subjects} of them test subjects",
             f"pre-training: {', '.join(self.pretrained) or 'none'}, {self.pretrain_steps} steps each",
             f"linear probe: {len(self.arms)} frozen encoders, {self.probe_subjects} subjects' hidden states each",
-            (f"fine-tuning: {len(self.seeds)} round(s), seeds {', '.join(map(str, self.seeds))}; each {runs} runs "
-             f"({len(self.arms)} arms × labels {', '.join(map(str, self.labels))})"
-             + (f" and {frozen} with the encoder frozen" if frozen else "")
-             + f", {self.finetune_steps} steps, then {self.test_subjects} test subjects predicted") if self.seeds else "fine-tuning: none",
+            (
+                f"fine-tuning: {len(self.seeds)} round(s), seeds {', '.join(map(str, self.seeds))}; each {runs} runs "
+                f"({len(self.arms)} arms × labels {', '.join(map(str, self.labels))})"
+                + (f" and {frozen} with the encoder frozen" if frozen else "")
+                + f", {self.finetune_steps} steps, then {self.test_subjects} test subjects predicted"
+            )
+            if self.seeds
+            else "fine-tuning: none",
         ]
 
     def give_up(self, done: Sequence[str]) -> bool:
@@ -173,9 +180,12 @@ class Window:
             for part in counts:
                 self.factor[part] = self.factor.get(part, 1.0) * phase.seconds / estimate
         self.phases.append(phase)
-        print(f"[window] {name}: {phase.seconds:.0f} s (estimated {estimate:.0f} s"
-              + (f", share {share:.0f} s; {self.elapsed() / 60:.1f} of {self.budget / 60:.1f} min spent)" if self.budget is not None else ")")
-              + (" (reused)" if phase.reused else ""), flush=True)
+        print(
+            f"[window] {name}: {phase.seconds:.0f} s (estimated {estimate:.0f} s"
+            + (f", share {share:.0f} s; {self.elapsed() / 60:.1f} of {self.budget / 60:.1f} min spent)" if self.budget is not None else ")")
+            + (" (reused)" if phase.reused else ""),
+            flush=True,
+        )
         if self.budget is None:
             return
         if phase.over:
@@ -187,7 +197,9 @@ class Window:
         before = (list(plan.seeds), plan.finetune_steps, plan.pretrain_steps)
         while sum(self.remaining(plan).values()) > self.budget - self.elapsed() and plan.give_up(self.done):
             pass
-        changes = [f"fine-tuning seeds {', '.join(str(s) for s in before[0] if s not in plan.seeds)} dropped"] if plan.seeds != before[0] else []
+        changes = (
+            [f"fine-tuning seeds {', '.join(str(s) for s in before[0] if s not in plan.seeds)} dropped"] if plan.seeds != before[0] else []
+        )
         if plan.finetune_steps != before[1]:
             changes.append(f"fine-tuning steps {before[1]} → {plan.finetune_steps}")
         if plan.pretrain_steps != before[2]:
@@ -196,8 +208,11 @@ class Window:
         if changes:
             print(f"[window] {work / 60:.1f} min of work left for {left / 60:.1f} min: " + "; ".join(changes), flush=True)
         if work > left:
-            print(f"[window] even at its shortest, what remains is estimated at {work / 60:.1f} min, over the "
-                  f"{max(left, 0) / 60:.1f} min left", flush=True)
+            print(
+                f"[window] even at its shortest, what remains is estimated at {work / 60:.1f} min, over the "
+                f"{max(left, 0) / 60:.1f} min left",
+                flush=True,
+            )
 
     def record(self) -> list[dict[str, float | str | bool]]:
         return [dataclasses.asdict(phase) for phase in self.phases]

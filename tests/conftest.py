@@ -123,8 +123,22 @@ def brain_extraction(tmp_path_factory, itk_paths, mni):
 
 
 #: A tiny Swin UNETR fine-tuning on the CPU: feature size 12, 64×64×32 crops of scans at 4 mm.
-TINY_FINETUNE = ["--roi", "64", "64", "32", "--feature-size", "12", "--device", "cpu", "--workers", "0",
-                 "--set", "preprocessing.spacing=[4, 4, 4]", "--set", "train.samples_per_volume=1"]
+TINY_FINETUNE = [
+    "--roi",
+    "64",
+    "64",
+    "32",
+    "--feature-size",
+    "12",
+    "--device",
+    "cpu",
+    "--workers",
+    "0",
+    "--set",
+    "preprocessing.spacing=[4, 4, 4]",
+    "--set",
+    "train.samples_per_volume=1",
+]
 
 
 @pytest.fixture(scope="session")
@@ -145,8 +159,21 @@ def finetuned_run(tmp_path_factory, brain_extraction, gmim_encoder):
     from gmim.cli import main
 
     out = tmp_path_factory.mktemp("runs") / "from_encoder"
-    code = main(["finetune", str(brain_extraction / "brain.json"), "--out", str(out), "--pretrained", str(gmim_encoder),
-                 "--steps", "3", "--fold", "0", *TINY_FINETUNE])
+    code = main(
+        [
+            "finetune",
+            str(brain_extraction / "brain.json"),
+            "--out",
+            str(out),
+            "--pretrained",
+            str(gmim_encoder),
+            "--steps",
+            "3",
+            "--fold",
+            "0",
+            *TINY_FINETUNE,
+        ]
+    )
     assert code == 0
     return out
 

@@ -122,14 +122,22 @@ def write_localizer(
     SeriesInstanceUID. ``spacing`` is (along i, along j) in mm."""
     # Rows run to the patient's left, columns downwards (LPS (1, 0, 0) and (0, 0, -1)), in RAS.
     affine = np.array([[-spacing[0], 0, 0, 0], [0, 0, -1.0, 0], [0, -spacing[1], 0, 0], [0, 0, 0, 1]])
-    return write_series(np.asarray(volume_2d)[:, :, None], affine, folder, modality=modality, series_number=series_number,
-                        study_uid=study_uid, patient_id=patient_id, slope=slope, intercept=intercept, prefix="LOC",
-                        image_type=("ORIGINAL", "PRIMARY", "LOCALIZER"))
+    return write_series(
+        np.asarray(volume_2d)[:, :, None],
+        affine,
+        folder,
+        modality=modality,
+        series_number=series_number,
+        study_uid=study_uid,
+        patient_id=patient_id,
+        slope=slope,
+        intercept=intercept,
+        prefix="LOC",
+        image_type=("ORIGINAL", "PRIMARY", "LOCALIZER"),
+    )
 
 
-def write_non_image(
-    folder: str | Path, *, kind: str = "RTSTRUCT", study_uid: str | None = None, patient_id: str = "GMIM-TEST"
-) -> str:
+def write_non_image(folder: str | Path, *, kind: str = "RTSTRUCT", study_uid: str | None = None, patient_id: str = "GMIM-TEST") -> str:
     """Write a minimal RT Structure Set (``kind="RTSTRUCT"``) or Basic Text SR (``kind="SR"``): an
     object without pixels that archives mix with the images, which a reader must skip. Returns its
     SeriesInstanceUID."""
@@ -140,15 +148,23 @@ def write_non_image(
         ds.StructureSetLabel = "BODY"
         ds.StructureSetDate, ds.StructureSetTime = ds.StudyDate, ds.StudyTime
         ds.ReferencedFrameOfReferenceSequence = DicomSequence([_item(FrameOfReferenceUID=study.FrameOfReferenceUID)])
-        ds.StructureSetROISequence = DicomSequence([_item(
-            ROINumber=1, ReferencedFrameOfReferenceUID=study.FrameOfReferenceUID, ROIName="BODY",
-            ROIGenerationAlgorithm="MANUAL")])
-        ds.ROIContourSequence = DicomSequence([_item(
-            ReferencedROINumber=1, ROIDisplayColor=[255, 0, 0],
-            ContourSequence=DicomSequence([_item(ContourGeometricType="POINT", NumberOfContourPoints=1,
-                                                 ContourData=["0", "0", "0"])]))])
-        ds.RTROIObservationsSequence = DicomSequence([_item(
-            ObservationNumber=1, ReferencedROINumber=1, RTROIInterpretedType="EXTERNAL", ROIInterpreter="")])
+        ds.StructureSetROISequence = DicomSequence(
+            [_item(ROINumber=1, ReferencedFrameOfReferenceUID=study.FrameOfReferenceUID, ROIName="BODY", ROIGenerationAlgorithm="MANUAL")]
+        )
+        ds.ROIContourSequence = DicomSequence(
+            [
+                _item(
+                    ReferencedROINumber=1,
+                    ROIDisplayColor=[255, 0, 0],
+                    ContourSequence=DicomSequence(
+                        [_item(ContourGeometricType="POINT", NumberOfContourPoints=1, ContourData=["0", "0", "0"])]
+                    ),
+                )
+            ]
+        )
+        ds.RTROIObservationsSequence = DicomSequence(
+            [_item(ObservationNumber=1, ReferencedROINumber=1, RTROIInterpretedType="EXTERNAL", ROIInterpreter="")]
+        )
         ds.ApprovalStatus = "UNAPPROVED"
     elif kind == "SR":
         ds = _common(BasicTextSRStorage, "SR", study, series_uid, 1)
@@ -156,9 +172,16 @@ def write_non_image(
         ds.ValueType, ds.ConceptNameCodeSequence = "CONTAINER", DicomSequence([title])
         ds.ContinuityOfContent, ds.CompletionFlag, ds.VerificationFlag = "SEPARATE", "COMPLETE", "UNVERIFIED"
         finding = _item(CodeValue="121071", CodingSchemeDesignator="DCM", CodeMeaning="Finding")
-        ds.ContentSequence = DicomSequence([_item(
-            RelationshipType="CONTAINS", ValueType="TEXT", ConceptNameCodeSequence=DicomSequence([finding]),
-            TextValue="Test report: no pixels here.")])
+        ds.ContentSequence = DicomSequence(
+            [
+                _item(
+                    RelationshipType="CONTAINS",
+                    ValueType="TEXT",
+                    ConceptNameCodeSequence=DicomSequence([finding]),
+                    TextValue="Test report: no pixels here.",
+                )
+            ]
+        )
         ds.ReferencedPerformedProcedureStepSequence = DicomSequence()
         ds.PerformedProcedureCodeSequence = DicomSequence()
     else:
@@ -198,27 +221,41 @@ def write_multiframe(
     ds.ContentQualification = "RESEARCH"
     ds.AcquisitionDateTime = ds.StudyDate + ds.StudyTime
     ds.NumberOfFrames = volume.shape[2]
-    frame_type = _item(FrameType=ds.ImageType, PixelPresentation="MONOCHROME", VolumetricProperties="VOLUME",
-                       VolumeBasedCalculationTechnique="NONE")
-    ds.SharedFunctionalGroupsSequence = DicomSequence([_item(
-        PixelMeasuresSequence=DicomSequence([_item(
-            PixelSpacing=_ds([spacing[1], spacing[0]]), SliceThickness=_ds(spacing[2]),
-            SpacingBetweenSlices=_ds(spacing[2]))]),
-        PlaneOrientationSequence=DicomSequence([_item(
-            ImageOrientationPatient=_ds([*lps[:3, 0] / spacing[0], *lps[:3, 1] / spacing[1]]))]),
-        PixelValueTransformationSequence=DicomSequence([_rescale(slope, intercept, modality)]),
-        **{"CTImageFrameTypeSequence" if modality == "CT" else "MRImageFrameTypeSequence": DicomSequence([frame_type])},
-    )])
+    frame_type = _item(
+        FrameType=ds.ImageType, PixelPresentation="MONOCHROME", VolumetricProperties="VOLUME", VolumeBasedCalculationTechnique="NONE"
+    )
+    ds.SharedFunctionalGroupsSequence = DicomSequence(
+        [
+            _item(
+                PixelMeasuresSequence=DicomSequence(
+                    [
+                        _item(
+                            PixelSpacing=_ds([spacing[1], spacing[0]]), SliceThickness=_ds(spacing[2]), SpacingBetweenSlices=_ds(spacing[2])
+                        )
+                    ]
+                ),
+                PlaneOrientationSequence=DicomSequence(
+                    [_item(ImageOrientationPatient=_ds([*lps[:3, 0] / spacing[0], *lps[:3, 1] / spacing[1]]))]
+                ),
+                PixelValueTransformationSequence=DicomSequence([_rescale(slope, intercept, modality)]),
+                **{"CTImageFrameTypeSequence" if modality == "CT" else "MRImageFrameTypeSequence": DicomSequence([frame_type])},
+            )
+        ]
+    )
     stack = generate_uid()
     ds.DimensionOrganizationSequence = DicomSequence([_item(DimensionOrganizationUID=stack)])
-    ds.DimensionIndexSequence = DicomSequence([_item(
-        DimensionOrganizationUID=stack, DimensionIndexPointer=0x00209057, FunctionalGroupPointer=0x00209111)])
-    ds.PerFrameFunctionalGroupsSequence = DicomSequence([
-        _item(PlanePositionSequence=DicomSequence([_item(ImagePositionPatient=_ds(lps[:3, 3] + k * lps[:3, 2]))]),
-              FrameContentSequence=DicomSequence([_item(StackID="1", InStackPositionNumber=k + 1,
-                                                       DimensionIndexValues=[k + 1])]))
-        for k in range(volume.shape[2])
-    ])
+    ds.DimensionIndexSequence = DicomSequence(
+        [_item(DimensionOrganizationUID=stack, DimensionIndexPointer=0x00209057, FunctionalGroupPointer=0x00209111)]
+    )
+    ds.PerFrameFunctionalGroupsSequence = DicomSequence(
+        [
+            _item(
+                PlanePositionSequence=DicomSequence([_item(ImagePositionPatient=_ds(lps[:3, 3] + k * lps[:3, 2]))]),
+                FrameContentSequence=DicomSequence([_item(StackID="1", InStackPositionNumber=k + 1, DimensionIndexValues=[k + 1])]),
+            )
+            for k in range(volume.shape[2])
+        ]
+    )
     _set_pixels(ds, np.transpose(stored, (2, 1, 0)))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -239,9 +276,17 @@ def _study(study_uid: str | None, patient_id: str) -> Dataset:
     written separately into one study share their frame of reference."""
     study_uid = study_uid or generate_uid()
     return _item(
-        PatientName=f"Test^{patient_id}", PatientID=patient_id, PatientBirthDate="", PatientSex="O",
-        StudyInstanceUID=study_uid, StudyDate="20240101", StudyTime="120000", StudyID="1", AccessionNumber="",
-        ReferringPhysicianName="", FrameOfReferenceUID=generate_uid(entropy_srcs=[study_uid, "frame of reference"]),
+        PatientName=f"Test^{patient_id}",
+        PatientID=patient_id,
+        PatientBirthDate="",
+        PatientSex="O",
+        StudyInstanceUID=study_uid,
+        StudyDate="20240101",
+        StudyTime="120000",
+        StudyID="1",
+        AccessionNumber="",
+        ReferringPhysicianName="",
+        FrameOfReferenceUID=generate_uid(entropy_srcs=[study_uid, "frame of reference"]),
         PositionReferenceIndicator="",
     )
 

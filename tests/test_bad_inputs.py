@@ -26,10 +26,8 @@ from gmim.pretraining.config import PretrainConfig
 from gmim.segmentation.config import FinetuneConfig
 
 #: No step is taken in any of these runs: every input is refused while it is checked.
-PRETRAIN = ["--roi", "64", "64", "64", "--feature-size", "12", "--device", "cpu", "--workers", "0", "--steps", "1",
-            "--batch-size", "1"]
-FINETUNE = ["--roi", "64", "64", "32", "--feature-size", "12", "--device", "cpu", "--workers", "0", "--steps", "1",
-            "--fold", "all"]
+PRETRAIN = ["--roi", "64", "64", "64", "--feature-size", "12", "--device", "cpu", "--workers", "0", "--steps", "1", "--batch-size", "1"]
+FINETUNE = ["--roi", "64", "64", "32", "--feature-size", "12", "--device", "cpu", "--workers", "0", "--steps", "1", "--fold", "all"]
 
 
 @pytest.fixture(scope="module")
@@ -41,8 +39,14 @@ def scan(tmp_path_factory, itk_paths) -> dict[str, Path | np.ndarray]:
     label = (image > np.percentile(image, 60)).astype(np.uint8)
     nib.save(nib.Nifti1Image(image, t1.affine), root / "image.nii.gz")
     nib.save(nib.Nifti1Image(label, t1.affine), root / "label.nii.gz")
-    return {"root": root, "image": root / "image.nii.gz", "label": root / "label.nii.gz",
-            "array": image, "labels": label, "affine": t1.affine}
+    return {
+        "root": root,
+        "image": root / "image.nii.gz",
+        "label": root / "label.nii.gz",
+        "array": image,
+        "labels": label,
+        "affine": t1.affine,
+    }
 
 
 def _save(path: Path, array: np.ndarray, affine: np.ndarray) -> Path:
@@ -95,8 +99,9 @@ def test_header_claiming_more_than_the_file_holds_is_refused_before_reading(scan
     assert expected in _evaluate(capsys, tmp_path, scan["label"], huge, "huge.nii.gz")
     raw = _save(tmp_path / "cut.nii", scan["array"], scan["affine"])
     raw.write_bytes(raw.read_bytes()[:20_000])
-    assert "cut.nii: its header claims 64×64×32 float32 voxels (524.3 KB), more than its 20000 bytes can hold" in \
-        _one_line_error(capsys, ["pretrain", raw, "--out", tmp_path / "p", *PRETRAIN], "pretrain")
+    assert "cut.nii: its header claims 64×64×32 float32 voxels (524.3 KB), more than its 20000 bytes can hold" in _one_line_error(
+        capsys, ["pretrain", raw, "--out", tmp_path / "p", *PRETRAIN], "pretrain"
+    )
     assert not (tmp_path / "p" / "last.pt").exists() and not (tmp_path / "f" / "last.pt").exists()
 
 
@@ -110,23 +115,32 @@ def test_volume_larger_than_the_memory_share_is_refused():
 def test_volumes_that_are_not_one_real_3d_grid_are_named(scan, tmp_path, capsys):
     image, affine = scan["array"], scan["affine"]
     four_d = _save(tmp_path / "two_channels.nii.gz", np.stack([image, image], -1), affine)
-    last = _one_line_error(capsys, ["finetune", _datalist(tmp_path / "a.json", four_d, scan["label"]), "--out", tmp_path / "a", *FINETUNE], "finetune")
+    last = _one_line_error(
+        capsys, ["finetune", _datalist(tmp_path / "a.json", four_d, scan["label"]), "--out", tmp_path / "a", *FINETUNE], "finetune"
+    )
     assert "two_channels.nii.gz: a 4D image (64×64×32×2), expected one 3D volume per file" in last
     labels_4d = _save(tmp_path / "labels_4d.nii.gz", np.stack([scan["labels"]] * 2, -1), affine)
-    last = _one_line_error(capsys, ["finetune", _datalist(tmp_path / "b.json", scan["image"], labels_4d), "--out", tmp_path / "b", *FINETUNE], "finetune")
+    last = _one_line_error(
+        capsys, ["finetune", _datalist(tmp_path / "b.json", scan["image"], labels_4d), "--out", tmp_path / "b", *FINETUNE], "finetune"
+    )
     assert "labels_4d.nii.gz: a 4D image" in last
     complex_image = _save(tmp_path / "complex.nii.gz", image.astype(np.complex64) * (1 + 1j), affine)
-    for argv in (["pretrain", complex_image, "--out", tmp_path / "c", *PRETRAIN],
-                 ["finetune", _datalist(tmp_path / "c.json", complex_image, scan["label"]), "--out", tmp_path / "c", *FINETUNE]):
+    for argv in (
+        ["pretrain", complex_image, "--out", tmp_path / "c", *PRETRAIN],
+        ["finetune", _datalist(tmp_path / "c.json", complex_image, scan["label"]), "--out", tmp_path / "c", *FINETUNE],
+    ):
         assert "complex.nii.gz: complex voxels (complex64)" in _one_line_error(capsys, argv, argv[0])
     empty = _save(tmp_path / "empty.nii.gz", np.zeros((64, 0, 32), np.float32), affine)
-    assert "empty.nii.gz: an empty image (64×0×32 voxels)" in _one_line_error(capsys, ["pretrain", empty, "--out", tmp_path / "d", *PRETRAIN], "pretrain")
+    assert "empty.nii.gz: an empty image (64×0×32 voxels)" in _one_line_error(
+        capsys, ["pretrain", empty, "--out", tmp_path / "d", *PRETRAIN], "pretrain"
+    )
     header = nib.Nifti1Image(image, np.diag([1.5, 1.5, 1.5, 1.0])).header  # a crafted header: the second axis has no extent
     header["srow_y"], header["sform_code"], header["qform_code"] = 0, 1, 0
     flat = tmp_path / "flat.nii"
     flat.write_bytes(header.binaryblock + b"\0" * 4 + image.tobytes())
-    assert "flat.nii: voxel size (1.5, 0.0, 1.5) mm in its header: must be finite and positive" in \
-        _one_line_error(capsys, ["pretrain", flat, "--out", tmp_path / "e", *PRETRAIN], "pretrain")
+    assert "flat.nii: voxel size (1.5, 0.0, 1.5) mm in its header: must be finite and positive" in _one_line_error(
+        capsys, ["pretrain", flat, "--out", tmp_path / "e", *PRETRAIN], "pretrain"
+    )
 
 
 def test_evaluate_refuses_what_is_not_a_3d_label_map(scan, tmp_path, capsys):
@@ -143,24 +157,36 @@ def test_evaluate_refuses_what_is_not_a_3d_label_map(scan, tmp_path, capsys):
     assert "label map holds 1 NaN or infinite voxel(s)" in _evaluate(capsys, tmp_path / "nan", nan_path, scan["label"], "case.nii.gz")
 
 
-@pytest.mark.parametrize(("setting", "expected"), [
-    ("preprocessing.window=[1, 1]", "'preprocessing.window' must be a finite [low, high] with low < high, got [1.0, 1.0]"),
-    ("preprocessing.spacing=[0, 0, 0]", "'preprocessing.spacing' must be each value positive and finite, got [0.0, 0.0, 0.0]"),
-    ("preprocessing.orientation=RAX", "'preprocessing.orientation' must be one of L/R, A/P and S/I per axis"),
-])
+@pytest.mark.parametrize(
+    ("setting", "expected"),
+    [
+        ("preprocessing.window=[1, 1]", "'preprocessing.window' must be a finite [low, high] with low < high, got [1.0, 1.0]"),
+        ("preprocessing.spacing=[0, 0, 0]", "'preprocessing.spacing' must be each value positive and finite, got [0.0, 0.0, 0.0]"),
+        ("preprocessing.orientation=RAX", "'preprocessing.orientation' must be one of L/R, A/P and S/I per axis"),
+    ],
+)
 def test_preprocessing_settings_are_checked(scan, tmp_path, capsys, setting, expected):
     datalist = _datalist(tmp_path / "d.json", scan["image"], scan["label"])
-    for argv in (["pretrain", scan["image"], "--out", tmp_path / "p", *PRETRAIN, "--set", setting],
-                 ["finetune", datalist, "--out", tmp_path / "f", *FINETUNE, "--set", "preprocessing.modality=ct", "--set", setting]):
+    for argv in (
+        ["pretrain", scan["image"], "--out", tmp_path / "p", *PRETRAIN, "--set", setting],
+        ["finetune", datalist, "--out", tmp_path / "f", *FINETUNE, "--set", "preprocessing.modality=ct", "--set", setting],
+    ):
         assert expected in _one_line_error(capsys, argv, argv[0])
 
 
-@pytest.mark.parametrize(("command", "setting", "expected"), [
-    ("pretrain", ["--set", "model.dropout_path_rate=2"], "--set model.dropout_path_rate=2: 'model.dropout_path_rate' must be in [0, 1], got 2.0"),
-    ("pretrain", ["--set", "train.seed=-1"], "'train.seed' must be in [0, 4294967295], got -1"),
-    ("finetune", ["--set", "train.seed=-1"], "'train.seed' must be in [0, 4294967295], got -1"),
-    ("finetune", ["--lr", "nan"], "--lr nan: 'train.lr' must be positive and finite, got nan"),
-])
+@pytest.mark.parametrize(
+    ("command", "setting", "expected"),
+    [
+        (
+            "pretrain",
+            ["--set", "model.dropout_path_rate=2"],
+            "--set model.dropout_path_rate=2: 'model.dropout_path_rate' must be in [0, 1], got 2.0",
+        ),
+        ("pretrain", ["--set", "train.seed=-1"], "'train.seed' must be in [0, 4294967295], got -1"),
+        ("finetune", ["--set", "train.seed=-1"], "'train.seed' must be in [0, 4294967295], got -1"),
+        ("finetune", ["--lr", "nan"], "--lr nan: 'train.lr' must be positive and finite, got nan"),
+    ],
+)
 def test_settings_out_of_range_name_their_key(scan, tmp_path, capsys, command, setting, expected):
     data = scan["image"] if command == "pretrain" else _datalist(tmp_path / "d.json", scan["image"], scan["label"])
     options = PRETRAIN if command == "pretrain" else FINETUNE
@@ -203,7 +229,9 @@ def test_a_checkpoint_that_would_run_code_is_refused_and_says_why(scan, tmp_path
             return pathlib.Path.touch, (marker,)
 
     torch.save({"model": Payload()}, tmp_path / "payload.pt")
-    last = _one_line_error(capsys, ["pretrain", scan["image"], "--out", tmp_path / "p", *PRETRAIN, "--init", tmp_path / "payload.pt"], "pretrain")
+    last = _one_line_error(
+        capsys, ["pretrain", scan["image"], "--out", tmp_path / "p", *PRETRAIN, "--init", tmp_path / "payload.pt"], "pretrain"
+    )
     assert "payload.pt: refused: it holds getattr, not only tensors and plain values" in last
     assert "weights_only" not in last and not marker.exists()
 
@@ -246,8 +274,11 @@ def test_a_memory_cache_that_cannot_fit_is_refused_before_any_volume_is_read(sca
     case = Case(id="image", images=(scan["image"],), label=scan["image"])
     caching.refuse_oversized_memory_cache([case] * 3, (1.0, 1.0, 1.0))  # fits
     monkeypatch.setattr(caching, "memory_bytes", lambda: 1000)
-    with pytest.raises(InputError, match=r"data.cache=memory: the 3 volumes take about .* as float32, more than 50% of the "
-                                         r"1.0 KB this process may use; set data.cache=disk or none"):
+    with pytest.raises(
+        InputError,
+        match=r"data.cache=memory: the 3 volumes take about .* as float32, more than 50% of the "
+        r"1.0 KB this process may use; set data.cache=disk or none",
+    ):
         caching.refuse_oversized_memory_cache([case] * 3, (1.0, 1.0, 1.0))
 
 

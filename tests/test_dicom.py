@@ -12,6 +12,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+from monai.transforms import Compose
+
 from conftest import cropped_image
 from dicom_series import (
     oblique_affine,
@@ -20,8 +22,6 @@ from dicom_series import (
     write_non_image,
     write_series,
 )
-from monai.transforms import Compose
-
 from gmim.data.checks import read_grid
 from gmim.data.dicom import series_at
 from gmim.data.sources import discover_cases
@@ -87,8 +87,7 @@ def test_ct_in_hounsfield_units_through_rescale(tmp_path, icbm):
 def test_oblique_reversed_shuffled_and_wrong_thickness(tmp_path, icbm):
     volume, affine = icbm
     oblique = oblique_affine(affine, 25, axis=0)
-    write_series(volume, oblique, tmp_path / "oblique", reverse_order=True, shuffle_names=True, suffix="",
-                 slice_thickness=5.0)
+    write_series(volume, oblique, tmp_path / "oblique", reverse_order=True, shuffle_names=True, suffix="", slice_thickness=5.0)
     assert_same_scan(read(tmp_path / "oblique"), volume, oblique)
 
 
@@ -156,9 +155,28 @@ def test_series_in_a_datalist_load_through_the_pipeline(tmp_path, icbm):
         check_cases([case])
 
 
-SMALL_PRETRAIN = ["--roi", "64", "32", "32", "--feature-size", "12", "--batch-size", "2", "--workers", "0", "--device", "cpu",
-                  "--modality", "mri", "--set", "data.margin=[8,8,8]", "--set", "train.warmup_steps=1",
-                  "--set", "train.mixed_precision=false"]
+SMALL_PRETRAIN = [
+    "--roi",
+    "64",
+    "32",
+    "32",
+    "--feature-size",
+    "12",
+    "--batch-size",
+    "2",
+    "--workers",
+    "0",
+    "--device",
+    "cpu",
+    "--modality",
+    "mri",
+    "--set",
+    "data.margin=[8,8,8]",
+    "--set",
+    "train.warmup_steps=1",
+    "--set",
+    "train.mixed_precision=false",
+]
 
 
 @pytest.mark.slow
@@ -202,15 +220,18 @@ def test_predict_a_series_into_its_own_grid_and_as_dicom_seg(tmp_path, finetuned
     write_series(volume, affine, tmp_path / "unanchored" / "itk_t1")
     strip(tmp_path / "unanchored" / "itk_t1", ["FrameOfReferenceUID"])
     out = tmp_path / "out"
-    assert main(["predict", str(finetuned_run), str(tmp_path / "unanchored"), "--out", str(out), "--device", "cpu",
-                 "--format", "dicom-seg"]) == 2
+    assert (
+        main(["predict", str(finetuned_run), str(tmp_path / "unanchored"), "--out", str(out), "--device", "cpu", "--format", "dicom-seg"])
+        == 2
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "has no FrameOfReferenceUID, which a DICOM SEG needs" in err[0] and "itk_t1" in err[0], err
     assert not list(out.iterdir())  # refused before any inference
     write_series(volume, affine, tmp_path / "scans" / "itk_t1")
     strip(tmp_path / "scans" / "itk_t1", [*COPIED_TAGS, "SliceThickness"])
-    assert main(["predict", str(finetuned_run), str(tmp_path / "scans"), "--out", str(out), "--device", "cpu",
-                 "--format", "dicom-seg"]) == 0
+    assert (
+        main(["predict", str(finetuned_run), str(tmp_path / "scans"), "--out", str(out), "--device", "cpu", "--format", "dicom-seg"]) == 0
+    )
     prediction = nib.load(out / "itk_t1.nii.gz")
     shape, series_affine = read_grid(tmp_path / "scans" / "itk_t1")
     assert prediction.shape == shape
@@ -229,8 +250,23 @@ def test_predict_a_series_into_its_own_grid_and_as_dicom_seg(tmp_path, finetuned
     references = tmp_path / "references"  # evaluate draws its overlays on the DICOM series
     references.mkdir()
     nib.save(prediction, references / "itk_t1.nii.gz")
-    assert main(["evaluate", str(out), str(references), "--task", str(finetuned_run), "--overlays",
-                 "--images", str(tmp_path / "scans"), "--out", str(tmp_path / "scores")]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                str(out),
+                str(references),
+                "--task",
+                str(finetuned_run),
+                "--overlays",
+                "--images",
+                str(tmp_path / "scans"),
+                "--out",
+                str(tmp_path / "scores"),
+            ]
+        )
+        == 0
+    )
     assert (tmp_path / "scores" / "overlays" / "itk_t1.png").is_file()
 
     nifti_input = tmp_path / "itk.nii.gz"

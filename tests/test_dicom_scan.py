@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from conftest import cropped_image
 from dicom_series import write_localizer, write_non_image, write_series
-
 from gmim.data import dicom
 from gmim.data.dicom import find_series
 
@@ -59,6 +59,7 @@ def opened(monkeypatch) -> list[Path]:
         def wrapper(path: Path):
             paths.append(path)
             return function(path)
+
         return wrapper
 
     monkeypatch.setattr(dicom, "_is_dicom", counting(dicom._is_dicom))
@@ -87,7 +88,10 @@ def test_pool_finds_what_a_serial_scan_finds(tree, monkeypatch):
     assert pools == [(2,)]
     found, notes = serial
     assert [str(path.relative_to(tree)) for path, _ in found] == [
-        "P1/T1", "P2/T1", *sorted(f"P2/mixed/{s.uid}" for path, s in found if path.parent.name == "mixed")]
+        "P1/T1",
+        "P2/T1",
+        *sorted(f"P2/mixed/{s.uid}" for path, s in found if path.parent.name == "mixed"),
+    ]
     assert all(len(s.slices) == 4 for _, s in found) and len(notes) == 1 and "localizer" in notes[0]
 
 
@@ -154,9 +158,11 @@ def test_a_sub_folder_scan_keeps_the_other_entries(tree, tmp_path, opened):
     assert opened == []
 
 
-@pytest.mark.parametrize("content", [b"{\"version\": 1, \"files\": {", b"\x89PNG\r\n", b"[1, 2]", b"",
-                                     b"{\"version\": 0, \"fields\": [], \"files\": {}}"],
-                         ids=["truncated", "binary", "list", "empty", "old version"])
+@pytest.mark.parametrize(
+    "content",
+    [b'{"version": 1, "files": {', b"\x89PNG\r\n", b"[1, 2]", b"", b'{"version": 0, "fields": [], "files": {}}'],
+    ids=["truncated", "binary", "list", "empty", "old version"],
+)
 def test_a_corrupt_cache_is_rebuilt(tree, tmp_path, opened, content):
     cache = tmp_path / "scan.json"
     cache.write_bytes(content)

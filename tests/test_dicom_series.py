@@ -11,19 +11,20 @@ import numpy as np
 import pydicom
 import pytest
 import SimpleITK as sitk
-from dicom_series import (
-    oblique_affine,
-    write_localizer,
-    write_multiframe,
-    write_non_image,
-    write_series,
-)
 from pydicom.uid import (
     CTImageStorage,
     EnhancedCTImageStorage,
     EnhancedMRImageStorage,
     ExplicitVRLittleEndian,
     MRImageStorage,
+)
+
+from dicom_series import (
+    oblique_affine,
+    write_localizer,
+    write_multiframe,
+    write_non_image,
+    write_series,
 )
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
@@ -130,8 +131,9 @@ def test_two_series_in_one_folder(t1, ct, tmp_path):
     volume, affine = t1
     study = pydicom.uid.generate_uid()
     mr = write_series(volume, affine, tmp_path, study_uid=study, prefix="MR")
-    ct_uid = write_series(ct, oblique_affine(affine, 10.0), tmp_path, modality="CT", intercept=-1024.0, series_number=2,
-                          study_uid=study, prefix="CT")
+    ct_uid = write_series(
+        ct, oblique_affine(affine, 10.0), tmp_path, modality="CT", intercept=-1024.0, series_number=2, study_uid=study, prefix="CT"
+    )
     assert sorted(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(tmp_path))) == sorted([mr, ct_uid])
     assert len({ds.FrameOfReferenceUID for ds in read_all(tmp_path).values()}) == 1
     assert_reads_back(tmp_path, mr, volume, affine)

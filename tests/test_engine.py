@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import crop
 from monai.transforms import Compose, RandFlipd, RandSpatialCropd
 
+from conftest import crop
 from gmim.engine.checkpoint import (
     load_checkpoint,
     restore_training_state,
@@ -30,7 +30,9 @@ from gmim.errors import InputError
 
 
 def test_warmup_then_cosine():
-    optimizer = adamw([{"params": [torch.nn.Parameter(torch.zeros(1))], "lr": 1.0}, {"params": [torch.nn.Parameter(torch.zeros(1))], "lr": 0.1}], 1.0, 0.0)
+    optimizer = adamw(
+        [{"params": [torch.nn.Parameter(torch.zeros(1))], "lr": 1.0}, {"params": [torch.nn.Parameter(torch.zeros(1))], "lr": 0.1}], 1.0, 0.0
+    )
     schedule = warmup_cosine(optimizer, warmup_steps=4, total_steps=14)
     rates = []
     for _ in range(14):
@@ -124,7 +126,14 @@ def test_bad_checkpoints(tmp_path):
     model = torch.nn.Linear(1, 1)
     optimizer = adamw(model.parameters(), 1e-3, 0)
     with pytest.raises(InputError, match="not a training checkpoint"):
-        restore_training_state(load_checkpoint(tmp_path / "partial.pt"), model, optimizer, warmup_cosine(optimizer, 1, 2), MixedPrecision(context.device), context)
+        restore_training_state(
+            load_checkpoint(tmp_path / "partial.pt"),
+            model,
+            optimizer,
+            warmup_cosine(optimizer, 1, 2),
+            MixedPrecision(context.device),
+            context,
+        )
 
 
 WORKER = textwrap.dedent(
@@ -160,7 +169,10 @@ def test_torchrun_two_processes_gloo(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
         [str(torchrun), "--standalone", "--nproc_per_node", "2", str(script), str(tmp_path / "out.json")],
-        capture_output=True, text=True, timeout=300, env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     out = json.loads((tmp_path / "out.json").read_text())

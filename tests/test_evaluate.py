@@ -67,8 +67,18 @@ def test_cli_pairs_by_name_writes_table_csv_json_overlays(tmp_path, brain, itk_p
     _save(np.stack([mask, mask], -1), affine, tmp_path / "pred" / "probabilities" / "a.nii.gz")  # not a label map
     (tmp_path / "images").mkdir()
     (tmp_path / "images" / "a.nii.gz").write_bytes(itk_paths["t1"].read_bytes())
-    code = main(["evaluate", str(tmp_path / "pred"), str(tmp_path / "ref"), "--out", str(tmp_path / "eval"),
-                 "--overlays", "--images", str(tmp_path / "images")])
+    code = main(
+        [
+            "evaluate",
+            str(tmp_path / "pred"),
+            str(tmp_path / "ref"),
+            "--out",
+            str(tmp_path / "eval"),
+            "--overlays",
+            "--images",
+            str(tmp_path / "images"),
+        ]
+    )
     captured = capsys.readouterr()
     assert code == 2 and "no prediction for 1 reference(s): c" in captured.err
     assert "label1" in captured.out and "mean" in captured.out and "both empty" in captured.out

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import TINY_FINETUNE
 
+from conftest import TINY_FINETUNE
 from gmim.cli import main
 from gmim.config import load_config
 from gmim.engine.metrics import read_metrics
@@ -50,9 +50,25 @@ def test_from_scratch_with_gradient_checkpointing_and_the_prototypes_patch_mergi
     from gmim.swin.merging import PrototypePatchMerging
 
     out = tmp_path / "scratch"
-    code = main(["finetune", str(brain_extraction / "brain.json"), "--out", str(out), "--epochs", "1", "--fold", "all",
-                 "--labelled-cases", "2", "--set", "model.gradient_checkpointing=true", "--patch-merging", "prototype",
-                 *TINY_FINETUNE])
+    code = main(
+        [
+            "finetune",
+            str(brain_extraction / "brain.json"),
+            "--out",
+            str(out),
+            "--epochs",
+            "1",
+            "--fold",
+            "all",
+            "--labelled-cases",
+            "2",
+            "--set",
+            "model.gradient_checkpointing=true",
+            "--patch-merging",
+            "prototype",
+            *TINY_FINETUNE,
+        ]
+    )
     assert code == 0
     config = load_config(FinetuneConfig, out / "config.yaml")  # what gmim predict builds its network from
     network = build_network(config.model, out_channels=2)
@@ -66,8 +82,27 @@ def test_from_scratch_with_gradient_checkpointing_and_the_prototypes_patch_mergi
 
 def test_frozen_encoder_keeps_the_pretrained_weights(tmp_path, brain_extraction, gmim_encoder):
     out = tmp_path / "frozen"
-    assert main(["finetune", str(brain_extraction / "brain.json"), "--out", str(out), "--pretrained", str(gmim_encoder),
-                 "--freeze-encoder", "--steps", "1", "--fold", "all", "--labelled-cases", "1", *TINY_FINETUNE]) == 0
+    assert (
+        main(
+            [
+                "finetune",
+                str(brain_extraction / "brain.json"),
+                "--out",
+                str(out),
+                "--pretrained",
+                str(gmim_encoder),
+                "--freeze-encoder",
+                "--steps",
+                "1",
+                "--fold",
+                "all",
+                "--labelled-cases",
+                "1",
+                *TINY_FINETUNE,
+            ]
+        )
+        == 0
+    )
     trained = torch.load(out / "best.pt", weights_only=True)["model"]
     encoder = torch.load(gmim_encoder, weights_only=True)
     assert all(torch.equal(trained[f"swinViT.{k}"], v) for k, v in encoder.items())
@@ -79,8 +114,26 @@ def test_compiled_finetuning_traces_one_graph_and_saves_swin_unetr_weights(tmp_p
     from monai.networks.nets import SwinUNETR
 
     out = tmp_path / "compiled"
-    assert main(["finetune", str(brain_extraction / "brain.json"), "--out", str(out), "--steps", "2", "--fold", "all",
-                 "--labelled-cases", "2", "--set", "train.compile=true", *TINY_FINETUNE]) == 0
+    assert (
+        main(
+            [
+                "finetune",
+                str(brain_extraction / "brain.json"),
+                "--out",
+                str(out),
+                "--steps",
+                "2",
+                "--fold",
+                "all",
+                "--labelled-cases",
+                "2",
+                "--set",
+                "train.compile=true",
+                *TINY_FINETUNE,
+            ]
+        )
+        == 0
+    )
     # two graphs: MONAI's SwinUNETR.forward checks the input size with numpy first, then one graph
     assert compile_counters["stats"]["unique_graphs"] == 2 and not compile_counters["recompiles"]
     network = SwinUNETR(in_channels=1, out_channels=2, feature_size=12)
@@ -101,8 +154,12 @@ def test_stop_after_sigterm_and_resume_continue_exactly(tmp_path, brain_extracti
     split = tmp_path / "split"
     assert main(["finetune", data, "--out", str(split), *options, "--set", "train.stop_after=1"]) == 0
     assert _weights(split / "last.pt")["step"] == 1 and not (split / "best.pt").exists()
-    process = subprocess.Popen([sys.executable, "-m", "gmim.cli", "finetune", data, "--out", str(split), *options, "--resume"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gmim.cli", "finetune", data, "--out", str(split), *options, "--resume"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 300
     while not any(r["step"] > 1 for r in read_metrics(split / "metrics.jsonl")):
         assert process.poll() is None and time.monotonic() < deadline, process.communicate()[1][-2000:]
@@ -131,9 +188,30 @@ def test_one_loader_for_a_run_of_several_epochs(tmp_path, brain_extraction, monk
     original = torch.utils.data.DataLoader.__iter__
     monkeypatch.setattr(torch.utils.data.DataLoader, "__iter__", lambda self: iterators.append(self) or original(self))
     out = tmp_path / "run"
-    assert main(["finetune", str(brain_extraction / "brain.json"), "--out", str(out), "--epochs", "3", "--labelled-cases", "2",
-                 "--fold", "0", *TINY_FINETUNE, "--workers", "1", "--set", "train.validate_every=2",
-                 "--set", "train.checkpoint_every=1"]) == 0
+    assert (
+        main(
+            [
+                "finetune",
+                str(brain_extraction / "brain.json"),
+                "--out",
+                str(out),
+                "--epochs",
+                "3",
+                "--labelled-cases",
+                "2",
+                "--fold",
+                "0",
+                *TINY_FINETUNE,
+                "--workers",
+                "1",
+                "--set",
+                "train.validate_every=2",
+                "--set",
+                "train.checkpoint_every=1",
+            ]
+        )
+        == 0
+    )
     assert len(iterators) == 1
     summary = json.loads((out / "summary.json").read_text())
     assert summary["steps"] == summary["total_steps"] == 6 and summary["completed"] and summary["validations"] == 3
@@ -160,10 +238,30 @@ def test_brats_regions_finetune_predict_evaluate(tmp_path, mni_t1, capsys):
     affine = np.diag([1.0, 1.0, 1.0, 1.0])
     for i, start in enumerate(((60, 70, 60), (70, 80, 70), (50, 90, 80))):
         d, h, w = start
-        _brats_case(tmp_path / "brats" / f"BraTS2021_0000{i}", f"BraTS2021_0000{i}", mni_t1[d : d + 48, h : h + 48, w : w + 40].copy(), affine, i)
+        _brats_case(
+            tmp_path / "brats" / f"BraTS2021_0000{i}", f"BraTS2021_0000{i}", mni_t1[d : d + 48, h : h + 48, w : w + 40].copy(), affine, i
+        )
     run = tmp_path / "run"
-    options = ["--roi", "64", "64", "32", "--feature-size", "12", "--device", "cpu", "--workers", "0", "--steps", "2",
-               "--set", "data.folds=3", "--set", "preprocessing.spacing=null", "--set", "train.samples_per_volume=1"]
+    options = [
+        "--roi",
+        "64",
+        "64",
+        "32",
+        "--feature-size",
+        "12",
+        "--device",
+        "cpu",
+        "--workers",
+        "0",
+        "--steps",
+        "2",
+        "--set",
+        "data.folds=3",
+        "--set",
+        "preprocessing.spacing=null",
+        "--set",
+        "train.samples_per_volume=1",
+    ]
     assert main(["finetune", str(tmp_path / "brats"), "--out", str(run), "--config", "brats2021", *options]) == 0
     config = yaml.safe_load((run / "config.yaml").read_text())
     assert config["task"]["kind"] == "regions" and config["model"]["in_channels"] == 4
@@ -186,10 +284,16 @@ def test_nnunet_multiclass_labels_from_dataset_json(tmp_path, mni, capsys):
     root = tmp_path / "Dataset002_Tissue"
     for folder in ("imagesTr", "labelsTr"):
         (root / folder).mkdir(parents=True)
-    (root / "dataset.json").write_text(json.dumps({
-        "channel_names": {"0": "T1"}, "labels": {"background": 0, "grey_matter": 1, "white_matter": 2},
-        "numTraining": 2, "file_ending": ".nii.gz",
-    }))
+    (root / "dataset.json").write_text(
+        json.dumps(
+            {
+                "channel_names": {"0": "T1"},
+                "labels": {"background": 0, "grey_matter": 1, "white_matter": 2},
+                "numTraining": 2,
+                "file_ending": ".nii.gz",
+            }
+        )
+    )
     t1 = np.asarray(mni["t1"].dataobj, dtype=np.float32)[::3, ::3, ::3]
     tissue = np.select([np.asarray(mni["wm"].dataobj)[::3, ::3, ::3] > 0.5, np.asarray(mni["gm"].dataobj)[::3, ::3, ::3] > 0.5], [2, 1], 0)
     affine = mni["t1"].affine @ np.diag([3.0, 3.0, 3.0, 1.0])
@@ -234,7 +338,9 @@ def test_bad_input_is_one_line_exit_2(tmp_path, brain_extraction, gmim_encoder, 
     assert "short.nii.gz: label shape (128, 128, 40) differs from its image's (128, 128, 62)" in line
 
     nib.save(nib.Nifti1Image(mask, itk.affine @ np.diag([1.0, 1.0, 1.5, 1.0])), tmp_path / "moved.nii.gz")
-    assert "moved.nii.gz: label affine differs" in _error(capsys, ["finetune", _datalist(tmp_path, brain_extraction, tmp_path / "moved.nii.gz"), *out])
+    assert "moved.nii.gz: label affine differs" in _error(
+        capsys, ["finetune", _datalist(tmp_path, brain_extraction, tmp_path / "moved.nii.gz"), *out]
+    )
 
     nib.save(nib.Nifti1Image(mask * 3, itk.affine), tmp_path / "values.nii.gz")
     line = _error(capsys, ["finetune", _datalist(tmp_path, brain_extraction, tmp_path / "values.nii.gz"), *out])
@@ -251,7 +357,9 @@ def test_bad_input_is_one_line_exit_2(tmp_path, brain_extraction, gmim_encoder, 
     assert "inf.nii.gz: 1 NaN or infinite voxel(s)" in _error(capsys, ["finetune", str(tmp_path / "inf.json"), *out, "--fold", "all"])
 
     (tmp_path / "corrupt.nii.gz").write_bytes(b"\x1f\x8b" + b"broken" * 10)
-    assert "corrupt.nii.gz: not a readable image" in _error(capsys, ["finetune", _datalist(tmp_path, brain_extraction, tmp_path / "corrupt.nii.gz"), *out])
+    assert "corrupt.nii.gz: not a readable image" in _error(
+        capsys, ["finetune", _datalist(tmp_path, brain_extraction, tmp_path / "corrupt.nii.gz"), *out]
+    )
 
     whole = (brain_extraction / "itk_t1.nii.gz").read_bytes()
     (tmp_path / "truncated.nii.gz").write_bytes(whole[: len(whole) // 2])  # a readable header, broken voxels
@@ -270,7 +378,9 @@ def test_bad_input_is_one_line_exit_2(tmp_path, brain_extraction, gmim_encoder, 
 
     data = str(brain_extraction / "brain.json")
     assert "model.in_channels 4: the data have 1 channel" in _error(capsys, ["finetune", data, *out, "--set", "model.in_channels=4"])
-    assert "--roi 48 64 32: 'model.roi' must be a Swin UNETR crop (each size must be a positive multiple of 32)" in _error(capsys, ["finetune", data, *out, "--roi", "48", "64", "32"])
+    assert "--roi 48 64 32: 'model.roi' must be a Swin UNETR crop (each size must be a positive multiple of 32)" in _error(
+        capsys, ["finetune", data, *out, "--roi", "48", "64", "32"]
+    )
     assert "unknown key 'train.learning_rate'" in _error(capsys, ["finetune", data, *out, "--set", "train.learning_rate=1"])
     assert "--resume: " in _error(capsys, ["finetune", data, *out, "--resume"])
     torch.save(torch.load(gmim_encoder, weights_only=True) | {}, tmp_path / "enc.pt")
@@ -294,9 +404,31 @@ def test_torchrun_two_processes(tmp_path, brain_extraction):
     torchrun = Path(sys.executable).with_name("torchrun")
     out = tmp_path / "ddp"
     result = subprocess.run(
-        [str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "gmim.cli", "finetune", str(brain_extraction / "brain.json"),
-         "--out", str(out), "--steps", "2", "--fold", "0", "--batch-size", "2", *TINY_FINETUNE, "--set", "train.log_every=1"],
-        capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"},
+        [
+            str(torchrun),
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "gmim.cli",
+            "finetune",
+            str(brain_extraction / "brain.json"),
+            "--out",
+            str(out),
+            "--steps",
+            "2",
+            "--fold",
+            "0",
+            "--batch-size",
+            "2",
+            *TINY_FINETUNE,
+            "--set",
+            "train.log_every=1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count("run folder:") == 1
@@ -304,14 +436,36 @@ def test_torchrun_two_processes(tmp_path, brain_extraction):
     assert last["step"] == 2 and len(last["rng"]) == 2  # both ranks' random states, for an exact resume
     assert set(json.loads((out / "best.json").read_text())["cases"]) == {"itk_t1"}
     one = tmp_path / "one"
-    assert main(["finetune", str(brain_extraction / "brain.json"), "--out", str(one), "--steps", "2", "--fold", "0", "--batch-size", "2",
-                 *TINY_FINETUNE, "--set", "train.log_every=1", "--set", "train.validate_every=0"]) == 0
+    assert (
+        main(
+            [
+                "finetune",
+                str(brain_extraction / "brain.json"),
+                "--out",
+                str(one),
+                "--steps",
+                "2",
+                "--fold",
+                "0",
+                "--batch-size",
+                "2",
+                *TINY_FINETUNE,
+                "--set",
+                "train.log_every=1",
+                "--set",
+                "train.validate_every=0",
+            ]
+        )
+        == 0
+    )
     losses = [[r["train/loss"] for r in read_metrics(run / "metrics.jsonl") if "train/loss" in r] for run in (one, out)]
     np.testing.assert_allclose(losses[1], losses[0], rtol=1e-4)
 
 
 @pytest.mark.slow
-def test_from_finetuned_checkpoint_and_from_a_one_channel_swinvit_for_two_channels(tmp_path, finetuned_run, brain_extraction, gmim_encoder, capsys):
+def test_from_finetuned_checkpoint_and_from_a_one_channel_swinvit_for_two_channels(
+    tmp_path, finetuned_run, brain_extraction, gmim_encoder, capsys
+):
     data = str(brain_extraction / "brain.json")
     short = ["--steps", "1", "--fold", "all", "--labelled-cases", "1", *TINY_FINETUNE]
     assert main(["finetune", data, "--out", str(tmp_path / "again"), "--pretrained", str(finetuned_run / "best.pt"), *short]) == 0

@@ -13,7 +13,10 @@ from gmim.segmentation.splits import split_cases
 
 
 def _cases(n: int, split: str = "training", folds: list[int] | None = None) -> list[Case]:
-    return [Case(f"{split}{i}", (Path(f"{split}{i}.nii.gz"),), Path(f"{split}{i}_seg.nii.gz"), folds[i] if folds else None, split) for i in range(n)]
+    return [
+        Case(f"{split}{i}", (Path(f"{split}{i}.nii.gz"),), Path(f"{split}{i}_seg.nii.gz"), folds[i] if folds else None, split)
+        for i in range(n)
+    ]
 
 
 def test_seeded_k_folds_partition_the_cases():

@@ -6,8 +6,8 @@ import math
 
 import pytest
 import torch
-from conftest import crop
 
+from conftest import crop
 from gmim.pretraining.encoder import MaskedSwinEncoder
 from gmim.pretraining.health import (
     Health,
@@ -62,8 +62,14 @@ def test_correlation_rank_counts_singular_values_above_the_tolerance():
 
 
 def test_scalars_round_trip():
-    health = Health(variation=[0.9, 0.7, 0.5, 0.3, 0.1], effective_rank=[5.0, 9.0, 20.0, 30.0, 4.0], rank_bound=[12, 24, 48, 96, 16],
-                    correlation_rank=6.0, cross_correlation=400.0, trivial=368.0)
+    health = Health(
+        variation=[0.9, 0.7, 0.5, 0.3, 0.1],
+        effective_rank=[5.0, 9.0, 20.0, 30.0, 4.0],
+        rank_bound=[12, 24, 48, 96, 16],
+        correlation_rank=6.0,
+        cross_correlation=400.0,
+        trivial=368.0,
+    )
     back = Health.from_scalars({f"val/{k}": v for k, v in health.scalars().items()}, 368.0)
     assert back.variation == health.variation and back.effective_rank == health.effective_rank
     assert back.cross_correlation == pytest.approx(400.0) and back.correlation_rank == 6.0

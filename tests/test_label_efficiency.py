@@ -106,8 +106,10 @@ def test_subjects_from_two_real_brains(bench, smoke_subjects, tmp_path, itk_path
 
 def test_tables_mean_and_spread_over_seeds(bench):
     def run(arm, labels, seed, dice):
-        test = {t: {"mean_dice": dice, "mean_hd95": 10 * dice, "class_dice": {"deep_csf": dice / 2}, "predict_seconds_per_case": 1.0}
-                for t in bench.TEST_SETS}
+        test = {
+            t: {"mean_dice": dice, "mean_hd95": 10 * dice, "class_dice": {"deep_csf": dice / 2}, "predict_seconds_per_case": 1.0}
+            for t in bench.TEST_SETS
+        }
         return {"arm": arm, "labels": labels, "seed": seed, "train_seconds": 4.0, "score_seconds": 1.0, "steps": 2, "test": test}
 
     runs = [run("scratch", 1, 0, 0.5), run("scratch", 1, 1, 0.7), run("gmim", 1, 0, 0.8), run("gmim", 1, 1, math.nan)]
@@ -137,18 +139,38 @@ def test_a_preset_without_fine_tuning_reports_health_and_timing(bench, tmp_path)
     assert bench.plan_for(preset, preset.arms).describe()[-1] == "fine-tuning: none"
     run = tmp_path / "pretrain" / "gmim"
     run.mkdir(parents=True)
-    records = [{"step": s, **{f"val/health/variation{i}": v for i in range(5)}, "val/health/effective_rank4": 2.0,
-                "val/health/correlation_rank": 1.0, "val/health/cc_above_trivial": cc}
-               for s, v, cc in ((0, 0.4, 300.0), (20, 0.02, 0.5))]
+    records = [
+        {
+            "step": s,
+            **{f"val/health/variation{i}": v for i in range(5)},
+            "val/health/effective_rank4": 2.0,
+            "val/health/correlation_rank": 1.0,
+            "val/health/cc_above_trivial": cc,
+        }
+        for s, v, cc in ((0, 0.4, 300.0), (20, 0.02, 0.5))
+    ]
     (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in [{"step": 1, "train/loss": 1.0}, *records]))
     history = bench.health_history(tmp_path, ["scratch", "gmim"])
     assert list(history) == ["gmim"] and [h["step"] for h in history["gmim"]] == [0, 20]
-    timing = {"gmim": {"minutes": 1.0, "pretrain_steps": 20, "pretrain_s_per_step": 3.0, "weight_change": 0.1,
-                       "finetune_s_per_step": None, "predict_s_per_case": None,
-                       "health": {"initial": {"variation": [0.4] * 5}, "final": {"variation": [0.02] * 5, "cross_correlation": 368.5,
-                                  "trivial": 368.0}, "final_stage_relative": 0.05, "collapsed": True}}}
-    text = bench.markdown(None, preset, "python benchmarks/label_efficiency.py --preset collapse-cpu", timing,
-                          {"icbm152": 1, "itk": 1}, health=history)
+    timing = {
+        "gmim": {
+            "minutes": 1.0,
+            "pretrain_steps": 20,
+            "pretrain_s_per_step": 3.0,
+            "weight_change": 0.1,
+            "finetune_s_per_step": None,
+            "predict_s_per_case": None,
+            "health": {
+                "initial": {"variation": [0.4] * 5},
+                "final": {"variation": [0.02] * 5, "cross_correlation": 368.5, "trivial": 368.0},
+                "final_stage_relative": 0.05,
+                "collapsed": True,
+            },
+        }
+    }
+    text = bench.markdown(
+        None, preset, "python benchmarks/label_efficiency.py --preset collapse-cpu", timing, {"icbm152": 1, "itk": 1}, health=history
+    )
     assert "### Dice" not in text and "dice_vs_labels.png" not in text
     assert "| gmim | 100% | 5% | +0.5 | 2.0 |" in text
     assert "| gmim | 20 | 10.0% | 0.020 (5%) collapsed | 368.5 (368.0) | 3.00 | – | – |" in text
@@ -239,8 +261,18 @@ def test_budget_and_figures_are_checked(bench, tmp_path, capsys):
 
 
 def test_plan_gives_up_later_rounds_then_steps(bench):
-    plan = bench.Plan(subjects=6, test_subjects=2, probe_subjects=4, arms=["scratch", "gmim", "random"], pretrained=["gmim", "random"],
-                      labels=[1], probe_labels=[], seeds=[0, 1, 2], pretrain_steps=3, finetune_steps=2)
+    plan = bench.Plan(
+        subjects=6,
+        test_subjects=2,
+        probe_subjects=4,
+        arms=["scratch", "gmim", "random"],
+        pretrained=["gmim", "random"],
+        labels=[1],
+        probe_labels=[],
+        seeds=[0, 1, 2],
+        pretrain_steps=3,
+        finetune_steps=2,
+    )
     done = ["subjects", "pre-training gmim"]
     assert plan.give_up(done) and plan.seeds == [0, 1]
     assert plan.give_up(done) and plan.seeds == [0]  # the first round stays
@@ -257,9 +289,9 @@ def test_plan_gives_up_later_rounds_then_steps(bench):
 def test_linear_probe_reads_the_upsampled_hidden_states(bench, mni_t1):  # bench: its folder on sys.path
     import torch
     import torch.nn.functional as F
-    from linear_probe import LinearProbe, all_voxels, hidden_states, sample_features
 
     from gmim.pretraining.encoder import MaskedSwinEncoder
+    from linear_probe import LinearProbe, all_voxels, hidden_states, sample_features
 
     torch.manual_seed(0)
     encoder = MaskedSwinEncoder(1, 12).eval()

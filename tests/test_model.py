@@ -7,9 +7,9 @@ import itertools
 
 import pytest
 import torch
-from conftest import crop
 from monai.networks.nets import SwinUNETR
 
+from conftest import crop
 from gmim.pretraining.encoder import MaskedSwinEncoder
 from gmim.pretraining.losses import (
     GMIMLoss,
@@ -157,7 +157,9 @@ def test_reconstruction_loss_against_direct_formula():
     expected = sum(errors) / 2
     loss = reconstruction_loss(prediction, target, mask)
     assert float(loss) == pytest.approx(expected, rel=1e-6)
-    assert float(reconstruction_loss(prediction, target).detach()) == pytest.approx(float(((prediction - target) ** 2).mean().detach()), rel=1e-6)
+    assert float(reconstruction_loss(prediction, target).detach()) == pytest.approx(
+        float(((prediction - target) ** 2).mean().detach()), rel=1e-6
+    )
     loss.backward()
     assert torch.isfinite(prediction.grad).all()
     assert torch.all(prediction.grad.permute(0, 2, 3, 4, 1)[~mask[:, 0]] == 0)
@@ -177,8 +179,9 @@ def test_prototype_reconstruction_mean_is_over_all_voxels_of_the_batch():
     torch.testing.assert_close(reconstruction_loss(prediction, target, mask, mean="prototype"), as_run)
     same = mask[:1].expand(2, -1, -1, -1, -1)
     fraction = same.float().mean()
-    torch.testing.assert_close(reconstruction_loss(prediction, target, same, mean="prototype"),
-                               reconstruction_loss(prediction, target, same) * fraction)
+    torch.testing.assert_close(
+        reconstruction_loss(prediction, target, same, mean="prototype"), reconstruction_loss(prediction, target, same) * fraction
+    )
     with pytest.raises(ValueError, match="mean"):
         reconstruction_loss(prediction, target, mask, mean="sum")
 
@@ -275,8 +278,9 @@ def test_models_use_fused_attention_unless_told_not_to():
     from gmim.segmentation.network import build_network
 
     for fused in (True, False):
-        config = load_config(PretrainConfig, None, [f"model.feature_size={FEATURES}", "model.in_channels=1",
-                                                   f"model.fused_attention={str(fused).lower()}"])
+        config = load_config(
+            PretrainConfig, None, [f"model.feature_size={FEATURES}", "model.in_channels=1", f"model.fused_attention={str(fused).lower()}"]
+        )
         segmentation = build_network(ModelConfig(feature_size=FEATURES, roi=(64, 64, 32), in_channels=1, fused_attention=fused), 2)
         for network in (build_model(config), segmentation):
             assert any(isinstance(m, FusedWindowAttention) for m in network.modules()) == fused

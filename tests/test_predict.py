@@ -29,7 +29,10 @@ def test_prediction_has_the_input_grid(tmp_path, finetuned_run, itk_paths):
     sitk.WriteImage(sitk.ReadImage(str(itk_paths["t1"])), str(inputs / "itk_mha.mha"))
     out, tta = tmp_path / "out", tmp_path / "tta"
     assert main(["predict", str(finetuned_run), str(inputs), "--out", str(out), "--device", "cpu"]) == 0
-    assert main(["predict", str(finetuned_run), str(inputs / "itk.nii.gz"), "--out", str(tta), "--device", "cpu", "--tta", "--probabilities"]) == 0
+    assert (
+        main(["predict", str(finetuned_run), str(inputs / "itk.nii.gz"), "--out", str(tta), "--device", "cpu", "--tta", "--probabilities"])
+        == 0
+    )
 
     for prediction in (nib.load(out / "itk.nii.gz"), nib.load(tta / "itk.nii.gz")):
         assert prediction.shape == source.shape and np.array_equal(prediction.affine, source.affine)
@@ -73,7 +76,7 @@ def test_bad_cases_are_reported_at_the_end(tmp_path, finetuned_run, brain_extrac
     (folder / "truncated.nii.gz").write_bytes(itk.read_bytes()[:100_000])  # a readable header, broken voxels
     image = nib.load(itk)
     holes = np.asarray(image.dataobj, dtype=np.float32)
-    holes.flat[:: 997] = np.nan  # 0.1 % NaN: refused, not predicted as background
+    holes.flat[::997] = np.nan  # 0.1 % NaN: refused, not predicted as background
     nib.save(nib.Nifti1Image(holes, image.affine), folder / "with_nan.nii.gz")
     (tmp_path / "two.json").write_text(json.dumps({"training": [{"image": [str(itk), str(itk)]}]}))
     code = main(["predict", str(finetuned_run), str(folder), str(tmp_path / "two.json"), "--out", str(tmp_path / "out"), "--device", "cpu"])
@@ -93,7 +96,10 @@ def test_bad_cases_are_reported_at_the_end(tmp_path, finetuned_run, brain_extrac
     [
         (["predict", "{tmp}/nothing", "{tmp}", "--out", "{tmp}/o"], "nothing: no such model folder or file"),
         (["predict", "{tmp}", "{tmp}", "--out", "{tmp}/o"], "no best.pt or last.pt in this folder"),
-        (["predict", "{run}", "{tmp}/x.nii.gz", "--out", "{tmp}/o", "--overlap", "1.5"], "--overlap 1.5: 'inference.overlap' must be in [0, 1), got 1.5"),
+        (
+            ["predict", "{run}", "{tmp}/x.nii.gz", "--out", "{tmp}/o", "--overlap", "1.5"],
+            "--overlap 1.5: 'inference.overlap' must be in [0, 1), got 1.5",
+        ),
     ],
 )
 def test_bad_model_or_options(tmp_path, finetuned_run, capsys, argv, message):

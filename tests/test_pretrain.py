@@ -31,9 +31,28 @@ from gmim.pretraining.data import view_transforms, volume_records
 from gmim.pretraining.health import COLLAPSE_FRACTION
 from gmim.pretraining.method import build_model
 
-SMALL = ["--roi", "64", "32", "32", "--feature-size", "12", "--batch-size", "2", "--workers", "0", "--device", "cpu",
-         "--set", "data.margin=[8,8,8]", "--set", "train.warmup_steps=1", "--set", "train.mixed_precision=false",
-         "--set", "train.log_every=1"]
+SMALL = [
+    "--roi",
+    "64",
+    "32",
+    "32",
+    "--feature-size",
+    "12",
+    "--batch-size",
+    "2",
+    "--workers",
+    "0",
+    "--device",
+    "cpu",
+    "--set",
+    "data.margin=[8,8,8]",
+    "--set",
+    "train.warmup_steps=1",
+    "--set",
+    "train.mixed_precision=false",
+    "--set",
+    "train.log_every=1",
+]
 
 
 def save(path: Path, array: np.ndarray, affine: np.ndarray | None = None) -> Path:
@@ -67,8 +86,21 @@ def run_cli(*args: str) -> int:
 def test_collapse_is_warned_and_the_cpu_preset_does_not_collapse(brains, tmp_path, capsys):
     """On 64×32×32 crops (two final-stage tokens) at lr 2e-3, the method as specified collapses within
     a dozen steps and the run says so; the cpu-small preset's variance term keeps the tokens apart."""
-    common = ["--config", "cpu-small", "--steps", "12", *SMALL, "--lr", "2e-3", "--set", "train.validate_every=6",
-              "--set", "train.picture_every=0", "--set", "train.checkpoint_every=0"]
+    common = [
+        "--config",
+        "cpu-small",
+        "--steps",
+        "12",
+        *SMALL,
+        "--lr",
+        "2e-3",
+        "--set",
+        "train.validate_every=6",
+        "--set",
+        "train.picture_every=0",
+        "--set",
+        "train.checkpoint_every=0",
+    ]
     summaries = {}
     for name, extra in (("preset", []), ("as_specified", ["--set", "loss.variance_weight=0"])):
         assert run_cli("pretrain", brains, "--out", tmp_path / name, *common, *extra) == 0
@@ -86,9 +118,29 @@ def test_collapse_is_warned_and_the_cpu_preset_does_not_collapse(brains, tmp_pat
 @pytest.mark.slow
 def test_three_step_run_through_the_cli(brains, tmp_path, capsys):
     out = tmp_path / "run"
-    assert run_cli("pretrain", brains, "--out", out, "--config", "cpu-small", "--steps", "3", *SMALL,
-                   "--set", "train.picture_every=3", "--set", "data.validation_volumes=1", "--set", "train.validate_every=3") == 0
-    assert {"config.yaml", "encoder.pt", "last.pt", "metrics.jsonl", "loss_curve.png", "pictures", "tensorboard"} <= {p.name for p in out.iterdir()}
+    assert (
+        run_cli(
+            "pretrain",
+            brains,
+            "--out",
+            out,
+            "--config",
+            "cpu-small",
+            "--steps",
+            "3",
+            *SMALL,
+            "--set",
+            "train.picture_every=3",
+            "--set",
+            "data.validation_volumes=1",
+            "--set",
+            "train.validate_every=3",
+        )
+        == 0
+    )
+    assert {"config.yaml", "encoder.pt", "last.pt", "metrics.jsonl", "loss_curve.png", "pictures", "tensorboard"} <= {
+        p.name for p in out.iterdir()
+    }
     weights = torch.load(out / "encoder.pt", weights_only=True)
     swin = SwinUNETR(in_channels=1, out_channels=2, feature_size=12).swinViT
     swin.load_state_dict(weights, strict=True)
@@ -115,8 +167,9 @@ def test_interrupt_then_resume_continues_exactly(brains, tmp_path):
     assert run_cli("prepare", brains, "--config", "cpu-small", "--out", tmp_path / "store") == 0
     common = ["pretrain", str(tmp_path / "store"), *options]
     split = tmp_path / "split"
-    process = subprocess.Popen([sys.executable, "-m", "gmim.cli", *common, "--out", str(split)],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gmim.cli", *common, "--out", str(split)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     deadline = time.monotonic() + 300
     while not ((split / "metrics.jsonl").is_file() and (split / "metrics.jsonl").read_text().strip()):
         assert process.poll() is None and time.monotonic() < deadline, process.communicate()[1][-2000:]
@@ -151,14 +204,20 @@ def test_two_processes_match_one_with_the_same_global_batch(brains, tmp_path):
     common = ["pretrain", str(brains), "--config", "cpu-small", *SMALL, "--steps", "2"]
     # one thread in every process: two threads alone move the weights by ~2 % after Adam (below)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    one = subprocess.run([sys.executable, "-m", "gmim.cli", *common, "--out", str(tmp_path / "one")], env=env,
-                         capture_output=True, text=True, timeout=600)
+    one = subprocess.run(
+        [sys.executable, "-m", "gmim.cli", *common, "--out", str(tmp_path / "one")], env=env, capture_output=True, text=True, timeout=600
+    )
     assert one.returncode == 0, one.stderr[-3000:]
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "gmim.cli"]
     # into a store of its own: the two processes prepare the volumes at even and odd places, then each
     # waits for the other's (forever, were one share never prepared)
-    result = subprocess.run([*torchrun, *common, "--out", str(tmp_path / "two"), "--store", str(tmp_path / "stores")], env=env,
-                            capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [*torchrun, *common, "--out", str(tmp_path / "two"), "--store", str(tmp_path / "stores")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert re.search(r"4 volume\(s\), [0-2] prepared already, [2-4] to prepare, 2 by this process of 2", result.stdout), result.stdout
     assert len(list((tmp_path / "stores").glob("*/volumes/*.b2nd"))) == 4
@@ -193,16 +252,20 @@ def test_each_input_format_gives_views(tmp_path, mni_t1, itk_t1):
     save(tmp_path / "folder" / "b.nii.gz", b)
     save(tmp_path / "msd" / "imagesTr" / "a.nii.gz", a)
     save(tmp_path / "msd" / "imagesTr" / "b.nii.gz", b)
-    (tmp_path / "msd" / "dataset.json").write_text(json.dumps(
-        {"training": [{"image": "imagesTr/a.nii.gz"}], "validation": [{"image": "imagesTr/b.nii.gz"}]}))
+    (tmp_path / "msd" / "dataset.json").write_text(
+        json.dumps({"training": [{"image": "imagesTr/a.nii.gz"}], "validation": [{"image": "imagesTr/b.nii.gz"}]})
+    )
     for case, volume in (("case_a", a), ("case_b", b)):
         for channel in range(2):
             save(tmp_path / "nnunet" / "imagesTr" / f"{case}_{channel:04d}.nii.gz", volume + channel)
         for modality in ("flair", "t1", "t1ce", "t2"):
             save(tmp_path / "brats" / case / f"{case}_{modality}.nii.gz", volume)
-    (tmp_path / "nnunet" / "dataset.json").write_text(json.dumps(
-        {"channel_names": {"0": "T1", "1": "T1b"}, "labels": {"background": 0}, "numTraining": 2, "file_ending": ".nii.gz"}))
-    config = load_config(PretrainConfig, "cpu-small", ["model.roi=[64,32,32]", "data.margin=[8,8,8]", "train.workers=0"], presets="pretrain")
+    (tmp_path / "nnunet" / "dataset.json").write_text(
+        json.dumps({"channel_names": {"0": "T1", "1": "T1b"}, "labels": {"background": 0}, "numTraining": 2, "file_ending": ".nii.gz"})
+    )
+    config = load_config(
+        PretrainConfig, "cpu-small", ["model.roi=[64,32,32]", "data.margin=[8,8,8]", "train.workers=0"], presets="pretrain"
+    )
     for name, channels in (("folder", 1), ("msd/dataset.json", 1), ("nnunet", 2), ("brats", 4)):
         cases = discover_cases([tmp_path / name], splits=("training", "validation"))
         assert len(cases) == 2 and all(len(c.images) == channels for c in cases), name
@@ -249,8 +312,12 @@ def test_target_augmentation_per_batch_draws_once_from_the_batch_range(brains, t
     array, so one gamma maps both samples through the batch's min and max."""
     from gmim.pretraining.views import target_augmentation
 
-    config = load_config(PretrainConfig, "cpu-small", ["model.roi=[64,32,32]", "data.margin=[8,8,8]", "train.workers=0",
-                                                        "data.target_augmentation=batch"], presets="pretrain")
+    config = load_config(
+        PretrainConfig,
+        "cpu-small",
+        ["model.roi=[64,32,32]", "data.margin=[8,8,8]", "train.workers=0", "data.target_augmentation=batch"],
+        presets="pretrain",
+    )
     records = stored_records(discover_cases([brains]), config, tmp_path / "store")
     item = view_transforms(config, augment_target=False)(records[0])
     dz, dy, dx = item["offset"].tolist()  # y untouched: it equals x over their overlap
@@ -268,9 +335,26 @@ def test_target_augmentation_per_batch_draws_once_from_the_batch_range(brains, t
     low, span = batch.min(), batch.max() - batch.min()
     torch.testing.assert_close(torch.as_tensor(out), ((batch - low) / (span + 1e-7)) ** gamma * span + low)
     out_dir = tmp_path / "per_batch"
-    assert run_cli("pretrain", brains, "--out", out_dir, "--config", "cpu-small", "--steps", "2", *SMALL,
-                   "--set", "data.target_augmentation=batch", "--set", "data.padding=symmetric",
-                   "--set", "data.crop_foreground=false") == 0
+    assert (
+        run_cli(
+            "pretrain",
+            brains,
+            "--out",
+            out_dir,
+            "--config",
+            "cpu-small",
+            "--steps",
+            "2",
+            *SMALL,
+            "--set",
+            "data.target_augmentation=batch",
+            "--set",
+            "data.padding=symmetric",
+            "--set",
+            "data.crop_foreground=false",
+        )
+        == 0
+    )
 
 
 @pytest.mark.parametrize("name", preset_names("pretrain"))
@@ -347,9 +431,8 @@ def test_file_corrupt_past_its_header_named_by_preparation(tmp_path, capsys, mni
         data = path.read_bytes()  # the header reads, the compressed voxels after it do not
         half = len(data) // 2
         path.write_bytes(data[:half] + rng.integers(0, 256, len(data) - half, dtype=np.uint8).tobytes())
-    for attempt in range(2):
-        code = run_cli("pretrain", tmp_path / "data", "--out", tmp_path / "run", "--steps", "1", *SMALL,
-                       "--store", tmp_path / "stores")
+    for _attempt in range(2):
+        code = run_cli("pretrain", tmp_path / "data", "--out", tmp_path / "run", "--steps", "1", *SMALL, "--store", tmp_path / "stores")
         err = capsys.readouterr().err
         last = err.replace("\r", "\n").strip().splitlines()[-1]
         assert code == 2 and "Traceback" not in err, err
@@ -377,8 +460,22 @@ def test_init_from_swin_unetr_self_supervised_weights(brains, tmp_path, capsys):
     state = {f"module.{k}": v for k, v in swin.state_dict().items()}
     state["module.rotation_head.weight"] = torch.zeros(4, 8)
     torch.save({"state_dict": state, "epoch": 3}, tmp_path / "model_swinvit.pt")
-    assert run_cli("pretrain", brains, "--out", tmp_path / "run", "--steps", "1", *SMALL,
-                   "--set", "train.lr=1e-12", "--init", tmp_path / "model_swinvit.pt") == 0
+    assert (
+        run_cli(
+            "pretrain",
+            brains,
+            "--out",
+            tmp_path / "run",
+            "--steps",
+            "1",
+            *SMALL,
+            "--set",
+            "train.lr=1e-12",
+            "--init",
+            tmp_path / "model_swinvit.pt",
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     total = len(swin.state_dict())
     assert f"{total} of {total} tensors loaded" in out and "unexpected (ignored): 1" in out
@@ -401,10 +498,20 @@ def test_wrong_channel_count_is_refused(brains, tmp_path, capsys, mni_t1):
 @pytest.mark.slow
 def test_options_beyond_the_prototype_run_end_to_end(brains, tmp_path):
     """Aligned and standardised correlation, the variance term, an EMA target and learned mask tokens, all masks on."""
-    options = ["loss.align_overlap=true", "loss.standardize=true", "loss.variance_weight=1.0", "model.target_momentum=0.9",
-               "model.learned_mask_token=true", "masking.drop_probability=1.0"]
-    assert run_cli("pretrain", brains, "--out", tmp_path / "run", "--steps", "2", *SMALL,
-                   *[arg for option in options for arg in ("--set", option)]) == 0
+    options = [
+        "loss.align_overlap=true",
+        "loss.standardize=true",
+        "loss.variance_weight=1.0",
+        "model.target_momentum=0.9",
+        "model.learned_mask_token=true",
+        "masking.drop_probability=1.0",
+    ]
+    assert (
+        run_cli(
+            "pretrain", brains, "--out", tmp_path / "run", "--steps", "2", *SMALL, *[arg for option in options for arg in ("--set", option)]
+        )
+        == 0
+    )
     checkpoint = torch.load(tmp_path / "run" / "last.pt", weights_only=True)["model"]
     assert any(key.startswith("target_encoder.") for key in checkpoint)
     assert any(key.startswith("mask_tokens.") for key in checkpoint)

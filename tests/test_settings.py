@@ -105,9 +105,11 @@ def test_every_wrong_value_of_every_setting_is_one_line_naming_its_key(command, 
 
 
 def test_flags_are_named_as_the_user_wrote_them(tmp_path, capsys):
-    for argv, expected in ((["--roi", "48"], "--roi 48: 'model.roi' must be a Swin UNETR crop"),
-                           (["--steps", "0"], "--steps 0: 'train.steps' must be >= 1, got 0"),
-                           (["--lr", "-1"], "--lr -1.0: 'train.lr' must be positive and finite, got -1.0")):
+    for argv, expected in (
+        (["--roi", "48"], "--roi 48: 'model.roi' must be a Swin UNETR crop"),
+        (["--steps", "0"], "--steps 0: 'train.steps' must be >= 1, got 0"),
+        (["--lr", "-1"], "--lr -1.0: 'train.lr' must be positive and finite, got -1.0"),
+    ):
         assert main(["pretrain", str(tmp_path / "no-data"), "--out", str(tmp_path / "out"), *argv]) == 2
         assert capsys.readouterr().err.startswith(f"gmim pretrain: error: {expected}")
 
@@ -120,7 +122,9 @@ def test_a_yaml_file_names_itself_and_the_key(tmp_path):
 
 
 def test_rules_between_fields_name_the_key_the_user_set(tmp_path):
-    with pytest.raises(InputError, match=r"^--set masking.grids=\[4, 128\]: 'masking.grids' must be no finer than the crop model.roi \[64, 64, 64\]"):
+    with pytest.raises(
+        InputError, match=r"^--set masking.grids=\[4, 128\]: 'masking.grids' must be no finer than the crop model.roi \[64, 64, 64\]"
+    ):
         load_config(PretrainConfig, None, ["masking.grids=[4, 128]", "model.roi=[64, 64, 64]"])
     with pytest.raises(InputError, match=r"^--set task.kind=regions: 'task.regions' must be given"):
         load_config(FinetuneConfig, None, ["task.kind=regions"])
@@ -128,9 +132,10 @@ def test_rules_between_fields_name_the_key_the_user_set(tmp_path):
         MaskingConfig(base_ratio=2)
 
 
-_scalars = st.none() | st.booleans() | st.integers(-2**40, 2**40) | st.floats() | st.text(max_size=8)
-_values = st.recursive(_scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=4), inner, max_size=3),
-                       max_leaves=8)
+_scalars = st.none() | st.booleans() | st.integers(-(2**40), 2**40) | st.floats() | st.text(max_size=8)
+_values = st.recursive(
+    _scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=4), inner, max_size=3), max_leaves=8
+)
 _settings = [(cls, leaf.key) for cls in (PretrainConfig, FinetuneConfig) for leaf in leaves(cls)]
 
 

@@ -56,8 +56,12 @@ def test_regions_read_from_the_store_are_the_preprocessed_volume(tmp_path, mni_t
     crop = mni_t1[30:160, 40:180, 20:150]
     path = save(tmp_path / "scan.nii.gz", ct_like(crop) if modality == "ct" else crop, dtype=np.int16 if modality == "ct" else np.float32)
     preprocessing = Preprocessing(modality=modality, window=(-1000.0, 1000.0), spacing=(1.5, 1.5, 1.5))
-    whole = Compose([*load_transforms(preprocessing, label=False),
-                     CropForegroundd("image", source_key="image", select_fn=lambda x: x != 0, allow_smaller=True)])
+    whole = Compose(
+        [
+            *load_transforms(preprocessing, label=False),
+            CropForegroundd("image", source_key="image", select_fn=lambda x: x != 0, allow_smaller=True),
+        ]
+    )
     expected = torch.as_tensor(whole({"image": [str(path)]})["image"]).numpy()
     store = Store.create(tmp_path / "store", preprocessing)
     (entry,), _ = store.prepare(discover_cases([path]), preprocessing, workers=1, show=False)
@@ -72,8 +76,9 @@ def test_regions_read_from_the_store_are_the_preprocessed_volume(tmp_path, mni_t
             starts = regions.randomize(entry.foreground)
             regions.set_random_state(seed=seed)
             image = regions(dict(record))["image"].numpy()
-            padded = np.pad(expected, [(0, 0)] + [((max(n - e, 0)) // 2, max(n - e, 0) - max(n - e, 0) // 2)
-                                                  for n, e in zip(size, expected.shape[1:])])
+            padded = np.pad(
+                expected, [(0, 0)] + [((max(n - e, 0)) // 2, max(n - e, 0) - max(n - e, 0) // 2) for n, e in zip(size, expected.shape[1:])]
+            )
             want = padded[(slice(None), *(slice(s, s + n) for s, n in zip(starts, size)))]
             assert image.shape == (1, *size)
             np.testing.assert_allclose(image, want, atol=tolerance)
@@ -94,7 +99,7 @@ def test_an_empty_scan_is_named_and_recorded(tmp_path):
 def test_preparation_is_incremental_and_notices_changed_sources(tmp_path, itk_t1, capsys):
     data, store = tmp_path / "data", tmp_path / "store"
     for name, start in (("a", 10), ("b", 20)):
-        save(data / f"{name}.nii.gz", itk_t1[start:start + 60, start:start + 60, 5:45])
+        save(data / f"{name}.nii.gz", itk_t1[start : start + 60, start : start + 60, 5:45])
 
     def prepare(*extra: str) -> str:
         code = run_cli("prepare", data, "--out", store, "--modality", "mri", "--workers", "1", *extra)
@@ -125,8 +130,21 @@ def test_a_killed_preparation_resumes(tmp_path, mni_t1):
     data, store = tmp_path / "data", tmp_path / "store"
     for i in range(4):
         save(data / f"brain{i}.nii.gz", np.roll(mni_t1, 3 * i, axis=0))
-    command = [sys.executable, "-m", "gmim.cli", "prepare", str(data), "--out", str(store), "--modality", "mri",
-               "--workers", "1", "--set", "preprocessing.spacing=[0.9,0.9,0.9]"]
+    command = [
+        sys.executable,
+        "-m",
+        "gmim.cli",
+        "prepare",
+        str(data),
+        "--out",
+        str(store),
+        "--modality",
+        "mri",
+        "--workers",
+        "1",
+        "--set",
+        "preprocessing.spacing=[0.9,0.9,0.9]",
+    ]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
     deadline = time.monotonic() + 300
     while not list((store / "volumes").glob("*.json")) and time.monotonic() < deadline and process.poll() is None:

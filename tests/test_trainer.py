@@ -24,9 +24,20 @@ from gmim.errors import InputError
 
 @dataclass
 class ToyConfig:
-    train: LoopConfig = field(default_factory=lambda: LoopConfig(
-        steps=6, batch_size=2, lr=0.05, warmup_steps=0, workers=0, validate_every=2, checkpoint_every=3, log_every=1,
-        mixed_precision=False, device="cpu"))
+    train: LoopConfig = field(
+        default_factory=lambda: LoopConfig(
+            steps=6,
+            batch_size=2,
+            lr=0.05,
+            warmup_steps=0,
+            workers=0,
+            validate_every=2,
+            checkpoint_every=3,
+            log_every=1,
+            mixed_precision=False,
+            device="cpu",
+        )
+    )
 
 
 class ToyMethod:

@@ -92,9 +92,7 @@ class Override:
         return self.given_as or "--set " + "".join(c if c.isprintable() else repr(c)[1:-1] for c in self.item)
 
 
-def load_config(
-    cls: type[T], source: str | Path | None = None, overrides: Sequence[str | Override] = (), presets: str = ""
-) -> T:
+def load_config(cls: type[T], source: str | Path | None = None, overrides: Sequence[str | Override] = (), presets: str = "") -> T:
     """The configuration of class ``cls``: defaults, then ``source``, then ``overrides``; each
     section checked against its rules (:mod:`gmim.rules`)."""
     data = to_dict(cls())

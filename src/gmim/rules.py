@@ -85,7 +85,7 @@ class Rule:
     outside: tuple[Any, ...] = ()
 
     def problem(self, value: Any) -> str | None:
-        """"must be …" when ``value`` breaks the rule; None when it keeps it."""
+        """ "must be …" when ``value`` breaks the rule; None when it keeps it."""
         try:
             ok = bool(self.test(value))
         except (TypeError, ValueError, ArithmeticError):
@@ -109,8 +109,11 @@ def between(low: float, high: float, *, low_open: bool = False, high_open: bool 
     """A finite number in [low, high], either end open on request."""
     text = f"{'(' if low_open else '['}{_number(low)}, {_number(high)}{')' if high_open else ']'}"
     outside = (low if low_open else low - 1, high if high_open else high + 1)
-    return Rule(f"in {text}", lambda v: _finite(v) and (low < v if low_open else low <= v) and (v < high if high_open else v <= high),
-                outside=outside)
+    return Rule(
+        f"in {text}",
+        lambda v: _finite(v) and (low < v if low_open else low <= v) and (v < high if high_open else v <= high),
+        outside=outside,
+    )
 
 
 def at_least(low: float) -> Rule:
@@ -140,7 +143,8 @@ def each(rule: Rule, *, empty_allowed: bool = False, distinct: bool = False) -> 
         if distinct and len(set(map(repr, items))) != len(items):
             return False
         return all(rule.problem(item) is None for item in items) and (
-            not isinstance(values, dict) or all(isinstance(k, str) and k.strip() for k in values))
+            not isinstance(values, dict) or all(isinstance(k, str) and k.strip() for k in values)
+        )
 
     words = ", ".join([*([] if empty_allowed else ["non-empty"]), *(["distinct"] if distinct else []), f"each value {rule.allowed}"])
     return Rule(words, test, empty_allowed, outside=tuple([value] for value in rule.outside))

@@ -72,8 +72,16 @@ def deformed_copies(
     modes = ["bilinear", "nearest"] if labels is not None else ["bilinear"]
     transform = Compose(
         [
-            Rand3DElasticd(keys, sigma_range=(6, 9), magnitude_range=(40, 120), prob=1.0, rotate_range=(0.15, 0.15, 0.15),
-                           scale_range=(0.08, 0.08, 0.08), mode=modes, padding_mode="zeros"),
+            Rand3DElasticd(
+                keys,
+                sigma_range=(6, 9),
+                magnitude_range=(40, 120),
+                prob=1.0,
+                rotate_range=(0.15, 0.15, 0.15),
+                scale_range=(0.08, 0.08, 0.08),
+                mode=modes,
+                padding_mode="zeros",
+            ),
             RandBiasFieldd("image", coeff_range=(0.1, 0.3), prob=1.0),
             RandAdjustContrastd("image", gamma=(0.8, 1.25), prob=1.0),
             RandGaussianNoised("image", std=0.02 * float(np.abs(image).max() or 1.0), prob=1.0),

@@ -47,8 +47,10 @@ def out_of_memory(error: BaseException) -> str | None:
     text = str(error)
     if type(error).__name__ == "OutOfMemoryError" or "out of memory" in text or "can't allocate memory" in text:
         where = "the GPU" if "CUDA" in text or type(error).__name__ == "OutOfMemoryError" else "the CPU"
-        return (f"out of memory on {where}: use a smaller --roi or --batch-size (training), a smaller "
-                "--overlap (predict), set model.gradient_checkpointing=true, or run on another --device")
+        return (
+            f"out of memory on {where}: use a smaller --roi or --batch-size (training), a smaller "
+            "--overlap (predict), set model.gradient_checkpointing=true, or run on another --device"
+        )
     return None
 
 

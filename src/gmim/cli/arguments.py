@@ -51,7 +51,11 @@ def add_config_arguments(parser: argparse.ArgumentParser, presets: str) -> None:
     names = ", ".join(preset_names(presets)) or "none"
     parser.add_argument("--config", metavar="PRESET|FILE.yaml", help=f"a shipped preset ({names}) or a YAML file")
     parser.add_argument(
-        "--set", dest="overrides", metavar="KEY=VALUE", action="append", default=[],
+        "--set",
+        dest="overrides",
+        metavar="KEY=VALUE",
+        action="append",
+        default=[],
         help="override a config value, e.g. --set train.lr=2e-4 (repeatable; applied last)",
     )
 
@@ -60,8 +64,11 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags of :data:`TRAINING_FLAGS`."""
     parser.add_argument("--roi", type=int, nargs="+", metavar="N", help="crop size: one size or three (D H W), multiples of 32")
     parser.add_argument("--feature-size", type=int, help="Swin UNETR feature size F (a multiple of 12; 48 in the paper)")
-    parser.add_argument("--patch-merging", choices=("monai", "prototype"),
-                        help="Swin patch merging: monai (default) or prototype (for encoders the authors' prototype trained)")
+    parser.add_argument(
+        "--patch-merging",
+        choices=("monai", "prototype"),
+        help="Swin patch merging: monai (default) or prototype (for encoders the authors' prototype trained)",
+    )
     length = parser.add_mutually_exclusive_group()
     length.add_argument("--steps", type=int, help="length of training in optimizer steps")
     length.add_argument("--epochs", type=int, help="length of training in passes over the training volumes")

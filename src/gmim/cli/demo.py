@@ -70,9 +70,11 @@ def write_collection(folder: Path) -> Path:
         brain = np.asarray(nib.load(itk["skull_strip"]).dataobj) > 0
         stripped = np.asarray(image.get_fdata()) * brain  # as the template comes: the brain alone
         datalist["validation"] = [{"image": _save(folder / "itk_t1_brain.nii.gz", stripped, image.affine)}]
-        print("validation: the ITK example T1, skull-stripped with its own mask: another person's brain, from another "
-              "scanner, that training never sees. Its loss asks whether what the encoder learns from one template "
-              "carries over to it; its representation health whether the encoder still tells places apart")
+        print(
+            "validation: the ITK example T1, skull-stripped with its own mask: another person's brain, from another "
+            "scanner, that training never sees. Its loss asks whether what the encoder learns from one template "
+            "carries over to it; its representation health whether the encoder still tells places apart"
+        )
     except InputError as missing:
         print(f"no validation volume ({missing}): representation health is measured on training volumes")
     path = folder / "datalist.json"
@@ -95,8 +97,14 @@ def run(args: argparse.Namespace) -> int:
     config = load_config(
         PretrainConfig,
         "cpu-small",
-        [f"train.steps={args.steps}", f"train.device={args.device}", f"preprocessing.spacing=[{SPACING}, {SPACING}, {SPACING}]",
-         f"train.validate_every={checkpoints}", f"train.picture_every={checkpoints}", f"train.checkpoint_every={checkpoints}"],
+        [
+            f"train.steps={args.steps}",
+            f"train.device={args.device}",
+            f"preprocessing.spacing=[{SPACING}, {SPACING}, {SPACING}]",
+            f"train.validate_every={checkpoints}",
+            f"train.picture_every={checkpoints}",
+            f"train.checkpoint_every={checkpoints}",
+        ],
         presets="pretrain",
     )
     run_dir = args.out / "run"
@@ -107,13 +115,17 @@ def run(args: argparse.Namespace) -> int:
     records = read_metrics(run_dir / "metrics.jsonl")
     losses = [r for r in records if "train/loss" in r]
     validation = [r["val/loss"] for r in records if "val/loss" in r]
-    print(f"training loss {losses[0]['train/loss']:.3f} by step {losses[0]['step']} -> {losses[-1]['train/loss']:.3f} "
-          f"by step {losses[-1]['step']}" + (f"; validation loss {validation[0]:.3f} -> {validation[-1]:.3f}" if validation else ""))
+    print(
+        f"training loss {losses[0]['train/loss']:.3f} by step {losses[0]['step']} -> {losses[-1]['train/loss']:.3f} "
+        f"by step {losses[-1]['step']}" + (f"; validation loss {validation[0]:.3f} -> {validation[-1]:.3f}" if validation else "")
+    )
     health = [r for r in records if "val/health/variation4" in r]
     if health:
         steps = ", ".join(f"{r['val/health/variation4'] / health[0]['val/health/variation4']:.0%} by step {r['step']}" for r in health[1:])
-        print(f"the final encoder stage's token variation, as a share of the initial encoder's: {steps} "
-              f"(under {COLLAPSE_FRACTION:.0%}: collapsed)")
+        print(
+            f"the final encoder stage's token variation, as a share of the initial encoder's: {steps} "
+            f"(under {COLLAPSE_FRACTION:.0%}: collapsed)"
+        )
     print(f"encoder weights (MONAI SwinUNETR(...).swinViT): {run_dir / 'encoder.pt'}")
     print(f"loss curve: {run_dir / 'loss_curve.png'}")
     print(f"masks and reconstructions: {run_dir / 'pictures'}")

@@ -30,7 +30,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("predictions", type=Path, metavar="PRED", help="folder of predicted label maps")
     parser.add_argument("references", type=Path, metavar="LABELS", help="folder of reference label maps, datalist or nnU-Net dataset")
-    parser.add_argument("--task", help="classes or regions: a run folder, a finetune preset or a config YAML (default: the label values found in LABELS)")
+    parser.add_argument(
+        "--task", help="classes or regions: a run folder, a finetune preset or a config YAML (default: the label values found in LABELS)"
+    )
     parser.add_argument("--out", type=Path, help="folder for metrics.csv, metrics.json and overlays (default: PRED)")
     parser.add_argument("--overlays", action="store_true", help="write OUT/overlays/<case>.png")
     parser.add_argument("--images", type=Path, help="the scans (folder or datalist) to draw the overlays on")
@@ -109,8 +111,10 @@ def run(args: argparse.Namespace) -> int:
             save_overlay(out / "overlays" / f"{case_id}.png", read_array(pred), read_array(ref), spacing, image, title=case_id)
         without = [case_id for case_id, _, _ in pairs if case_id not in images]
         if args.images and without:
-            print(f"--images {args.images}: no scan named {', '.join(without[:5])}{' …' if len(without) > 5 else ''}; "
-                  f"{len(without)} overlay(s) drawn without their scan")
+            print(
+                f"--images {args.images}: no scan named {', '.join(without[:5])}{' …' if len(without) > 5 else ''}; "
+                f"{len(without)} overlay(s) drawn without their scan"
+            )
     print(f"{len(result.dice)} case(s) scored; metrics.csv and metrics.json in {out}")
     if result.unpaired:
         print(f"predictions without a reference (not scored): {', '.join(result.unpaired)}")

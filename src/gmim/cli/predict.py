@@ -26,8 +26,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--tta", action="store_const", const=True, help="average over the 8 mirrorings (8× slower)")
     parser.add_argument("--overlap", type=float, help="sliding-window overlap (default: the run's, 0.5)")
     parser.add_argument("--probabilities", action="store_true", help="also write OUT/probabilities/<case>.nii.gz")
-    parser.add_argument("--format", choices=("nifti", "dicom-seg"), default="nifti",
-                        help="dicom-seg: also a DICOM SEG per DICOM series input, one segment per class or region")
+    parser.add_argument(
+        "--format",
+        choices=("nifti", "dicom-seg"),
+        default="nifti",
+        help="dicom-seg: also a DICOM SEG per DICOM series input, one segment per class or region",
+    )
     parser.set_defaults(run=run)
 
 

@@ -24,6 +24,7 @@ torchrun (one or several machines sharing the store's file system) each process 
 share and all wait for the whole. Then: gmim pretrain STORE --out RUN.
 """
 
+
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "prepare",
@@ -55,8 +56,7 @@ def run(args: argparse.Namespace) -> int:
     store = Store.create(args.out, config.preprocessing)
     cases = discover_cases(args.data, splits=("training", "validation"), scan_cache=store.scan_cache)
     workers = args.workers or cores_per_process()
-    entries, skipped = store.prepare(cases, config.preprocessing, workers, bool(config.data.skip_bad), rank, world_size,
-                                     show=rank == 0)
+    entries, skipped = store.prepare(cases, config.preprocessing, workers, bool(config.data.skip_bad), rank, world_size, show=rank == 0)
     if rank == 0:
         extra = f", {len(skipped)} skipped as bad" if skipped else ""
         print(f"store {args.out}: {len(entries)} volume(s) ready{extra}; train with: gmim pretrain {args.out} --out RUN")

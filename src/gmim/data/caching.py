@@ -89,8 +89,10 @@ def refuse_oversized_memory_cache(cases: Sequence[Case], spacing: Sequence[float
         total += voxels * 4 * (len(case.images) + (case.label is not None))
     memory = memory_bytes()
     if total > MEMORY_SHARE * memory:
-        raise InputError(f"data.cache=memory: the {len(cases)} volumes take about {size_text(total)} as float32, more than "
-                         f"{MEMORY_SHARE:.0%} of the {size_text(memory)} this process may use; set data.cache=disk or none")
+        raise InputError(
+            f"data.cache=memory: the {len(cases)} volumes take about {size_text(total)} as float32, more than "
+            f"{MEMORY_SHARE:.0%} of the {size_text(memory)} this process may use; set data.cache=disk or none"
+        )
 
 
 def preload(

@@ -28,8 +28,20 @@ from gmim.data.sources import Case
 from gmim.errors import InputError
 from gmim.resources import memory_bytes
 
-__all__ = ["Grid", "Header", "check_cases", "check_header", "read_array", "read_grid", "read_header", "read_label_map",
-           "read_label_values", "reader_reason", "same_grid", "voxel_spacing"]
+__all__ = [
+    "Grid",
+    "Header",
+    "check_cases",
+    "check_header",
+    "read_array",
+    "read_grid",
+    "read_header",
+    "read_label_map",
+    "read_label_values",
+    "reader_reason",
+    "same_grid",
+    "voxel_spacing",
+]
 
 #: Tolerance (mm) for affines to count as equal: header round-off, not different grids.
 AFFINE_TOLERANCE = 1e-3
@@ -143,24 +155,29 @@ def check_header(path: Path, header: Header) -> None:
     if len(shape) < 3:
         raise InputError(f"{path}: a {len(shape)}D image ({dims}), expected 3D")
     if any(n > 1 for n in shape[3:]):
-        raise InputError(f"{path}: a {len(shape)}D image ({dims}), expected one 3D volume per file "
-                         "(give each channel or time point as a file of its own)")
+        raise InputError(
+            f"{path}: a {len(shape)}D image ({dims}), expected one 3D volume per file "
+            "(give each channel or time point as a file of its own)"
+        )
     if 0 in shape[:3]:
         raise InputError(f"{path}: an empty image ({dims} voxels)")
     if header.dtype.kind == "c":
         raise InputError(f"{path}: complex voxels ({header.dtype}); give a real-valued image (e.g. the magnitude)")
     spacing = np.sqrt((header.affine[:3, :3] ** 2).sum(0))
     if not np.all(np.isfinite(header.affine)) or not np.all(spacing > 0):
-        raise InputError(f"{path}: voxel size {tuple(round(float(v), 6) for v in spacing)} mm in its header: "
-                         "must be finite and positive")
+        raise InputError(f"{path}: voxel size {tuple(round(float(v), 6) for v in spacing)} mm in its header: must be finite and positive")
     claimed = header.voxels * header.dtype.itemsize
     if header.stored_bytes is not None and path.stat().st_size < header.stored_bytes:
-        raise InputError(f"{path}: its header claims {dims} {header.dtype} voxels ({size_text(claimed)}), more "
-                         f"than its {path.stat().st_size} bytes can hold: truncated or not an image")
+        raise InputError(
+            f"{path}: its header claims {dims} {header.dtype} voxels ({size_text(claimed)}), more "
+            f"than its {path.stat().st_size} bytes can hold: truncated or not an image"
+        )
     needed, memory = header.voxels * 4, memory_bytes()
     if needed > MEMORY_SHARE * memory:
-        raise InputError(f"{path}: {dims} voxels take {size_text(needed)} as float32, more than "
-                         f"{MEMORY_SHARE:.0%} of the {size_text(memory)} of memory this process may use")
+        raise InputError(
+            f"{path}: {dims} voxels take {size_text(needed)} as float32, more than "
+            f"{MEMORY_SHARE:.0%} of the {size_text(memory)} of memory this process may use"
+        )
 
 
 def read_header(path: Path) -> Header:
@@ -219,8 +236,7 @@ def read_label_map(path: Path) -> np.ndarray:
             raise InputError(f"{path}: label map holds {int((~finite).sum())} NaN or infinite voxel(s)")
         fractional = array != np.round(array)
         if fractional.any():
-            raise InputError(f"{path}: label map holds non-integer values (e.g. {array[fractional][0]:g}); "
-                             "labels are whole numbers")
+            raise InputError(f"{path}: label map holds non-integer values (e.g. {array[fractional][0]:g}); labels are whole numbers")
     return array.astype(np.int64)
 
 

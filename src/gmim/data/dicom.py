@@ -46,18 +46,40 @@ __all__ = ["Series", "find_series", "itk_ras_affine", "is_series_reference", "re
 #: Modalities of DICOM objects that hold no image volume: passed over in a collection.
 NON_IMAGE_MODALITIES = frozenset({"RTSTRUCT", "RTPLAN", "RTRECORD", "SR", "SEG", "PR", "KO", "REG", "DOC", "RWV", "FID", "PLAN"})
 #: Transfer syntaxes SimpleITK's GDCM decodes: uncompressed, deflate, JPEG, JPEG-LS, JPEG 2000, RLE.
-GDCM_SYNTAXES = frozenset({
-    "1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.2",
-    "1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51", "1.2.840.10008.1.2.4.57", "1.2.840.10008.1.2.4.70",
-    "1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81", "1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91",
-    "1.2.840.10008.1.2.5",
-})
+GDCM_SYNTAXES = frozenset(
+    {
+        "1.2.840.10008.1.2",
+        "1.2.840.10008.1.2.1",
+        "1.2.840.10008.1.2.1.99",
+        "1.2.840.10008.1.2.2",
+        "1.2.840.10008.1.2.4.50",
+        "1.2.840.10008.1.2.4.51",
+        "1.2.840.10008.1.2.4.57",
+        "1.2.840.10008.1.2.4.70",
+        "1.2.840.10008.1.2.4.80",
+        "1.2.840.10008.1.2.4.81",
+        "1.2.840.10008.1.2.4.90",
+        "1.2.840.10008.1.2.4.91",
+        "1.2.840.10008.1.2.5",
+    }
+)
 #: Slice gaps may differ from their median by this share (plus 1 µm) before slices count as missing.
 SPACING_TOLERANCE = 0.01
 #: Slices count as stacked along their normal when each step leaves it by at most this share.
 TILT_TOLERANCE = 1e-3
-_HEADER_TAGS = ["SeriesInstanceUID", "Modality", "ImageType", "ImagePositionPatient", "ImageOrientationPatient",
-                "PixelSpacing", "Rows", "Columns", "NumberOfFrames", "PatientID", "SeriesNumber"]
+_HEADER_TAGS = [
+    "SeriesInstanceUID",
+    "Modality",
+    "ImageType",
+    "ImagePositionPatient",
+    "ImageOrientationPatient",
+    "PixelSpacing",
+    "Rows",
+    "Columns",
+    "NumberOfFrames",
+    "PatientID",
+    "SeriesNumber",
+]
 _UID = re.compile(r"^[0-9]+(\.[0-9]+)+$")
 _IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd", ".json", ".txt", ".csv", ".yaml", ".png", ".jpg")
 #: Headers are read by a pool of processes, not threads: pydicom parses in Python under the GIL, where two
@@ -148,10 +170,18 @@ def _read_header(path: Path) -> _Header | None:
         return None
     image_type = [str(t).upper() for t in ds.get("ImageType", [])]
     syntax = str(ds.file_meta.get("TransferSyntaxUID", "1.2.840.10008.1.2")) if hasattr(ds, "file_meta") else "1.2.840.10008.1.2"
-    item = Slice(path, _floats(ds.get("ImagePositionPatient")), _floats(ds.get("ImageOrientationPatient")),
-                 _floats(ds.get("PixelSpacing")), (int(ds.Rows), int(ds.Columns)), int(ds.get("NumberOfFrames", 1) or 1), syntax)
-    return _Header(str(ds.SeriesInstanceUID), str(ds.get("PatientID", "")), str(ds.get("SeriesNumber", "")),
-                   "LOCALIZER" in image_type, item)
+    item = Slice(
+        path,
+        _floats(ds.get("ImagePositionPatient")),
+        _floats(ds.get("ImageOrientationPatient")),
+        _floats(ds.get("PixelSpacing")),
+        (int(ds.Rows), int(ds.Columns)),
+        int(ds.get("NumberOfFrames", 1) or 1),
+        syntax,
+    )
+    return _Header(
+        str(ds.SeriesInstanceUID), str(ds.get("PatientID", "")), str(ds.get("SeriesNumber", "")), "LOCALIZER" in image_type, item
+    )
 
 
 def _read_files(paths: list[Path]) -> list[_Header | None]:
@@ -168,10 +198,11 @@ def _read_all(paths: list[Path], workers: int | None) -> list[_Header | None]:
     if multiprocessing.current_process().daemon:  # a DataLoader worker: daemons may not start processes
         workers = 1
     size = max(1, min(128, len(paths) // (8 * workers)))  # chunks: a few per worker, and a bar that moves
-    chunks = [paths[i:i + size] for i in range(0, len(paths), size)]
+    chunks = [paths[i : i + size] for i in range(0, len(paths), size)]
     results: list[list[_Header | None]] = [[] for _ in chunks]
-    with tqdm(total=len(paths), desc="reading DICOM headers", unit="file", dynamic_ncols=True,
-              disable=len(paths) <= PROGRESS_MIN_FILES) as bar:
+    with tqdm(
+        total=len(paths), desc="reading DICOM headers", unit="file", dynamic_ncols=True, disable=len(paths) <= PROGRESS_MIN_FILES
+    ) as bar:
         if workers < 2 or len(paths) < POOL_MIN_FILES:
             for n, chunk in enumerate(chunks):
                 results[n] = _read_files(chunk)
@@ -273,12 +304,14 @@ def _scan(folder: Path, workers: int | None, cache: Path | None) -> list[_Header
     inside = os.path.join(root, "")
     kept = {key: entry for key, entry in stored.items() if not key.startswith(inside)}
     if unread or len(stored) - len(kept) != len(files):
-        entries = {key: [status.st_size, status.st_mtime_ns, _encode(header)]
-                   for key, (_, status), header in zip(keys, files, headers)}
+        entries = {key: [status.st_size, status.st_mtime_ns, _encode(header)] for key, (_, status), header in zip(keys, files, headers)}
         try:
             with atomic_path(cache) as tmp:
-                tmp.write_text(json.dumps({"version": SCAN_CACHE_VERSION, "fields": _CACHED_FIELDS, "files": {**kept, **entries}},
-                                          separators=(",", ":")))
+                tmp.write_text(
+                    json.dumps(
+                        {"version": SCAN_CACHE_VERSION, "fields": _CACHED_FIELDS, "files": {**kept, **entries}}, separators=(",", ":")
+                    )
+                )
         except OSError as error:
             warnings.warn(f"{cache}: DICOM scan cache not written ({error.strerror or error})", stacklevel=2)
     return headers
@@ -303,9 +336,7 @@ def _is_volume(series: Series) -> bool:
     return not series.localizer and (len(series.slices) > 1 or series.slices[0].frames > 1)
 
 
-def find_series(
-    folder: Path, *, workers: int | None = None, cache: Path | None = None
-) -> tuple[list[tuple[Path, Series]], list[str]]:
+def find_series(folder: Path, *, workers: int | None = None, cache: Path | None = None) -> tuple[list[tuple[Path, Series]], list[str]]:
     """The volume series under ``folder``, each with the path that names it, and a note for each
     series passed over (localizers, single slices).
 
@@ -342,8 +373,10 @@ def _common_folder(series: Series) -> Path:
 def _alone(folder: Path, series: Series, candidates: list[Series]) -> bool:
     """Whether ``series`` is the only volume series under ``folder``, judged on the files under it as a scan
     of that folder would, from ``candidates`` (the series with a file there) rather than by a second scan."""
-    inside = [s if _common_folder(s).is_relative_to(folder)
-              else replace(s, slices=tuple(x for x in s.slices if x.path.is_relative_to(folder))) for s in candidates]
+    inside = [
+        s if _common_folder(s).is_relative_to(folder) else replace(s, slices=tuple(x for x in s.slices if x.path.is_relative_to(folder)))
+        for s in candidates
+    ]
     return [s.uid for s in inside if _is_volume(s)] == [series.uid]
 
 
@@ -403,13 +436,17 @@ def _geometry(series: Series) -> _Geometry:
     off_normal = np.linalg.norm(steps - gaps[:, None] * normal, axis=1)
     if (off_normal > TILT_TOLERANCE * gaps).any():
         angle = np.degrees(np.arctan(float((off_normal / gaps).max())))
-        raise InputError(f"{name}: slices not stacked along their normal (gantry tilt or non-parallel slices, "
-                         f"{angle:.1f}°); resample it to an orthogonal grid first")
+        raise InputError(
+            f"{name}: slices not stacked along their normal (gantry tilt or non-parallel slices, "
+            f"{angle:.1f}°); resample it to an orthogonal grid first"
+        )
     median = float(np.median(gaps))
     if np.abs(gaps - median).max() > SPACING_TOLERANCE * median + 1e-3:
         missing = int(np.round(gaps / median).sum() - len(gaps))
-        raise InputError(f"{name}: uneven slice spacing ({gaps.min():.3g}–{gaps.max():.3g} mm"
-                         + (f", about {missing} missing slice(s))" if missing > 0 else ")"))
+        raise InputError(
+            f"{name}: uneven slice spacing ({gaps.min():.3g}–{gaps.max():.3g} mm"
+            + (f", about {missing} missing slice(s))" if missing > 0 else ")")
+        )
     row_spacing, column_spacing = slices[0].spacing  # type: ignore[misc]
     lps = np.eye(4)
     lps[:3, 0] = row * column_spacing  # i: along a row, one column to the next
@@ -427,8 +464,10 @@ def _check_syntax(series: Series) -> None:
         import pydicom.uid
 
         name = pydicom.uid.UID(unknown[0]).name
-        raise InputError(f"{series.label()}: transfer syntax {name} ({unknown[0]}) is not decoded by SimpleITK's GDCM; "
-                         "convert the series to an uncompressed transfer syntax first (e.g. dcmtk's dcmdjpeg or gdcmconv --raw)")
+        raise InputError(
+            f"{series.label()}: transfer syntax {name} ({unknown[0]}) is not decoded by SimpleITK's GDCM; "
+            "convert the series to an uncompressed transfer syntax first (e.g. dcmtk's dcmdjpeg or gdcmconv --raw)"
+        )
 
 
 def series_files(reference: Path) -> list[Path]:

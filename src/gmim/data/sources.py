@@ -243,9 +243,7 @@ def _from_datalist(path: Path) -> Collection:
 
 def _brats_named(images: Sequence[Path]) -> bool:
     """Whether a case's channel files are named ``*_flair``, ``*_t1``, ``*_t1ce``, ``*_t2``, in that order."""
-    return len(images) == len(BRATS_MODALITIES) and all(
-        case_id(p).lower().endswith(f"_{m}") for p, m in zip(images, BRATS_MODALITIES)
-    )
+    return len(images) == len(BRATS_MODALITIES) and all(case_id(p).lower().endswith(f"_{m}") for p, m in zip(images, BRATS_MODALITIES))
 
 
 def _channels_id(images: Sequence[Path]) -> str:
@@ -274,7 +272,7 @@ def nnunet_dataset_json(folder: Path) -> dict[str, Any]:
             raise InputError(f"{path}: missing or empty '{key}'")
     if not all(k.isdigit() for k in meta["channel_names"]):
         keys = list(meta["channel_names"])
-        raise InputError(f"{path}: 'channel_names' keys must be channel numbers (\"0\", \"1\", …), got {keys}")
+        raise InputError(f'{path}: \'channel_names\' keys must be channel numbers ("0", "1", …), got {keys}')
     return meta
 
 
@@ -368,9 +366,7 @@ def _series_id(reference: Path, series: Series) -> str:
 
 def _series_cases(series: list[tuple[Path, Series]]) -> list[Case]:
     ids = [_series_id(reference, s) for reference, s in series]
-    return [
-        Case(i if ids.count(i) == 1 else f"{i}_{s.uid}", (reference,)) for i, (reference, s) in zip(ids, series)
-    ]
+    return [Case(i if ids.count(i) == 1 else f"{i}_{s.uid}", (reference,)) for i, (reference, s) in zip(ids, series)]
 
 
 def _from_image_files(folder: Path, files: list[Path]) -> tuple[list[Case], list[str]]:

@@ -83,8 +83,11 @@ def is_store(path: Path) -> bool:
 
 def store_settings(preprocessing: Any) -> dict[str, Any]:
     """What the stored voxels and foreground boxes depend on; the CT window only through the box."""
-    settings = {"modality": preprocessing.modality, "orientation": preprocessing.orientation.upper(),
-                "spacing": list(preprocessing.spacing) if preprocessing.spacing is not None else None}
+    settings = {
+        "modality": preprocessing.modality,
+        "orientation": preprocessing.orientation.upper(),
+        "spacing": list(preprocessing.spacing) if preprocessing.spacing is not None else None,
+    }
     if preprocessing.modality == "ct":
         settings["foreground_above"] = float(preprocessing.window[0])
     return settings
@@ -96,8 +99,7 @@ def _source_stamp(path: Path) -> dict[str, Any]:
 
     files = series_at(path).files if is_series_reference(path) else [path]  # as found: its geometry is checked later
     stats = [f.stat() for f in files]
-    return {"path": str(path), "size": sum(s.st_size for s in stats), "mtime_ns": max(s.st_mtime_ns for s in stats),
-            "files": len(files)}
+    return {"path": str(path), "size": sum(s.st_size for s in stats), "mtime_ns": max(s.st_mtime_ns for s in stats), "files": len(files)}
 
 
 @dataclass(frozen=True)
@@ -155,8 +157,10 @@ class Store:
         if not isinstance(meta, dict) or meta.get("format") != STORE_FORMAT:
             raise InputError(f"{path}: not a gmim store description")
         if meta.get("version") != STORE_VERSION:
-            raise InputError(f"{folder}: a version {meta.get('version')} store; this gmim reads version {STORE_VERSION} "
-                             "(prepare it again with gmim prepare)")
+            raise InputError(
+                f"{folder}: a version {meta.get('version')} store; this gmim reads version {STORE_VERSION} "
+                "(prepare it again with gmim prepare)"
+            )
         return cls(Path(folder), meta["settings"])
 
     @classmethod
@@ -166,12 +170,15 @@ class Store:
         if is_store(folder):
             store = cls.open(folder)
             if store.settings != settings:
-                raise InputError(f"{folder}: a store prepared with {_describe(store.settings)}; these settings ask "
-                                 f"{_describe(settings)}: prepare into another folder")
+                raise InputError(
+                    f"{folder}: a store prepared with {_describe(store.settings)}; these settings ask "
+                    f"{_describe(settings)}: prepare into another folder"
+                )
             return store
         # Several processes may create the same store at once (torchrun): what they write is no stranger.
-        if folder.exists() and (not folder.is_dir() or any(not p.name.startswith(".") and p.name not in _STORE_FILES
-                                                            for p in folder.iterdir())):
+        if folder.exists() and (
+            not folder.is_dir() or any(not p.name.startswith(".") and p.name not in _STORE_FILES for p in folder.iterdir())
+        ):
             raise InputError(f"{folder}: exists and is not a gmim store; give a new or empty folder")
         store = cls(folder, settings)
         store.volumes.mkdir(parents=True, exist_ok=True)
@@ -194,8 +201,10 @@ class Store:
         """Refuse a run whose preprocessing differs from the store's, naming both."""
         wanted = store_settings(preprocessing)
         if wanted != self.settings:
-            raise InputError(f"{self.folder}: prepared with {_describe(self.settings)}, but the run's preprocessing asks "
-                             f"{_describe(wanted)}: prepare again with these settings, or set the store's")
+            raise InputError(
+                f"{self.folder}: prepared with {_describe(self.settings)}, but the run's preprocessing asks "
+                f"{_describe(wanted)}: prepare again with these settings, or set the store's"
+            )
 
     # -- entries ---------------------------------------------------------------------------------
 
@@ -240,8 +249,16 @@ class Store:
 
     # -- preparation -----------------------------------------------------------------------------
 
-    def prepare(self, cases: Sequence[Case], preprocessing: Any, workers: int | None = None, skip_bad: bool = False,
-                rank: int = 0, world_size: int = 1, show: bool = True) -> tuple[list[Entry], list[str]]:
+    def prepare(
+        self,
+        cases: Sequence[Case],
+        preprocessing: Any,
+        workers: int | None = None,
+        skip_bad: bool = False,
+        rank: int = 0,
+        world_size: int = 1,
+        show: bool = True,
+    ) -> tuple[list[Entry], list[str]]:
         """The entries of ``cases`` (in their order), preparing those not prepared from their current
         sources; with several processes, this one's share, then a wait for the others'. Returns the
         entries and the messages of the volumes that failed (refused unless ``skip_bad``)."""
@@ -257,10 +274,13 @@ class Store:
         mine = [i for i in todo if i % world_size == rank]  # by place, not by what is left: the processes may look at different times
         share = f", {len(mine)} by this process of {world_size}" if world_size > 1 else ""
         if show:
-            print(f"store {self.folder}: {len(cases)} volume(s), {len(cases) - len(todo)} prepared already, {len(todo)} to "
-                  f"prepare{share}", flush=True)
-        failure = self._prepare_share([cases[i] for i in mine], [keys[i] for i in mine], [stamps[i] for i in mine],
-                                      preprocessing, workers, skip_bad, show)
+            print(
+                f"store {self.folder}: {len(cases)} volume(s), {len(cases) - len(todo)} prepared already, {len(todo)} to prepare{share}",
+                flush=True,
+            )
+        failure = self._prepare_share(
+            [cases[i] for i in mine], [keys[i] for i in mine], [stamps[i] for i in mine], preprocessing, workers, skip_bad, show
+        )
         if failure is not None:
             raise failure
         prepared = self._wait_for([keys[i] for i in todo], [stamps[i] for i in todo], show and world_size > 1)
@@ -277,8 +297,16 @@ class Store:
             warnings.warn(f"skipped: {message}", stacklevel=2)
         return entries, skipped
 
-    def _prepare_share(self, cases: list[Case], keys: list[str], stamps: list[list[dict[str, Any]]], preprocessing: Any,
-                       workers: int | None, skip_bad: bool, show: bool) -> InputError | None:
+    def _prepare_share(
+        self,
+        cases: list[Case],
+        keys: list[str],
+        stamps: list[list[dict[str, Any]]],
+        preprocessing: Any,
+        workers: int | None,
+        skip_bad: bool,
+        show: bool,
+    ) -> InputError | None:
         """Prepare ``cases`` in a pool of processes, with a progress bar; the first failure when it
         stops the preparation (not ``skip_bad``)."""
         if not cases:
@@ -292,8 +320,10 @@ class Store:
         pool = ProcessPoolExecutor(workers, mp_context=get_context("fork"), initializer=_quiet_worker)
         failure: InputError | None = None
         try:
-            futures = [pool.submit(_prepare_volume, case, self.folder, self.settings, preprocessing, key, stamp)
-                       for case, key, stamp in zip(cases, keys, stamps)]
+            futures = [
+                pool.submit(_prepare_volume, case, self.folder, self.settings, preprocessing, key, stamp)
+                for case, key, stamp in zip(cases, keys, stamps)
+            ]
             for future in as_completed(futures):
                 error = future.result()
                 bar.update(1)
@@ -334,8 +364,9 @@ def _quiet_worker() -> None:
     torch.set_num_threads(1)
 
 
-def _prepare_volume(case: Case, folder: Path, settings: dict[str, Any], preprocessing: Any, key: str,
-                    stamps: list[dict[str, Any]]) -> str | None:
+def _prepare_volume(
+    case: Case, folder: Path, settings: dict[str, Any], preprocessing: Any, key: str, stamps: list[dict[str, Any]]
+) -> str | None:
     """Read, check, reorient and resample one case, and write its voxels and entry; the error's
     one line when the case cannot be used (recorded in its entry too)."""
     store = Store(folder, settings)
@@ -381,10 +412,26 @@ def _write_volume(case: Case, store: Store, preprocessing: Any, key: str) -> dic
     chunks = tuple(min(c, n) for c, n in zip((stored.shape[0], *CHUNKS), stored.shape))
     blocks = tuple(min(b, c) for b, c in zip((1, *BLOCKS), chunks))
     with atomic_path(store.array_path(key)) as tmp:
-        blosc2.asarray(np.ascontiguousarray(stored), urlpath=str(tmp), mode="w", chunks=chunks, blocks=blocks,
-                       cparams={"codec": blosc2.Codec.ZSTD, "clevel": 3, "filters": [blosc2.Filter.SHUFFLE], "nthreads": 1})
-    return {"key": key, "id": case.id, "split": case.split, "shape": list(stored.shape), "spacing": list(voxel_spacing(affine)),
-            "affine": affine.tolist(), "foreground": box, "mean": mean, "std": std, "dtype": str(stored.dtype)}
+        blosc2.asarray(
+            np.ascontiguousarray(stored),
+            urlpath=str(tmp),
+            mode="w",
+            chunks=chunks,
+            blocks=blocks,
+            cparams={"codec": blosc2.Codec.ZSTD, "clevel": 3, "filters": [blosc2.Filter.SHUFFLE], "nthreads": 1},
+        )
+    return {
+        "key": key,
+        "id": case.id,
+        "split": case.split,
+        "shape": list(stored.shape),
+        "spacing": list(voxel_spacing(affine)),
+        "affine": affine.tolist(),
+        "foreground": box,
+        "mean": mean,
+        "std": std,
+        "dtype": str(stored.dtype),
+    }
 
 
 def _bounding_box(mask: np.ndarray) -> list[tuple[int, int]]:
@@ -416,4 +463,3 @@ def region_bounds(extent: tuple[int, int], start: int, size: int) -> tuple[int, 
     lo = first + start - before
     hi = lo + size
     return max(lo, first), min(hi, stop), max(first - lo, 0), max(hi - stop, 0)
-

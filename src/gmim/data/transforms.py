@@ -82,12 +82,14 @@ class Preprocessing(Section):
 
     modality: Literal["ct", "mri"] = "mri"
     #: CT only: the HU window mapped to [0, 1].
-    window: tuple[float, float] = setting((-175.0, 250.0), Rule("a finite [low, high] with low < high", _is_window,
-                                                                outside=((1, 1), (250, -175))))
+    window: tuple[float, float] = setting(
+        (-175.0, 250.0), Rule("a finite [low, high] with low < high", _is_window, outside=((1, 1), (250, -175)))
+    )
     #: Voxel spacing in mm to resample to; null keeps each scan's own.
     spacing: tuple[float, float, float] | None = setting(None, each(positive(), empty_allowed=True))
-    orientation: str = setting("RAS", Rule("one of L/R, A/P and S/I per axis (e.g. RAS)", _is_orientation,
-                                             outside=("RAX", "RRS", "RA", "")))
+    orientation: str = setting(
+        "RAS", Rule("one of L/R, A/P and S/I per axis (e.g. RAS)", _is_orientation, outside=("RAX", "RRS", "RA", ""))
+    )
 
 
 class DicomSeriesReader(NibabelReader):
@@ -158,8 +160,11 @@ def read_transforms(preprocessing: Preprocessing, label: bool = True) -> list[An
 def load_transforms(preprocessing: Preprocessing, label: bool = True) -> list[Any]:
     """:func:`read_transforms`, then the intensity normalisation, as float32."""
     keys = ["image", "label"] if label else ["image"]
-    return [*read_transforms(preprocessing, label), intensity_transform("image", preprocessing),
-            EnsureTyped(keys, dtype=torch.float32, track_meta=True)]
+    return [
+        *read_transforms(preprocessing, label),
+        intensity_transform("image", preprocessing),
+        EnsureTyped(keys, dtype=torch.float32, track_meta=True),
+    ]
 
 
 def augment_transforms(roi: Sequence[int], samples: int) -> list[Any]:
@@ -172,9 +177,7 @@ def augment_transforms(roi: Sequence[int], samples: int) -> list[Any]:
     keys = ["image", "label"]
     return [
         SpatialPadd(keys, spatial_size=roi),
-        RandCropByPosNegLabeld(
-            keys, label_key="label", spatial_size=roi, pos=1, neg=1, num_samples=samples
-        ),
+        RandCropByPosNegLabeld(keys, label_key="label", spatial_size=roi, pos=1, neg=1, num_samples=samples),
         RandFlipd(keys, prob=0.5, spatial_axis=0),
         RandFlipd(keys, prob=0.5, spatial_axis=1),
         RandFlipd(keys, prob=0.5, spatial_axis=2),

@@ -79,8 +79,10 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         refused = re.search(r"unsupported (?:global: )?GLOBAL ([\w.]+)", str(error), re.IGNORECASE)
         if refused is None:
             raise InputError(f"{path}: not a readable PyTorch checkpoint ({_first_line(error)})") from error
-        raise InputError(f"{path}: refused: it holds {refused.group(1)}, not only tensors and plain values; "
-                         "gmim loads weights only, so that no checkpoint can run code") from error
+        raise InputError(
+            f"{path}: refused: it holds {refused.group(1)}, not only tensors and plain values; "
+            "gmim loads weights only, so that no checkpoint can run code"
+        ) from error
     except (RuntimeError, zipfile.BadZipFile, EOFError, ValueError) as error:
         raise InputError(f"{path}: not a readable PyTorch checkpoint ({_first_line(error)})") from error
     if not isinstance(checkpoint, dict):

@@ -69,8 +69,12 @@ class LoopConfig(Section):
 
     def check(self) -> None:
         if (self.steps is None) == (self.epochs is None):
-            raise SettingError("steps", self.steps, "must be set when train.epochs is null and null when it is set "
-                               "(one length: --steps or --epochs)", related=["epochs"])
+            raise SettingError(
+                "steps",
+                self.steps,
+                "must be set when train.epochs is null and null when it is set (one length: --steps or --epochs)",
+                related=["epochs"],
+            )
 
     def loader_workers(self) -> int:
         """``workers``, or its default: never more processes than the machine has cores."""

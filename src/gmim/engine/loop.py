@@ -60,8 +60,18 @@ from gmim.errors import InputError
 __all__ = ["RESUMABLE", "Method", "RunSummary", "Trainer", "Validation", "validation_interval"]
 
 #: The loop's settings that a resumed run may change: how long and how it runs, not what it learns.
-RESUMABLE = ("train.steps", "train.epochs", "train.device", "train.deterministic", "train.workers", "train.validate_every",
-             "train.checkpoint_every", "train.log_every", "train.stop_after", "train.compile")
+RESUMABLE = (
+    "train.steps",
+    "train.epochs",
+    "train.device",
+    "train.deterministic",
+    "train.workers",
+    "train.validate_every",
+    "train.checkpoint_every",
+    "train.log_every",
+    "train.stop_after",
+    "train.compile",
+)
 #: With ``train.validate_every: null``, validations take about this share of the training compute …
 VALIDATION_SHARE = 0.05
 #: … and there are at most this many in a run (besides the final one).
@@ -147,9 +157,11 @@ class RunSummary:
     def line(self) -> str:
         done = self.steps - self.first_step
         minutes, seconds = divmod(self.seconds, 60)
-        return (f"{self.method}: {done} step(s) in {int(minutes)} min {seconds:.0f} s, {self.volumes_per_s:.2f} volumes/s; "
-                f"waiting for data {self.data_share:.1%}, validation {self.validation_share:.1%} ({self.validations}×), "
-                f"checkpoints {self.checkpoint_share:.1%}")
+        return (
+            f"{self.method}: {done} step(s) in {int(minutes)} min {seconds:.0f} s, {self.volumes_per_s:.2f} volumes/s; "
+            f"waiting for data {self.data_share:.1%}, validation {self.validation_share:.1%} ({self.validations}×), "
+            f"checkpoints {self.checkpoint_share:.1%}"
+        )
 
 
 def validation_interval(setting: int | None, cost: float, total: int) -> int:
@@ -163,8 +175,9 @@ def validation_interval(setting: int | None, cost: float, total: int) -> int:
 def _check_batch(train: LoopConfig, world_size: int) -> None:
     """The global batch against the processes of this run (the settings' own rules hold already)."""
     if train.batch_size % world_size:
-        raise InputError(f"train.batch_size {train.batch_size} must be a multiple of the number of processes ({world_size}): "
-                         "it is the global batch")
+        raise InputError(
+            f"train.batch_size {train.batch_size} must be a multiple of the number of processes ({world_size}): it is the global batch"
+        )
 
 
 class _Stopwatch:
@@ -213,8 +226,16 @@ class _Window:
 class Trainer:
     """One run of a method in a run folder (see the module doc)."""
 
-    def __init__(self, command: str, run_config: Any, train: LoopConfig, out: Path, resume: bool = False,
-                 may_change: Collection[str] = (), inherit: Collection[str] = ()) -> None:
+    def __init__(
+        self,
+        command: str,
+        run_config: Any,
+        train: LoopConfig,
+        out: Path,
+        resume: bool = False,
+        may_change: Collection[str] = (),
+        inherit: Collection[str] = (),
+    ) -> None:
         """``command``: the method's name (it labels the run folder's lock); ``may_change``: the
         method's settings that a resume may change, besides :data:`RESUMABLE`; ``inherit``: those a
         resume takes from the run when they are unset (see ``check_run_folder``)."""
@@ -237,8 +258,9 @@ class Trainer:
             if self.is_main:  # the lock is held: no writer of this run folder is alive
                 remove_stale_temporaries(self.out)
             deterministic = self.train.deterministic
-            torch.use_deterministic_algorithms(self.context.device.type == "cpu" if deterministic is None else deterministic,
-                                               warn_only=True)
+            torch.use_deterministic_algorithms(
+                self.context.device.type == "cpu" if deterministic is None else deterministic, warn_only=True
+            )
             self.precision = MixedPrecision(self.context.device, self.train.mixed_precision)
             if self.is_main:
                 self.out.mkdir(parents=True, exist_ok=True)
@@ -261,10 +283,17 @@ class Trainer:
         version and the time, so that a run folder says how it was made."""
         path = self.out / "run.json"
         program = Path(sys.argv[0])
-        command = (f"gmim {shlex.join(sys.argv[1:])}" if program.name == "gmim" or program.parent.name == "cli"  # gmim, python -m gmim.cli
-                   else shlex.join(sys.argv))  # a script of the user's that calls pretrain() or finetune()
-        invocation = {"command": command, "gmim": __version__, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                      "processes": self.context.world_size}
+        command = (
+            f"gmim {shlex.join(sys.argv[1:])}"
+            if program.name == "gmim" or program.parent.name == "cli"  # gmim, python -m gmim.cli
+            else shlex.join(sys.argv)
+        )  # a script of the user's that calls pretrain() or finetune()
+        invocation = {
+            "command": command,
+            "gmim": __version__,
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "processes": self.context.world_size,
+        }
         try:
             previous = json.loads(path.read_text()) if self.resume and path.is_file() else None
         except (OSError, ValueError):  # written atomically: only a hand edit breaks it; start it again
@@ -316,8 +345,10 @@ class Trainer:
         cost = method.validation_cost()
         every_validation = validation_interval(train.validate_every, cost, self.total) if cost > 0 else -1
         if cost > 0 and train.validate_every is None:
-            self.write(f"validating every {every_validation} steps and at the end (one validation costs about {cost:.3g} "
-                       "training steps; train.validate_every sets the interval)")
+            self.write(
+                f"validating every {every_validation} steps and at the end (one validation costs about {cost:.3g} "
+                "training steps; train.validate_every sets the interval)"
+            )
         sampler = StepSampler(volumes, train.batch_size, step, end, context.rank, context.world_size, train.seed)
         loader = run_loader(method.train_data, sampler, train.loader_workers(), pin_memory=self.device.type == "cuda")
         metrics = MetricsLog(self.out / "metrics.jsonl", step, self.is_main)
@@ -372,11 +403,17 @@ class Trainer:
         if not completed:
             self.write(f"stopped after step {step} of {self.total} (train.stop_after); continue with --resume")
         summary = RunSummary(
-            method=method.name, steps=step, total_steps=self.total, first_step=first, completed=completed, seconds=seconds,
+            method=method.name,
+            steps=step,
+            total_steps=self.total,
+            first_step=first,
+            completed=completed,
+            seconds=seconds,
             volumes_per_s=(step - first) * train.batch_size / max(seconds, 1e-9),
             data_share=stopwatch.seconds["data"] / max(seconds, 1e-9),
             validation_share=stopwatch.seconds["validation"] / max(seconds, 1e-9),
-            checkpoint_share=stopwatch.seconds["checkpoint"] / max(seconds, 1e-9), validations=validations,
+            checkpoint_share=stopwatch.seconds["checkpoint"] / max(seconds, 1e-9),
+            validations=validations,
             validation=last_validation,
         )
         if self.is_main:
@@ -385,8 +422,9 @@ class Trainer:
         context.barrier()
         return summary
 
-    def _restore(self, method: Method, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                 scheduler: torch.optim.lr_scheduler.LRScheduler) -> tuple[int, float]:
+    def _restore(
+        self, method: Method, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler
+    ) -> tuple[int, float]:
         """The state of ``last.pt`` in the live objects; the step to go on from and the best score.
         Checkpoints of the loops before this one (no ``method``, ``best_dice``) load too."""
         path = self.out / "last.pt"
@@ -403,8 +441,9 @@ class Trainer:
         if bad:
             name, value = next(iter(bad.items()))
             saved = f"last.pt holds step {self.saved_step}" if self.saved_step else "nothing was saved"
-            raise InputError(f"training diverged: the {name} term is {value} by step {step}; stopped, {saved} "
-                             "(lower train.lr or set train.grad_clip)")
+            raise InputError(
+                f"training diverged: the {name} term is {value} by step {step}; stopped, {saved} (lower train.lr or set train.grad_clip)"
+            )
         now = time.perf_counter()
         scalars = {f"train/{name}": value for name, value in means.items()}
         scalars["train/lr"] = optimizer.param_groups[0]["lr"]
@@ -429,8 +468,15 @@ class Trainer:
             return result.score, scalars
         return best, scalars
 
-    def _checkpoint(self, method: Method, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                    scheduler: torch.optim.lr_scheduler.LRScheduler, step: int, best: float) -> None:
+    def _checkpoint(
+        self,
+        method: Method,
+        model: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        scheduler: torch.optim.lr_scheduler.LRScheduler,
+        step: int,
+        best: float,
+    ) -> None:
         """The method's outputs, then ``last.pt``: after a kill between the two, a resume redoes the
         steps since the older ``last.pt`` and writes both again."""
         state = training_state(model, optimizer, scheduler, self.precision, step, self.context)  # collective

@@ -12,8 +12,9 @@ from torch.optim.lr_scheduler import LambdaLR
 __all__ = ["adamw", "warmup_cosine"]
 
 
-def adamw(params: Iterable[torch.nn.Parameter] | Iterable[dict[str, Any]], lr: float, weight_decay: float,
-          fused: bool = False) -> torch.optim.AdamW:
+def adamw(
+    params: Iterable[torch.nn.Parameter] | Iterable[dict[str, Any]], lr: float, weight_decay: float, fused: bool = False
+) -> torch.optim.AdamW:
     """AdamW over trainable parameters or parameter groups (groups may carry their own ``lr``);
     ``fused``: PyTorch's single-kernel implementation (CUDA parameters)."""
     return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=fused or None)

@@ -66,8 +66,7 @@ class RunLock:
     def acquire(self) -> None:
         _require_folder(self.path.parent)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        holder = {"pid": os.getpid(), "host": socket.gethostname(), "command": self.command,
-                  "since": time.strftime("%Y-%m-%d %H:%M:%S")}
+        holder = {"pid": os.getpid(), "host": socket.gethostname(), "command": self.command, "since": time.strftime("%Y-%m-%d %H:%M:%S")}
         for _ in range(2):
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
@@ -87,8 +86,10 @@ class RunLock:
         except (OSError, ValueError, KeyError, TypeError):
             other, pid, host = {}, -1, socket.gethostname()  # unreadable: written by a process killed mid-write
         if pid > 0 and (host != socket.gethostname() or _alive(pid)):
-            raise InputError(f"--out {self.path.parent}: in use by gmim {other.get('command', '?')} (process {pid} on {host}, "
-                             f"since {other.get('since', '?')}); wait for it to end or choose another folder")
+            raise InputError(
+                f"--out {self.path.parent}: in use by gmim {other.get('command', '?')} (process {pid} on {host}, "
+                f"since {other.get('since', '?')}); wait for it to end or choose another folder"
+            )
         print(f"note: {self.path} was left by a process that has ended; taking it over", file=sys.stderr)
         self.path.unlink(missing_ok=True)
 
@@ -98,8 +99,7 @@ class RunLock:
             self.held = False
 
 
-def check_run_folder(config: Any, out: Path, resume: bool, may_change: Collection[str] = (),
-                     inherit: Collection[str] = ()) -> None:
+def check_run_folder(config: Any, out: Path, resume: bool, may_change: Collection[str] = (), inherit: Collection[str] = ()) -> None:
     """Refuse to start a run in a folder that holds one (``last.pt``) unless ``resume``, and to resume
     with settings other than the folder's ``config.yaml``, except the keys in ``may_change`` (how
     long and where a run goes on, not what it learns). Keys in ``inherit`` that are unset (null) now

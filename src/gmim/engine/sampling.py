@@ -36,8 +36,7 @@ def derived_seed(*entropy: int) -> int:
 class StepSampler(Sampler[SampleKey]):
     """This rank's samples for steps ``start`` … ``stop - 1`` of the stream (see the module doc)."""
 
-    def __init__(self, length: int, batch_size: int, start: int, stop: int, rank: int = 0, world_size: int = 1,
-                 seed: int = 0) -> None:
+    def __init__(self, length: int, batch_size: int, start: int, stop: int, rank: int = 0, world_size: int = 1, seed: int = 0) -> None:
         if length < 1 or batch_size % world_size:
             raise ValueError(f"{length} volumes, global batch {batch_size} over {world_size} process(es)")
         self.length, self.batch_size, self.start, self.stop = length, batch_size, start, stop

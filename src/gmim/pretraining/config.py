@@ -135,9 +135,7 @@ class TrainConfig(LoopConfig):
 
 @dataclass
 class PretrainConfig(Section):
-    preprocessing: Preprocessing = field(
-        default_factory=lambda: Preprocessing(modality="ct", window=CT_PRETRAIN_WINDOW)
-    )
+    preprocessing: Preprocessing = field(default_factory=lambda: Preprocessing(modality="ct", window=CT_PRETRAIN_WINDOW))
     model: ModelConfig = field(default_factory=ModelConfig)
     masking: MaskingConfig = field(default_factory=MaskingConfig)
     loss: LossConfig = field(default_factory=LossConfig)
@@ -149,8 +147,16 @@ class PretrainConfig(Section):
         need grids that divide it."""
         grids, roi = self.masking.grids, self.model.roi
         if max(grids) > min(roi):
-            raise SettingError("masking.grids", grids, f"must be no finer than the crop model.roi {list(roi)} (each cell needs a voxel)",
-                               related=["model.roi"])
+            raise SettingError(
+                "masking.grids",
+                grids,
+                f"must be no finer than the crop model.roi {list(roi)} (each cell needs a voxel)",
+                related=["model.roi"],
+            )
         if self.masking.cells == "prototype" and any(n % g for g in grids for n in roi):
-            raise SettingError("masking.grids", grids, f"must divide the crop model.roi {list(roi)}, as masking.cells "
-                               "prototype needs", related=["model.roi", "masking.cells"])
+            raise SettingError(
+                "masking.grids",
+                grids,
+                f"must divide the crop model.roi {list(roi)}, as masking.cells prototype needs",
+                related=["model.roi", "masking.cells"],
+            )

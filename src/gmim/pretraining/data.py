@@ -58,8 +58,9 @@ class Volumes:
         return [c.split for c in self.cases] + [e.split for e, _ in self.stored]
 
 
-def prepare_volumes(volumes: Volumes, config: PretrainConfig, rank: int = 0,
-                    world_size: int = 1) -> tuple[list[tuple[Entry, Path]], list[str]]:
+def prepare_volumes(
+    volumes: Volumes, config: PretrainConfig, rank: int = 0, world_size: int = 1
+) -> tuple[list[tuple[Entry, Path]], list[str]]:
     """Every volume of the run with the path of its voxels: the DATA cases prepared into the
     shared store under ``data.store`` (only those not prepared from their current sources; under
     ``torchrun`` each process a share), then the given stores' entries. Returns them with the
@@ -68,8 +69,9 @@ def prepare_volumes(volumes: Volumes, config: PretrainConfig, rank: int = 0,
     skipped: list[str] = []
     if volumes.cases:
         store = Store.shared(volumes.root, config.preprocessing)
-        entries, skipped = store.prepare(volumes.cases, config.preprocessing, cores_per_process(), config.data.skip_bad, rank, world_size,
-                                         show=rank == 0)
+        entries, skipped = store.prepare(
+            volumes.cases, config.preprocessing, cores_per_process(), config.data.skip_bad, rank, world_size, show=rank == 0
+        )
         prepared = [(e, store.array_path(e.key)) for e in entries]
     prepared += volumes.stored
     if not prepared:
@@ -84,9 +86,16 @@ def volume_records(prepared: Sequence[tuple[Entry, Path]], config: PretrainConfi
     records = []
     for i, (entry, path) in enumerate(prepared, start=first_index):
         extent = entry.foreground if config.data.crop_foreground else tuple((0, n) for n in entry.shape[1:])
-        records.append({"id": entry.id, "index": i, "path": str(path), "extent": [list(e) for e in extent],
-                        "mean": list(entry.mean) if entry.mean is not None else None,
-                        "std": list(entry.std) if entry.std is not None else None})
+        records.append(
+            {
+                "id": entry.id,
+                "index": i,
+                "path": str(path),
+                "extent": [list(e) for e in extent],
+                "mean": list(entry.mean) if entry.mean is not None else None,
+                "std": list(entry.std) if entry.std is not None else None,
+            }
+        )
     return records
 
 

@@ -27,8 +27,15 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import Tensor
 
-__all__ = ["COLLAPSE_FRACTION", "RANK_TOLERANCE", "Health", "HealthMeter", "collapse_warning", "correlation_rank",
-           "trivial_cross_correlation"]
+__all__ = [
+    "COLLAPSE_FRACTION",
+    "RANK_TOLERANCE",
+    "Health",
+    "HealthMeter",
+    "collapse_warning",
+    "correlation_rank",
+    "trivial_cross_correlation",
+]
 
 #: A run has collapsed when its final-stage token variation falls below this fraction of the
 #: variation of the encoder it started from.
@@ -88,8 +95,10 @@ class Health:
             final += f" ({self.relative(initial):.0%} of the initial {initial.variation[-1]:.3f})"
         stages = " ".join(f"{v:.2f}" for v in self.variation)
         ranks = " ".join(f"{r:.1f}/{b}" for r, b in zip(self.effective_rank, self.rank_bound))
-        return (f"{final}; variation by stage {stages}; effective rank {ranks}; rank of C {self.correlation_rank:.1f}; "
-                f"L_cc {self.cross_correlation:.1f} (trivial {self.trivial:.1f})")
+        return (
+            f"{final}; variation by stage {stages}; effective rank {ranks}; rank of C {self.correlation_rank:.1f}; "
+            f"L_cc {self.cross_correlation:.1f} (trivial {self.trivial:.1f})"
+        )
 
     def record(self) -> dict[str, object]:
         return asdict(self)
@@ -168,8 +177,10 @@ class HealthMeter:
 def collapse_warning(health: Health, initial: Health) -> str:
     """The one-line warning of a collapsed run: what it means and what to try."""
     at_trivial = abs(health.cross_correlation - health.trivial) < 0.01 * health.trivial
-    return (f"warning: the encoder is collapsing: its final-stage tokens vary {health.relative(initial):.1%} as much as at the "
-            f"start (under {COLLAPSE_FRACTION:.0%}), so every place gets nearly the same features"
-            + (f", and L_cc {health.cross_correlation:.1f} sits at its trivial value {health.trivial:.1f}" if at_trivial else "")
-            + "; few final-stage tokens (a small model.roi) and a high train.lr bring this on: try loss.variance_weight=1, "
-            "a lower train.lr or a larger model.roi (docs/method.md §5)")
+    return (
+        f"warning: the encoder is collapsing: its final-stage tokens vary {health.relative(initial):.1%} as much as at the "
+        f"start (under {COLLAPSE_FRACTION:.0%}), so every place gets nearly the same features"
+        + (f", and L_cc {health.cross_correlation:.1f} sits at its trivial value {health.trivial:.1f}" if at_trivial else "")
+        + "; few final-stage tokens (a small model.roi) and a high train.lr bring this on: try loss.variance_weight=1, "
+        "a lower train.lr or a larger model.roi (docs/method.md §5)"
+    )

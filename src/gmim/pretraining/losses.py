@@ -12,8 +12,16 @@ from torch import Tensor, nn
 from gmim.pretraining.model import GMIMOutput
 from gmim.swin.geometry import token_grid
 
-__all__ = ["RECONSTRUCTION_MEANS", "GMIMLoss", "align_to_online", "correlation_penalty", "cross_correlation_loss",
-           "cross_correlation_matrix", "reconstruction_loss", "variance_loss"]
+__all__ = [
+    "RECONSTRUCTION_MEANS",
+    "GMIMLoss",
+    "align_to_online",
+    "correlation_penalty",
+    "cross_correlation_loss",
+    "cross_correlation_matrix",
+    "reconstruction_loss",
+    "variance_loss",
+]
 
 
 def cross_correlation_matrix(
@@ -114,9 +122,7 @@ def variance_loss(features: Tensor, target: float = 1.0) -> Tensor:
 RECONSTRUCTION_MEANS = ("masked_mean", "prototype")
 
 
-def reconstruction_loss(
-    prediction: Tensor, target: Tensor, voxel_mask: Tensor | None = None, mean: str = "masked_mean"
-) -> Tensor:
+def reconstruction_loss(prediction: Tensor, target: Tensor, voxel_mask: Tensor | None = None, mean: str = "masked_mean") -> Tensor:
     """Mean squared error over the voxels where ``voxel_mask`` (B, 1, D, H, W) is True, or over all.
 
     With ``mean`` "masked_mean" the mean is taken per sample, then over the batch, so that a sample
@@ -159,8 +165,12 @@ class GMIMLoss(nn.Module):
         variance_weight: float = 0.0,
     ) -> None:
         super().__init__()
-        for name, value in (("alpha_cc", alpha_cc), ("alpha_rec", alpha_rec), ("off_diagonal_weight", off_diagonal_weight),
-                            ("variance_weight", variance_weight)):
+        for name, value in (
+            ("alpha_cc", alpha_cc),
+            ("alpha_rec", alpha_rec),
+            ("off_diagonal_weight", off_diagonal_weight),
+            ("variance_weight", variance_weight),
+        ):
             if not value >= 0:
                 raise ValueError(f"{name} must be >= 0, got {value}")
         self.alpha_cc = alpha_cc
@@ -185,9 +195,7 @@ class GMIMLoss(nn.Module):
             target, weights = align_to_online(target, token_shape, offset)
         return cross_correlation_matrix(output.online, target, self.standardize, weights)
 
-    def forward(
-        self, output: GMIMOutput, x: Tensor, voxel_mask: Tensor | None, offset: Tensor | None = None
-    ) -> dict[str, Tensor]:
+    def forward(self, output: GMIMOutput, x: Tensor, voxel_mask: Tensor | None, offset: Tensor | None = None) -> dict[str, Tensor]:
         """Loss terms for the clean online view ``x``, the voxel mask of point a0 and, with
         ``align_overlap``, the views' ``offset`` (B, 3) in voxels."""
         cc = correlation_penalty(*self.correlation(output, x, offset), self.off_diagonal_weight)

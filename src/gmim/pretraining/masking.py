@@ -311,8 +311,7 @@ class GridMaskPlanner:
         choice = torch.where(constant, smallest, scores.nan_to_num(-1.0).argmax(1))
         if self.dynamic:
             ratios = tuple(
-                torch.where(constant.view(-1, 1), self.base_ratio, _dynamic_ratios(h, self.base_ratio, self.scale))
-                for h in entropies
+                torch.where(constant.view(-1, 1), self.base_ratio, _dynamic_ratios(h, self.base_ratio, self.scale)) for h in entropies
             )
         else:
             ratios = tuple(torch.full_like(h, self.base_ratio) for h in entropies)

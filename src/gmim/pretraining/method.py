@@ -165,8 +165,14 @@ class GMIMPretraining:
             output = model(x, y, masks)
         terms = self.loss_function(output, x, voxel_mask(masks[0]), batch["offset"])
         if self.trainer.is_main and self.trainer.due(step, self.config.train.picture_every):
-            save_masking_figure(self.trainer.out / "pictures" / f"step{step:06d}.png", x[0], [m[0] if m is not None else None for m in masks],
-                                int(grids[0]), output.reconstruction[0].float(), title=f"step {step}")
+            save_masking_figure(
+                self.trainer.out / "pictures" / f"step{step:06d}.png",
+                x[0],
+                [m[0] if m is not None else None for m in masks],
+                int(grids[0]),
+                output.reconstruction[0].float(),
+                title=f"step {step}",
+            )
         return terms
 
     def after_optimizer_step(self) -> None:
@@ -207,8 +213,10 @@ class GMIMPretraining:
             self.initial_health = health
         summary = f"health: {health.line(self.initial_health)}"
         if self.val_volumes:
-            summary = (f"validation loss {totals['loss']:.4f} (cross-correlation {totals['cross_correlation']:.3f}, "
-                       f"reconstruction {totals['reconstruction']:.4f}); {summary}")
+            summary = (
+                f"validation loss {totals['loss']:.4f} (cross-correlation {totals['cross_correlation']:.3f}, "
+                f"reconstruction {totals['reconstruction']:.4f}); {summary}"
+            )
         else:
             totals = {}
         if not self.warned and health.collapsed(self.initial_health):
@@ -237,5 +245,11 @@ class GMIMPretraining:
             return {}
         collapsed = health.collapsed(initial)
         print(f"representation health{' (COLLAPSED)' if collapsed else ''}: {health.line(initial)}", flush=True)
-        return {"health": {"initial": initial.record(), "final": health.record(), "final_stage_relative": health.relative(initial),
-                           "collapsed": collapsed}}
+        return {
+            "health": {
+                "initial": initial.record(),
+                "final": health.record(),
+                "final_stage_relative": health.relative(initial),
+                "collapsed": collapsed,
+            }
+        }

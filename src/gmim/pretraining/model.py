@@ -89,9 +89,7 @@ class GMIM(nn.Module):
         self.target_momentum = target_momentum
         self.target_encoder = copy.deepcopy(self.encoder).requires_grad_(False) if target_momentum > 0 else None
         self.mask_tokens = (
-            nn.ParameterList(nn.Parameter(torch.zeros(c)) for c in self.encoder.stage_channels)
-            if learned_mask_token
-            else None
+            nn.ParameterList(nn.Parameter(torch.zeros(c)) for c in self.encoder.stage_channels) if learned_mask_token else None
         )
 
     def forward(self, x: Tensor, y: Tensor, masks: Sequence[Tensor | None]) -> GMIMOutput:
@@ -119,6 +117,4 @@ class GMIM(nn.Module):
         """Move the EMA target encoder towards the online one; nothing to do without momentum."""
         if self.target_encoder is None:
             return
-        torch._foreach_lerp_(
-            list(self.target_encoder.parameters()), list(self.encoder.parameters()), 1.0 - self.target_momentum
-        )
+        torch._foreach_lerp_(list(self.target_encoder.parameters()), list(self.encoder.parameters()), 1.0 - self.target_momentum)

@@ -66,9 +66,7 @@ class SiameseViewsd(Randomizable, MapTransform):
     or mirrored with ``padding="symmetric"`` (the prototype's).
     """
 
-    def __init__(
-        self, roi: Sequence[int], margin: Sequence[int] = (32, 32, 32), key: str = "image", padding: str = "zero"
-    ) -> None:
+    def __init__(self, roi: Sequence[int], margin: Sequence[int] = (32, 32, 32), key: str = "image", padding: str = "zero") -> None:
         MapTransform.__init__(self, key)
         if len(roi) != 3 or len(margin) != 3 or min(roi) < 1 or min(margin) < 0:
             raise ValueError(f"roi must be three positive sizes and margin three sizes >= 0, got {roi} and {margin}")

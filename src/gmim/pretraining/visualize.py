@@ -95,13 +95,23 @@ def save_loss_curve(path: str | os.PathLike[str], records: Sequence[Mapping[str,
         axis = axes[-1]
         for stage in range(5):
             initial = max(health[0][f"val/health/variation{stage}"], 1e-12)
-            axis.plot([r["step"] for r in health], [r[f"val/health/variation{stage}"] / initial for r in health], "o-",
-                      label=f"stage {stage}", markersize=3, linewidth=1)
+            axis.plot(
+                [r["step"] for r in health],
+                [r[f"val/health/variation{stage}"] / initial for r in health],
+                "o-",
+                label=f"stage {stage}",
+                markersize=3,
+                linewidth=1,
+            )
         axis.axhline(COLLAPSE_FRACTION, color="red", linestyle=":", linewidth=1, label="collapsed below")
         axis.set_title("token variation / initial", fontsize=9)
         axis.set_xlabel("step", fontsize=8)
-        axis.set_ylim(0, max(1.2, *(r[f"val/health/variation{s}"] / max(health[0][f"val/health/variation{s}"], 1e-12)
-                                    for r in health for s in range(5))))
+        axis.set_ylim(
+            0,
+            max(
+                1.2, *(r[f"val/health/variation{s}"] / max(health[0][f"val/health/variation{s}"], 1e-12) for r in health for s in range(5))
+            ),
+        )
         axis.legend(fontsize=6)
     figure.tight_layout()
     with atomic_path(path) as tmp:

@@ -31,8 +31,17 @@ __all__ = ["REQUIRED_SOURCE_TAGS", "check_source", "write_segmentation"]
 #: What a SEG shares with its source series to lie over it.
 REQUIRED_SOURCE_TAGS = ("StudyInstanceUID", "FrameOfReferenceUID", "Modality")
 #: The Patient and Study attributes a SEG copies from its source (Type 2: present, possibly empty).
-COPIED_TAGS = ("PatientID", "PatientName", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime", "StudyID",
-               "AccessionNumber", "ReferringPhysicianName")
+COPIED_TAGS = (
+    "PatientID",
+    "PatientName",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyDate",
+    "StudyTime",
+    "StudyID",
+    "AccessionNumber",
+    "ReferringPhysicianName",
+)
 
 
 def check_source(series: Path) -> None:
@@ -43,8 +52,10 @@ def check_source(series: Path) -> None:
     header = pydicom.dcmread(series_at(series).files[0], stop_before_pixels=True)
     missing = [tag for tag in REQUIRED_SOURCE_TAGS if not header.get(tag)]
     if missing:
-        raise InputError(f"--format dicom-seg: {series} has no {' or '.join(missing)}, which a DICOM SEG needs to lie over its "
-                         "series; leave out --format dicom-seg for the NIfTI label map alone")
+        raise InputError(
+            f"--format dicom-seg: {series} has no {' or '.join(missing)}, which a DICOM SEG needs to lie over its "
+            "series; leave out --format dicom-seg for the NIfTI label map alone"
+        )
 
 
 def write_segmentation(masks: np.ndarray, names: Sequence[str], series: Path, path: Path, description: str) -> None:

@@ -69,8 +69,10 @@ def find_run(model: Path) -> tuple[Path, Path]:
         raise InputError(f"{config}: not found; a model needs the config.yaml of its run beside it")
     writer = written_by(config)
     if writer is not None and writer != "gmim finetune":
-        raise InputError(f"{model}: a {writer} run, not a gmim finetune one: predict needs a fine-tuned model "
-                         f"(an encoder.pt starts one: gmim finetune --pretrained)")
+        raise InputError(
+            f"{model}: a {writer} run, not a gmim finetune one: predict needs a fine-tuned model "
+            f"(an encoder.pt starts one: gmim finetune --pretrained)"
+        )
     return config, weights
 
 
@@ -136,7 +138,12 @@ class Predictor:
         target = out / f"{case.id}.nii.gz"
         _save(labels.astype(dtype), affine, case.images[0], target)
         if save_probabilities:
-            _save(np.moveaxis(probabilities.numpy(), 0, -1).astype(np.float32), affine, case.images[0], out / "probabilities" / f"{case.id}.nii.gz")
+            _save(
+                np.moveaxis(probabilities.numpy(), 0, -1).astype(np.float32),
+                affine,
+                case.images[0],
+                out / "probabilities" / f"{case.id}.nii.gz",
+            )
         if dicom_seg:
             from gmim.segmentation.dicom_seg import write_segmentation
 

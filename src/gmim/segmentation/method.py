@@ -135,8 +135,9 @@ class SegmentationFinetuning:
             Compose([*augment_transforms(config.model.roi, train.samples_per_volume), task.target_transform(), plain]),
             seed=train.seed,
         )
-        self.val_data = preload(val_cases, [c.as_dict() for c in val_cases], Compose([*load, task.target_transform(), plain]),
-                                cache, out / "cache", workers)[0]
+        self.val_data = preload(
+            val_cases, [c.as_dict() for c in val_cases], Compose([*load, task.target_transform(), plain]), cache, out / "cache", workers
+        )[0]
 
     def parameter_groups(self) -> list[dict[str, Any]]:
         return self.groups

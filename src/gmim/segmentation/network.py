@@ -50,5 +50,7 @@ def load_run_weights(network: torch.nn.Module, path: Path) -> dict[str, Any]:
     try:
         network.load_state_dict(checkpoint["model"])
     except RuntimeError as error:
-        raise InputError(f"{path}: weights do not fit the network of its config.yaml ({str(error).splitlines()[1].strip() if len(str(error).splitlines()) > 1 else error})") from error
+        raise InputError(
+            f"{path}: weights do not fit the network of its config.yaml ({str(error).splitlines()[1].strip() if len(str(error).splitlines()) > 1 else error})"
+        ) from error
     return checkpoint

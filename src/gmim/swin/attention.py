@@ -37,8 +37,9 @@ class FusedWindowAttention(WindowAttention):
             bias = bias.reshape(b, heads, n, n)
         else:
             bias = bias.unsqueeze(0)
-        x = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype),
-                                           dropout_p=self.attn_drop.p if self.training else 0.0, scale=self.scale)
+        x = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=bias.to(q.dtype), dropout_p=self.attn_drop.p if self.training else 0.0, scale=self.scale
+        )
         return self.proj_drop(self.proj(x.transpose(1, 2).reshape(b, n, c)))
 
 

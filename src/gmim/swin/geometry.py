@@ -38,8 +38,7 @@ def crop_problem(shape: Sequence[int]) -> str | None:
     if any(int(n) < STRIDE or int(n) % STRIDE for n in shape):
         return f"each size must be a positive multiple of {STRIDE}"
     if math.prod(token_grid(shape)) < MIN_FINAL_TOKENS:
-        return (f"it leaves one final-stage token, and normalising over them needs {MIN_FINAL_TOKENS}: "
-                f"make one size at least {2 * STRIDE}")
+        return f"it leaves one final-stage token, and normalising over them needs {MIN_FINAL_TOKENS}: make one size at least {2 * STRIDE}"
     return None
 
 

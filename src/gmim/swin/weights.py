@@ -154,5 +154,7 @@ def load_pretrained(model: torch.nn.Module, path: str | Path) -> WeightReport:
         channel_only = all(len(a) == len(b) and a[0] == b[0] and a[2:] == b[2:] for _, a, b in report.mismatched)
         what = "the input channels differ: the layers reading the input start" if channel_only else "they start"
         names = ", ".join(k for k, _, _ in report.mismatched[:3]) + (", …" if len(report.mismatched) > 3 else "")
-        warnings.warn(f"{path}: {len(report.mismatched)} tensor(s) of another shape not loaded ({names}); {what} from scratch", stacklevel=2)
+        warnings.warn(
+            f"{path}: {len(report.mismatched)} tensor(s) of another shape not loaded ({names}); {what} from scratch", stacklevel=2
+        )
     return report
