@@ -140,7 +140,7 @@ def _build(cls: type[T], data: Mapping[str, Any]) -> T:
     """``cls`` from checked data, sections first; a :class:`SettingError` names its key from the top."""
     hints = typing.get_type_hints(cls)
     kwargs = {}
-    for field in dataclasses.fields(cls):
+    for field in dataclasses.fields(typing.cast(Any, cls)):  # T is always a dataclass type here
         value = data[field.name]
         if dataclasses.is_dataclass(hints[field.name]):
             try:
@@ -166,7 +166,7 @@ def _merge(cls: type, base: dict[str, Any], layer: Any, where: str, prefix: str,
             raise InputError(f"{where}: unknown key '{full}' (known here: {known})")
         hint = hints[key]
         if dataclasses.is_dataclass(hint):
-            out[key] = _merge(hint, base[key], value, where, f"{full}.", origins)
+            out[key] = _merge(typing.cast(type, hint), base[key], value, where, f"{full}.", origins)
         else:
             out[key] = _coerce(hint, value, full, where)
             origins[full] = where

@@ -23,7 +23,7 @@ from monai.transforms import (
     RandGaussianNoised,
 )
 
-from gmim.data.checks import voxel_spacing
+from gmim.data.checks import load_nifti, voxel_spacing
 from gmim.errors import InputError
 
 #: Where the Debian package installs its data; ``GMIM_ITK_DATA`` points elsewhere.
@@ -151,9 +151,9 @@ def brain_tissue(source: str, stride: int = 2) -> tuple[np.ndarray, np.ndarray, 
         return t1[cut], _mark_deep_csf(labels[cut].astype(np.uint8), affine), affine
     if source == "itk":
         paths = itk_example_paths()
-        image = nib.load(paths["t1"])
-        brain = np.asarray(nib.load(paths["skull_strip"]).dataobj) > 0
-        kmeans = np.asarray(nib.load(paths["labels"]).dataobj)
+        image = load_nifti(paths["t1"])
+        brain = np.asarray(load_nifti(paths["skull_strip"]).dataobj) > 0
+        kmeans = np.asarray(load_nifti(paths["labels"]).dataobj)
         labels = np.select(
             [brain & (kmeans == 6), brain & (kmeans == 5), brain],
             [TISSUE_VALUES["white_matter"], TISSUE_VALUES["grey_matter"], TISSUE_VALUES["other"]],

@@ -50,9 +50,9 @@ def _save(path: Path, volume: np.ndarray, affine: np.ndarray) -> str:
 
 def write_collection(folder: Path) -> Path:
     """Write the demo's volumes and a datalist naming them; returns the datalist."""
-    import nibabel as nib
     import numpy as np
 
+    from gmim.data.checks import load_nifti
     from gmim.sample_data import deformed_copies, itk_example_paths, mni152
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -66,8 +66,8 @@ def write_collection(folder: Path) -> Path:
     datalist = {"training": [{"image": name} for name in training]}
     try:
         itk = itk_example_paths()
-        image = nib.load(itk["t1"])
-        brain = np.asarray(nib.load(itk["skull_strip"]).dataobj) > 0
+        image = load_nifti(itk["t1"])
+        brain = np.asarray(load_nifti(itk["skull_strip"]).dataobj) > 0
         stripped = np.asarray(image.get_fdata()) * brain  # as the template comes: the brain alone
         datalist["validation"] = [{"image": _save(folder / "itk_t1_brain.nii.gz", stripped, image.affine)}]
         print(

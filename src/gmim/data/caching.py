@@ -29,6 +29,7 @@ from gmim.data.checks import (
     voxel_spacing,
 )
 from gmim.data.sources import Case
+from gmim.engine.sampling import Items
 from gmim.errors import InputError
 from gmim.resources import memory_bytes
 
@@ -54,6 +55,8 @@ class SelfHealingPersistentDataset(PersistentDataset):
         try:
             return super()._cachecheck(item_transformed)
         except Exception as error:
+            if self.cache_dir is None:
+                raise  # no disk cache: the source itself failed
             entry = self.cache_dir / f"{self.hash_func(item_transformed).decode('utf-8')}{self.transform_hash}.pt"
             if not entry.is_file():
                 raise  # the source itself failed: not the cache's fault
@@ -103,7 +106,7 @@ def preload(
     cache_dir: Path | None = None,
     workers: int = 1,
     skip_bad: bool = False,
-) -> tuple[Sequence[Any], list[str]]:
+) -> tuple[Items, list[str]]:
     """``transform`` applied to each of ``records`` (one per case): kept in memory, written to
     ``cache_dir`` (MONAI's PersistentDataset), or — ``none`` — left to be done on the fly after only
     the files' headers are checked. Returns the data and the messages of the cases skipped."""

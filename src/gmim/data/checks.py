@@ -33,6 +33,7 @@ __all__ = [
     "Header",
     "check_cases",
     "check_header",
+    "load_nifti",
     "read_array",
     "read_grid",
     "read_header",
@@ -73,6 +74,15 @@ def _is_nifti(path: Path) -> bool:
     return path.name.lower().endswith((".nii", ".nii.gz"))
 
 
+def load_nifti(path: str | Path) -> nib.Nifti1Image:
+    """A NIfTI-1 or NIfTI-2 file as nibabel reads it (the header now, the voxels when asked for);
+    TypeError for a file nibabel reads as another kind of image (a CIFTI-2 file, say)."""
+    image = nib.load(path)
+    if not isinstance(image, nib.Nifti1Image):
+        raise TypeError(f"read as a {type(image).__name__}, not a NIfTI image")
+    return image
+
+
 @dataclass(frozen=True)
 class Header:
     """What an image file's header claims, read without its voxels."""
@@ -89,7 +99,7 @@ class Header:
 
 
 def _nifti_header(path: Path) -> Header:
-    image = nib.load(path)
+    image = load_nifti(path)
     header = image.header
     shape = tuple(int(n) for n in header.get_data_shape())
     dtype = np.dtype(header.get_data_dtype())
@@ -203,7 +213,8 @@ def read_grid(path: Path) -> Grid:
 
 def voxel_spacing(affine: np.ndarray) -> tuple[float, float, float]:
     """Voxel sizes in mm along the array axes."""
-    return tuple(float(v) for v in np.sqrt((affine[:3, :3] ** 2).sum(0)))
+    x, y, z = (float(v) for v in np.sqrt((affine[:3, :3] ** 2).sum(0)))
+    return x, y, z
 
 
 def same_grid(a: Grid, b: Grid) -> bool:
@@ -218,7 +229,7 @@ def read_array(path: Path) -> np.ndarray:
     shape = read_header(path).shape[:3]
     try:
         if _is_nifti(path):
-            return np.asarray(nib.load(path).dataobj).reshape(shape)
+            return np.asarray(load_nifti(path).dataobj).reshape(shape)
         import SimpleITK as sitk
 
         return sitk.GetArrayFromImage(sitk.ReadImage(str(path))).transpose(2, 1, 0).reshape(shape)

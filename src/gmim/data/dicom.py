@@ -27,6 +27,7 @@ import re
 import stat
 import warnings
 from collections import defaultdict
+from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -153,8 +154,8 @@ def _is_dicom(path: Path) -> bool:
         return False
 
 
-def _floats(value: object) -> tuple[float, ...] | None:
-    return tuple(float(v) for v in value) if value is not None else None  # type: ignore[union-attr]
+def _floats(value: Iterable[Any] | None) -> tuple[float, ...] | None:
+    return tuple(float(v) for v in value) if value is not None else None
 
 
 def _read_header(path: Path) -> _Header | None:
@@ -254,9 +255,9 @@ def _decode(path: Path, row: list[Any] | None) -> _Header | None:
     """The header a cache row holds for ``path``; TypeError or ValueError for a row not of this format."""
     if row is None:
         return None
-    values = [tuple(v) if type(v) is list else v for v in row]
+    values: list[Any] = [tuple(v) if type(v) is list else v for v in row]
     naming = len(_Header._fields) - 1
-    return _Header(*values[:naming], Slice(path, *values[naming:]))
+    return _Header._make([*values[:naming], Slice(path, *values[naming:])])
 
 
 def _load_cache(cache: Path) -> dict[str, Any]:

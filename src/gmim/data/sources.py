@@ -251,7 +251,7 @@ def _channels_id(images: Sequence[Path]) -> str:
     ``BraTS2021_00000``, ``la_003_0000`` → ``la_003``), else the first file's name."""
     ids = [case_id(p) for p in images]
     match = _NNUNET_CHANNEL.match(ids[0])
-    if match and all(_NNUNET_CHANNEL.match(i) and _NNUNET_CHANNEL.match(i)["case"] == match["case"] for i in ids):
+    if match and all((m := _NNUNET_CHANNEL.match(i)) and m["case"] == match["case"] for i in ids):
         return match["case"]
     if len(set(ids)) > 1:
         common = os.path.commonprefix(ids)

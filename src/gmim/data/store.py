@@ -450,7 +450,7 @@ def read_region(path: Path, region: Sequence[slice]) -> np.ndarray:
     import blosc2
 
     array = blosc2.open(str(path), mode="r", mmap_mode="r", dparams={"nthreads": 1})
-    return np.asarray(array[(slice(None), *region)], dtype=np.float32)
+    return np.asarray(array[(slice(None),) + tuple(region)], dtype=np.float32)
 
 
 def region_bounds(extent: tuple[int, int], start: int, size: int) -> tuple[int, int, int, int]:

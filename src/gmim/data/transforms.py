@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import warnings
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from typing import Any, Literal
 
 import nibabel as nib
 import torch
-from monai.config import KeysCollection
+from monai.config import KeysCollection, PathLike
 from monai.data import MetaTensor, NibabelReader
 from monai.transforms import (
     EnsureChannelFirstd,
@@ -96,12 +97,12 @@ class DicomSeriesReader(NibabelReader):
     """MONAI reader of DICOM series references (:mod:`gmim.data.dicom`), registered beside
     MONAI's own readers, which keep every image file."""
 
-    def verify_suffix(self, filename: Sequence[str] | str) -> bool:
-        names = [filename] if isinstance(filename, (str, Path)) else list(filename)
+    def verify_suffix(self, filename: Sequence[PathLike] | PathLike) -> bool:
+        names = [filename] if isinstance(filename, (str, os.PathLike)) else list(filename)
         return all(is_series_reference(Path(name)) for name in names)
 
-    def read(self, data: Sequence[str] | str, **kwargs: object) -> nib.Nifti1Image | list[nib.Nifti1Image]:
-        names = [data] if isinstance(data, (str, Path)) else list(data)
+    def read(self, data: Sequence[PathLike] | PathLike, **kwargs: object) -> nib.Nifti1Image | list[nib.Nifti1Image]:
+        names = [data] if isinstance(data, (str, os.PathLike)) else list(data)
         self.filenames = names
         images = [read_series(Path(name)) for name in names]
         return images if len(images) > 1 else images[0]
@@ -131,7 +132,8 @@ def intensity_transform(
     if preprocessing.modality == "ct":
         low, high = preprocessing.window
         return ScaleIntensityRanged(keys, a_min=low, a_max=high, b_min=0.0, b_max=1.0, clip=True)
-    return NormalizeIntensityd(keys, subtrahend=mean, divisor=std, nonzero=True, channel_wise=True)
+    # MONAI's NormalizeIntensityd says arrays only, but the NormalizeIntensity it hands them to takes sequences
+    return NormalizeIntensityd(keys, subtrahend=mean, divisor=std, nonzero=True, channel_wise=True)  # type: ignore[arg-type]
 
 
 def read_transforms(preprocessing: Preprocessing, label: bool = True) -> list[Any]:

@@ -35,7 +35,9 @@ __all__ = [
 def rng_state() -> dict[str, Any]:
     """This process's random states, as tensors and lists."""
     version, state, gauss = random.getstate()
-    _, keys, position, has_gauss, cached = np.random.get_state()
+    legacy = np.random.get_state(legacy=True)
+    assert isinstance(legacy, tuple), "numpy's global RandomState is an MT19937, whose legacy state is a tuple"
+    _, keys, position, has_gauss, cached = legacy
     out: dict[str, Any] = {
         "python": [version, list(state), gauss],
         "numpy": [torch.from_numpy(keys.astype(np.int64)), int(position), int(has_gauss), float(cached)],

@@ -13,8 +13,8 @@ once and prefetch across epoch boundaries.
 from __future__ import annotations
 
 import signal
-from collections.abc import Iterator, Sequence
-from typing import Any
+from collections.abc import Iterator
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -22,10 +22,18 @@ from monai.data import list_data_collate
 from monai.transforms import Compose, apply_transform
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-__all__ = ["SampleKey", "SeededDataset", "StepSampler", "derived_seed", "run_loader"]
+__all__ = ["Items", "SampleKey", "SeededDataset", "StepSampler", "derived_seed", "run_loader"]
 
 #: A sample of the stream: (epoch, index of the volume).
 SampleKey = tuple[int, int]
+
+
+class Items(Protocol):
+    """What :class:`SeededDataset` reads: a length and items by index (a list of records, a MONAI dataset, a Subset of one)."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: int, /) -> Any: ...
 
 
 def derived_seed(*entropy: int) -> int:
@@ -41,7 +49,8 @@ class StepSampler(Sampler[SampleKey]):
             raise ValueError(f"{length} volumes, global batch {batch_size} over {world_size} process(es)")
         self.length, self.batch_size, self.start, self.stop = length, batch_size, start, stop
         self.rank, self.per_rank, self.seed = rank, batch_size // world_size, seed
-        self._epoch, self._order = -1, []
+        self._epoch = -1
+        self._order: list[int] = []
 
     def key(self, position: int) -> SampleKey:
         """The sample at a position of the stream."""
@@ -68,7 +77,7 @@ class SeededDataset(Dataset):
     pipeline (cached); ``transform`` is the random part. Items are read by (epoch, index) keys.
     """
 
-    def __init__(self, data: Sequence[Any], transform: Compose, seed: int = 0) -> None:
+    def __init__(self, data: Items, transform: Compose, seed: int = 0) -> None:
         self.data = data
         self.transform = transform
         self.seed = seed

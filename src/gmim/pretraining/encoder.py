@@ -53,7 +53,7 @@ class MaskedSwinEncoder(SwinTransformer):
         attn_drop_rate: float = 0.0,
         dropout_path_rate: float = 0.0,
         use_checkpoint: bool = False,
-        downsample: str | nn.Module = "merging",
+        downsample: str | type[nn.Module] = "merging",
         use_v2: bool = False,
     ) -> None:
         if feature_size % 12 != 0:
@@ -80,7 +80,7 @@ class MaskedSwinEncoder(SwinTransformer):
         self.in_channels = in_channels
         self.feature_size = feature_size
 
-    def forward(  # type: ignore[override]
+    def forward(
         self,
         x: Tensor,
         normalize: bool = True,

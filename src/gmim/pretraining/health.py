@@ -146,7 +146,8 @@ class HealthMeter:
             self.variation[stage] += float((variance / energy).sqrt().sum())
             flat = tokens.transpose(1, 2).reshape(-1, tokens.shape[1])  # (B·n, C)
             gram = flat.T @ flat
-            self.grams[stage] = gram if self.grams[stage] is None else self.grams[stage] + gram
+            previous = self.grams[stage]
+            self.grams[stage] = gram if previous is None else previous + gram
             self.tokens[stage] += flat.shape[0]
         self.views += states[0].shape[0]
 
@@ -160,6 +161,7 @@ class HealthMeter:
             raise ValueError("no views measured")
         ranks, bounds = [], []
         for gram, tokens in zip(self.grams, self.tokens):
+            assert gram is not None, "add_states fills every stage's Gram matrix, and views > 0"
             singular = torch.linalg.eigvalsh(gram).clamp_min(0).sqrt()  # of the token matrix
             p = singular / singular.sum().clamp_min(1e-30) + 1e-7  # RankMe's ε
             ranks.append(float(torch.exp(-(p * p.log()).sum())))

@@ -215,7 +215,9 @@ def mask_every_point(masks: Sequence[Tensor | None], crop_shape: Sequence[int]) 
     """``masks`` of points a0–a3 with an all-False mask (which changes nothing) for each None: every
     point is then in the graph, as DDP with learned mask tokens and a compiled model (one graph for
     every step) need."""
-    batch, device = masks[0].shape[0], masks[0].device
+    first = masks[0]
+    assert first is not None, "point a0 always masks"
+    batch, device = first.shape[0], first.device
     return [
         m if m is not None else torch.zeros((batch, *token_grid(crop_shape, stride)), dtype=torch.bool, device=device)
         for m, (_, stride) in zip(masks, APPLICATION_POINTS)

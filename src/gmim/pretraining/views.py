@@ -10,7 +10,7 @@ matched over the overlap. The target view then gets the prototype's intensity au
 from __future__ import annotations
 
 from collections.abc import Hashable, Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -41,9 +41,10 @@ class StoredRegiond(Randomizable, MapTransform):
         MapTransform.__init__(self, "image", allow_missing_keys=True)
         self.size = tuple(int(n) for n in size)
         self.preprocessing = preprocessing
-        self.mode = "constant" if padding == "zero" else "symmetric"
+        self.mode: Literal["constant", "symmetric"] = "constant" if padding == "zero" else "symmetric"
 
-    def randomize(self, extent: Sequence[Sequence[int]]) -> list[int]:
+    # MONAI's stub says randomize returns None; its subclasses may return what they drew, as these do
+    def randomize(self, extent: Sequence[Sequence[int]]) -> list[int]:  # type: ignore[override]
         return [self.R.randint(0, max(stop - start, n) - n + 1) for (start, stop), n in zip(extent, self.size)]
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
@@ -79,7 +80,8 @@ class SiameseViewsd(Randomizable, MapTransform):
         # centred either way; "symmetric" mirrors the edge ([1,2,3,4] → [2,1,1,2,3,4,4,3])
         self._pad = SpatialPad(self.region, method="symmetric", mode="constant" if padding == "zero" else "symmetric")
 
-    def randomize(self, spatial: Sequence[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    # MONAI's stub says randomize returns None; its subclasses may return what they drew, as these do
+    def randomize(self, spatial: Sequence[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # type: ignore[override]
         region_start = np.array([self.R.randint(0, n - r + 1) for n, r in zip(spatial, self.region)])
         x_start = np.array([self.R.randint(0, m + 1) for m in self.margin])
         y_start = np.array([self.R.randint(0, m + 1) for m in self.margin])
@@ -92,7 +94,7 @@ class SiameseViewsd(Randomizable, MapTransform):
 
         def crop(start: np.ndarray) -> torch.Tensor:
             begin = region_start + start
-            return image[(slice(None), *(slice(b, b + r) for b, r in zip(begin, self.roi)))].clone()
+            return image[(slice(None),) + tuple(slice(b, b + r) for b, r in zip(begin, self.roi))].clone()
 
         out["x"] = crop(x_start)
         out["y"] = crop(y_start)

@@ -114,6 +114,7 @@ def evaluate(predictions: Path, references: Path, task: Task | None = None) -> t
             if unknown:
                 raise InputError(f"{path}: label values {unknown} are not in the task (known: {sorted(allowed)})")
             arrays.append(task.masks(torch.from_numpy(array)))
-        result.dice[name] = dice_scores(*arrays).tolist()
-        result.hd95[name] = hd95_scores(*arrays, voxel_spacing(ref_grid[1])).tolist()
+        prediction, reference = arrays
+        result.dice[name] = dice_scores(prediction, reference).tolist()
+        result.hd95[name] = hd95_scores(prediction, reference, voxel_spacing(ref_grid[1])).tolist()
     return result, pairs
