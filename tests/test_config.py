@@ -101,9 +101,9 @@ def test_finetune_presets_follow_the_method():
     brats.task.check()
     assert brats.task.kind == "regions" and brats.task.regions == {"TC": [1, 4], "WT": [1, 2, 4], "ET": [4]}
     assert brats.task.loss == "dice" and brats.task.channels == ["flair", "t1", "t1ce", "t2"]
-    assert brats.preprocessing.modality == "mri" and brats.model.roi == (128, 128, 128) and brats.model.feature_size == 48
+    assert brats.preprocessing.modality == "mri" and brats.model.roi == (128, 128, 128) and brats.model.architecture().feature_size == 48
     amos = load_config(FinetuneConfig, "amos2022", presets="finetune")
     amos.task.check()
     assert amos.task.kind == "multiclass" and amos.task.out_channels == 16 and amos.task.loss == "dice_ce"
     assert amos.preprocessing.window == (-175.0, 250.0) and amos.preprocessing.spacing == (1.5, 1.5, 2.0)
-    assert amos.model.roi == (128, 128, 128) and amos.model.feature_size == 48 and amos.inference.overlap == 0.5
+    assert amos.model.roi == (128, 128, 128) and amos.model.architecture().feature_size == 48 and amos.inference.overlap == 0.5

@@ -106,6 +106,8 @@ def test_frozen_encoder_keeps_the_pretrained_weights(tmp_path, brain_extraction,
     trained = torch.load(out / "best.pt", weights_only=True)["model"]
     encoder = torch.load(gmim_encoder, weights_only=True)
     assert all(torch.equal(trained[f"swinViT.{k}"], v) for k, v in encoder.items())
+    report = json.loads((out / "weights_report.json").read_text())  # no encoder tensor left fresh without a word
+    assert sorted(report["matched"]) == sorted(f"swinViT.{k}" for k in encoder) == sorted(k for k in trained if k.startswith("swinViT."))
     assert [g["name"] for g in torch.load(out / "last.pt", weights_only=True)["optimizer"]["param_groups"]] == ["decoder"]
 
 
@@ -388,7 +390,8 @@ def test_bad_input_is_one_line_exit_2(tmp_path, brain_extraction, gmim_encoder, 
     from monai.networks.nets import SwinUNETR
 
     torch.save(SwinUNETR(in_channels=1, out_channels=2, feature_size=24).swinViT.state_dict(), wrong)
-    assert "another --feature-size" in _error(capsys, ["finetune", data, *out, "--pretrained", str(wrong)])
+    line = _error(capsys, ["finetune", data, *out, "--pretrained", str(wrong)])  # TINY_FINETUNE sets --feature-size 12
+    assert "f24.pt: the weights are a Swin UNETR with feature_size 24, but model.feature_size is 12; leave model.feature_size unset" in line
     assert not (tmp_path / "run" / "last.pt").exists()
 
 
@@ -478,9 +481,64 @@ def test_from_finetuned_checkpoint_and_from_a_one_channel_swinvit_for_two_channe
     itk = brain_extraction / "itk_t1.nii.gz"
     two = tmp_path / "two.json"  # a 2-channel case: the T1 twice
     two.write_text(json.dumps({"training": [{"image": [str(itk), str(itk)], "label": str(brain_extraction / "itk_t1_mask.nii.gz")}]}))
-    with pytest.warns(UserWarning, match="input channels differ"):
-        assert main(["finetune", str(two), "--out", str(tmp_path / "two"), "--pretrained", str(tmp_path / "model_swinvit.pt"), *short]) == 0
+    fresh = ["--set", "model.adapt_channels=false"]  # the input layer starts fresh instead of adapted
+    assert (
+        main(["finetune", str(two), "--out", str(tmp_path / "two"), "--pretrained", str(tmp_path / "model_swinvit.pt"), *short, *fresh])
+        == 0
+    )
     report = json.loads((tmp_path / "two" / "weights_report.json").read_text())
-    assert [m["key"] for m in report["shape_mismatched"]] == ["swinViT.patch_embed.proj.weight"]
+    assert [m["key"] for m in report["shape_mismatched"]] == ["swinViT.patch_embed.proj.weight"] and not report["adapted"]
     assert report["unexpected"] == ["module.rotation_head.weight"] and len(report["matched"]) == 125
-    assert "shape-mismatched (left as initialised): swinViT.patch_embed.proj.weight" in capsys.readouterr().out
+    assert "another shape (left as initialised): swinViT.patch_embed.proj.weight" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_the_architecture_and_channels_come_from_the_weights(tmp_path, brain_extraction):
+    """A VoCo release (a Swin UNETR v2 encoder, F 48/96/192: 24 here) with no --feature-size: the run
+    builds the weights' architecture; the BraTS-like 2-channel data get the 1-channel input layers
+    adapted, and the run folder records both."""
+    from monai.networks.nets import SwinUNETR
+
+    torch.manual_seed(3)
+    voco = SwinUNETR(in_channels=1, out_channels=2, feature_size=24, use_v2=True).state_dict()
+    torch.save({k: v for k, v in voco.items() if not k.startswith(("decoder", "out."))}, tmp_path / "VoCo_SSL_head.pt")
+    entries = json.loads((brain_extraction / "brain.json").read_text())["training"]
+    two = [{"image": [str(brain_extraction / e["image"])] * 2, "label": str(brain_extraction / e["label"])} for e in entries]
+    (tmp_path / "two.json").write_text(json.dumps({"training": two}))
+    tiny = [a for a in TINY_FINETUNE if a not in ("--feature-size", "12")]
+    out = tmp_path / "run"
+    assert (
+        main(
+            [
+                "finetune",
+                str(tmp_path / "two.json"),
+                "--out",
+                str(out),
+                "--steps",
+                "1",
+                "--fold",
+                "all",
+                "--labelled-cases",
+                "1",
+                "--freeze-encoder",
+                "--pretrained",
+                str(tmp_path / "VoCo_SSL_head.pt"),
+                *tiny,
+            ]
+        )
+        == 0
+    )
+    config = load_config(FinetuneConfig, out / "config.yaml")
+    assert (config.model.feature_size, config.model.use_v2, config.model.in_channels) == (24, True, 2)
+    report = json.loads((out / "weights_report.json").read_text())
+    assert report["layout"] == "VoCo (Swin UNETR v2 encoder)"
+    assert {a["key"] for a in report["adapted"]} == {
+        "swinViT.patch_embed.proj.weight",
+        "encoder1.layer.conv1.conv.weight",
+        "encoder1.layer.conv3.conv.weight",
+    }
+    trained = torch.load(out / "best.pt", weights_only=True)["model"]
+    assert torch.equal(trained["swinViT.layers1c.0.layer.conv1.conv.weight"], voco["swinViT.layers1c.0.layer.conv1.conv.weight"])
+    torch.testing.assert_close(
+        trained["swinViT.patch_embed.proj.weight"], voco["swinViT.patch_embed.proj.weight"].repeat(1, 2, 1, 1, 1) / 2
+    )

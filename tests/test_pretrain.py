@@ -479,6 +479,8 @@ def test_init_from_swin_unetr_self_supervised_weights(brains, tmp_path, capsys):
     out = capsys.readouterr().out
     total = len(swin.state_dict())
     assert f"{total} of {total} tensors loaded" in out and "unexpected (ignored): 1" in out
+    report = json.loads((tmp_path / "run" / "weights_report.json").read_text())  # written by the loop, for every method
+    assert report["layout"] == "MONAI self-supervised (model_swinvit.pt)" and len(report["matched"]) == total
     trained = torch.load(tmp_path / "run" / "encoder.pt", weights_only=True)
     torch.testing.assert_close(trained["patch_embed.proj.weight"], swin.state_dict()["patch_embed.proj.weight"], rtol=0, atol=1e-6)
     assert run_cli("pretrain", brains, "--out", tmp_path / "bad", "--steps", "1", *SMALL, "--init", tmp_path / "nope.pt") == 2

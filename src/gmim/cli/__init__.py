@@ -16,7 +16,15 @@ from gmim import __version__
 from gmim.errors import InputError
 
 #: Modules that each define ``add_parser(subparsers)``; the parser's ``run`` default does the work.
-COMMAND_MODULES = ("gmim.cli.demo", "gmim.cli.prepare", "gmim.cli.pretrain", "gmim.cli.finetune", "gmim.cli.predict", "gmim.cli.evaluate")
+COMMAND_MODULES = (
+    "gmim.cli.demo",
+    "gmim.cli.prepare",
+    "gmim.cli.pretrain",
+    "gmim.cli.finetune",
+    "gmim.cli.predict",
+    "gmim.cli.evaluate",
+    "gmim.cli.export",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

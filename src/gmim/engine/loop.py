@@ -2,13 +2,15 @@
 
 A method (:class:`Method`) supplies its model, its training data, one training step and a
 validation. The loop owns the rest, the same way for every method: seeding and determinism, the
-run folder (``run.json``: how it was started) and its guard, the run's one data loader, AdamW with warm-up and cosine decay, mixed
+run folder (``run.json``: how it was started) and its guard, the initial weights (``model.init``:
+the architecture read off them, the tensors loaded into the module the method names, and
+``weights_report.json``), the run's one data loader, AdamW with warm-up and cosine decay, mixed
 precision and DDP, the intervals (all in steps), ``last.pt`` and ``best.pt``, Ctrl-C and SIGTERM,
 ``train.stop_after``, ``metrics.jsonl`` and TensorBoard, the progress bar and a closing summary.
 
 Usage::
 
-    with Trainer("mymethod", config, config.train, out, resume, may_change=...) as trainer:
+    with Trainer("mymethod", config, config.train, out, resume, may_change=..., model=config.model) as trainer:
         method = MyMethod(config, ..., trainer)   # builds its model after the trainer has seeded
         summary = trainer.fit(method)
 """
@@ -22,7 +24,7 @@ import signal
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -56,6 +58,8 @@ from gmim.engine.run_folder import RunLock, check_run_folder
 from gmim.engine.sampling import SeededDataset, StepSampler, end_workers, run_loader
 from gmim.engine.signals import Interrupted, stop_requests
 from gmim.errors import InputError
+from gmim.swin.config import ARCHITECTURE_KEYS, SwinConfig
+from gmim.swin.weights import Weights, load_weights, read_weights
 
 __all__ = ["RESUMABLE", "Method", "RunSummary", "Trainer", "Validation", "validation_interval"]
 
@@ -100,8 +104,6 @@ class Method(Protocol):
 
     #: The command's name: progress bar, messages and the checkpoint's ``method`` entry.
     name: str
-    #: The trained module, unwrapped; ``last.pt`` holds its whole state_dict.
-    model: torch.nn.Module
     #: The training volumes, read by (epoch, index) keys, one per volume of a global batch.
     train_data: SeededDataset
     #: Whether ``best.pt`` keeps the weights of the best validation (or the final weights when
@@ -110,10 +112,23 @@ class Method(Protocol):
     #: Whether a new run validates its initial weights too (step 0), as the baseline of the later ones.
     validates_at_start: bool
 
+    @property
+    def model(self) -> torch.nn.Module:
+        """The trained module, unwrapped; ``last.pt`` holds its whole state_dict. Read-only here, so
+        that a method may hold a subclass (its own network type)."""
+
+    @property
+    def init_module(self) -> torch.nn.Module:
+        """The module that ``model.init``'s weights start: a ``SwinUNETR`` or its encoder."""
+
+    def after_init(self) -> None:
+        """Work after ``model.init``'s weights are loaded into :attr:`init_module` (e.g. copying them
+        into an EMA target)."""
+
     def parameter_groups(self) -> list[dict[str, Any]]:
         """AdamW's parameter groups (a group may carry its own ``lr``)."""
 
-    def train_step(self, model: torch.nn.Module, batch: Any, step: int) -> dict[str, torch.Tensor]:
+    def train_step(self, model: Callable[..., Any], batch: Any, step: int) -> dict[str, torch.Tensor]:
         """The loss terms of the batch of step ``step`` (1-based), ``"loss"`` the one to minimise;
         ``model`` is :attr:`model`, wrapped for DDP where there are several processes and compiled
         with ``train.compile``."""
@@ -234,13 +249,16 @@ class Trainer:
         out: Path,
         resume: bool = False,
         may_change: Collection[str] = (),
-        inherit: Collection[str] = (),
+        model: SwinConfig | None = None,
     ) -> None:
         """``command``: the method's name (it labels the run folder's lock); ``may_change``: the
-        method's settings that a resume may change, besides :data:`RESUMABLE`; ``inherit``: those a
-        resume takes from the run when they are unset (see ``check_run_folder``)."""
+        method's settings that a resume may change, besides :data:`RESUMABLE`; ``model``: the
+        ``model`` section of ``run_config``, whose ``init`` weights the loop loads (a resume takes
+        ``init`` and the architecture from the run when they are unset)."""
         self.command, self.run_config, self.train, self.out, self.resume = command, run_config, train, Path(out), resume
-        self.may_change, self.inherit = (*RESUMABLE, *may_change), inherit
+        self.may_change, self.model = (*RESUMABLE, *may_change), model
+        self.inherit = ("model.init", *(f"model.{name}" for name in ARCHITECTURE_KEYS)) if model is not None else ()
+        self.weights: Weights | None = None  # model.init's, from __enter__ until fit loads them
         self.total = 0
         self._progress: Progress | None = None  # while fit runs
 
@@ -252,6 +270,9 @@ class Trainer:
         self._lock = RunLock(self.out, self.command) if self.context.is_main else None
         try:
             _check_batch(self.train, self.context.world_size)
+            if self.model is not None and not self.resume:
+                self.weights = read_weights(self.model.init) if self.model.init is not None else None
+                self.model.take_architecture(self.weights.architecture if self.weights else None, self.model.init or "")
             if self._lock is not None:
                 self._lock.acquire()  # before the guard: of two runs started together, one is refused
             check_run_folder(self.run_config, self.out, self.resume, self.may_change, self.inherit)
@@ -330,7 +351,14 @@ class Trainer:
         volumes = len(method.train_data)
         if volumes < train.batch_size:
             raise InputError(f"train.batch_size {train.batch_size} is larger than the {volumes} training volume(s)")
-        self.total = train.steps if train.steps is not None else train.epochs * math.ceil(volumes / train.batch_size)
+        if train.steps is not None:
+            self.total = train.steps
+        else:
+            assert train.epochs is not None, "LoopConfig sets exactly one of steps and epochs"
+            self.total = train.epochs * math.ceil(volumes / train.batch_size)
+        if self.weights is not None:
+            self._load_initial_weights(method, self.weights)
+            self.weights = None
         model = wrap_ddp(method.model, context)
         stepped = torch.compile(model) if train.compile else model  # shares its parameters with model
         groups = method.parameter_groups()
@@ -422,6 +450,16 @@ class Trainer:
         context.barrier()
         return summary
 
+    def _load_initial_weights(self, method: Method, weights: Weights) -> None:
+        """``model.init``'s weights into the method's :attr:`Method.init_module`, said on the console
+        and in ``weights_report.json``."""
+        assert self.model is not None
+        report = load_weights(method.init_module, weights, self.model.adapt_channels)
+        method.after_init()
+        self.write(str(report))
+        if self.is_main:
+            write_json(self.out / "weights_report.json", report.as_dict())
+
     def _restore(
         self, method: Method, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler
     ) -> tuple[int, float]:
@@ -448,6 +486,7 @@ class Trainer:
         scalars = {f"train/{name}": value for name, value in means.items()}
         scalars["train/lr"] = optimizer.param_groups[0]["lr"]
         scalars["train/volumes_per_s"] = window.steps * self.train.batch_size / max(now - window.since, 1e-9)
+        assert self._progress is not None, "records are made while fit runs"
         self._progress.scalars(step, scalars, show=True)
         metrics.add({"step": step, **scalars})
         return _Window()
@@ -459,6 +498,7 @@ class Trainer:
         scalars = {f"val/{name}": value for name, value in result.scalars.items()}
         if not self.is_main:
             return (max(best, result.score) if result.score is not None else best), scalars
+        assert self._progress is not None, "validations are made while fit runs"
         self._progress.scalars(step, scalars)
         metrics.add({"step": step, **scalars})
         self.write(f"step {step}: {result.summary}")

@@ -17,7 +17,7 @@ from gmim.rules import (
     non_empty,
     setting,
 )
-from gmim.swin.geometry import FEATURE_SIZE, ROI
+from gmim.swin.config import SwinConfig
 
 __all__ = ["AS_RUN", "DataConfig", "LossConfig", "MaskingConfig", "ModelConfig", "PretrainConfig", "TrainConfig"]
 
@@ -34,27 +34,16 @@ AS_RUN: dict[str, str | bool] = {
 
 
 @dataclass
-class ModelConfig(Section):
-    feature_size: int = setting(48, FEATURE_SIZE)
-    roi: tuple[int, int, int] = setting((128, 128, 128), ROI)
-    #: Input channels; null: from the data (the resolved config always has it).
-    in_channels: int | None = setting(None, at_least(1))
+class ModelConfig(SwinConfig):
+    """The Swin UNETR encoder (:class:`gmim.swin.config.SwinConfig`) and GMIM's heads."""
+
+    roi: tuple[int, int, int] = (128, 128, 128)
     projection_dim: int = setting(512, at_least(1))
     #: 0: the target encoder is the online one at every step (the prototype); m > 0: an EMA of it.
     target_momentum: float = setting(0.0, between(0, 1, high_open=True))
     #: Fill masked tokens with a learned vector per application point instead of zeros.
     learned_mask_token: bool = False
-    #: Recompute activations in the backward pass: less memory, about a third slower.
-    gradient_checkpointing: bool = False
-    #: Window attention through PyTorch's fused ``scaled_dot_product_attention`` (the same function
-    #: as MONAI's, up to float round-off; see :mod:`gmim.swin.attention`).
-    fused_attention: bool = True
-    #: Swin's patch merging: ``monai`` (MONAI's, all eight sub-grids) or ``prototype`` (the authors'
-    #: prototype's, two sub-grids twice: for encoders it trained; docs/method.md §9).
-    patch_merging: Literal["monai", "prototype"] = "monai"
     dropout_path_rate: float = setting(0.0, between(0, 1))
-    #: Encoder weights to start from (a gmim encoder.pt or Swin UNETR's model_swinvit.pt).
-    init: str | None = setting(None, non_empty())
 
 
 @dataclass

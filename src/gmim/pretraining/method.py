@@ -12,7 +12,7 @@ several processes draws the same samples and masks as one process with the same 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +43,6 @@ from gmim.pretraining.model import GMIM
 from gmim.pretraining.views import target_augmentation
 from gmim.pretraining.visualize import save_loss_curve, save_masking_figure
 from gmim.swin.attention import fuse_window_attention
-from gmim.swin.weights import load_pretrained
 
 __all__ = ["GMIMPretraining", "build_model", "pretrain"]
 
@@ -60,15 +59,19 @@ def build_model(config: PretrainConfig) -> GMIM:
     model = config.model
     if model.in_channels is None:
         raise ValueError("model.in_channels must be resolved before the model is built")
+    architecture = model.architecture()
     network = GMIM(
         in_channels=model.in_channels,
-        feature_size=model.feature_size,
+        feature_size=architecture.feature_size,
+        depths=architecture.depths,
+        num_heads=architecture.num_heads,
+        use_v2=architecture.use_v2,
         projection_dim=model.projection_dim,
         target_momentum=model.target_momentum,
         learned_mask_token=model.learned_mask_token,
         use_checkpoint=model.gradient_checkpointing,
         dropout_path_rate=model.dropout_path_rate,
-        patch_merging=model.patch_merging,
+        patch_merging=architecture.patch_merging or "monai",
     )
     return fuse_window_attention(network) if model.fused_attention else network
 
@@ -91,10 +94,8 @@ def pretrain(config: PretrainConfig, data: Sequence[str | Path], out: Path, resu
     if config.model.in_channels not in (None, volumes.channels):
         raise InputError(f"model.in_channels is {config.model.in_channels} but the data has {volumes.channels} channel(s)")
     config.model.in_channels = volumes.channels
-    if config.model.init is not None and not resume and not Path(config.model.init).is_file():
-        raise InputError(f"model.init {config.model.init}: file not found")
     _split(volumes.splits(), config)  # refused before any work
-    with Trainer(GMIMPretraining.name, config, config.train, out, resume, RESUMABLE_CHANGES, inherit=("model.init",)) as trainer:
+    with Trainer(GMIMPretraining.name, config, config.train, out, resume, RESUMABLE_CHANGES, model=config.model) as trainer:
         return trainer.fit(GMIMPretraining(config, volumes, trainer))
 
 
@@ -109,9 +110,6 @@ class GMIMPretraining:
         self.config, self.trainer = config, trainer
         self.model = build_model(config)
         context = trainer.context
-        if config.model.init is not None and not trainer.resume:
-            report = load_pretrained(self.model.encoder, Path(config.model.init))
-            trainer.write(str(report))
         prepared, self.skipped = prepare_volumes(volumes, config, context.rank, context.world_size)
         train_places, val_places = _split([entry.split for entry, _ in prepared], config)
         if not train_places:
@@ -133,16 +131,23 @@ class GMIMPretraining:
         self.planner = GridMaskPlanner(masking.grids, masking.base_ratio, masking.scale, masking.dynamic, cells=masking.cells)
         self.loss_function = GMIMLoss(**vars(config.loss))
 
+    @property
+    def init_module(self) -> torch.nn.Module:
+        return self.model.encoder
+
+    def after_init(self) -> None:
+        self.model.reset_target()
+
     def parameter_groups(self) -> list[dict[str, Any]]:
         return [{"params": list(self.model.parameters())}]
 
-    def masks(self, x: torch.Tensor, indices: Sequence[int], key: int) -> tuple[list[torch.Tensor | None], torch.Tensor]:
+    def masks(self, x: torch.Tensor, indices: Sequence[int], key: int) -> tuple[Sequence[torch.Tensor | None], torch.Tensor]:
         """The masks of points a0–a3 for a batch: coin flips seeded by the step ``key`` (on the CPU,
         the only values masking reads back), positions by the step and each sample's volume index,
         on the batch's device. Returns them with the grids chosen."""
         seed, masking, device = self.config.train.seed, self.config.masking, x.device
         plan = self.planner.plan(x)
-        masks = plan.hierarchical_masks(
+        masks: Sequence[torch.Tensor | None] = plan.hierarchical_masks(
             x.shape[2:],
             masking.drop_probability,
             masking.decay,
@@ -153,7 +158,7 @@ class GMIMPretraining:
             masks = mask_every_point(masks, x.shape[2:])
         return masks, plan.grid
 
-    def train_step(self, model: torch.nn.Module, batch: dict[str, Any], step: int) -> dict[str, torch.Tensor]:
+    def train_step(self, model: Callable[..., Any], batch: dict[str, Any], step: int) -> dict[str, torch.Tensor]:
         device, precision = self.trainer.device, self.trainer.precision
         x = batch["x"].to(device, non_blocking=True)
         y = batch["y"].to(device, non_blocking=True)
@@ -163,6 +168,7 @@ class GMIMPretraining:
         masks, grids = self.masks(x, batch["index"].tolist(), step)
         with precision.autocast():
             output = model(x, y, masks)
+        assert masks[0] is not None, "point a0 always masks"
         terms = self.loss_function(output, x, voxel_mask(masks[0]), batch["offset"])
         if self.trainer.is_main and self.trainer.due(step, self.config.train.picture_every):
             save_masking_figure(
@@ -203,6 +209,7 @@ class GMIMPretraining:
                 with precision.autocast():
                     output = self.model(x, y, masks)
                     meter.add_states(self.model.encoder(x))
+                assert masks[0] is not None, "point a0 always masks"
                 terms = self.loss_function(output, x, voxel_mask(masks[0]), offset)
                 meter.add_correlation(self.loss_function.correlation(output, x, offset)[0], float(terms["cross_correlation"]))
                 for key, value in terms.items():

@@ -63,6 +63,9 @@ class GMIM(nn.Module):
         self,
         in_channels: int,
         feature_size: int = 48,
+        depths: Sequence[int] = (2, 2, 2, 2),
+        num_heads: Sequence[int] = (3, 6, 12, 24),
+        use_v2: bool = False,
         projection_dim: int = 512,
         target_momentum: float = 0.0,
         learned_mask_token: bool = False,
@@ -78,6 +81,9 @@ class GMIM(nn.Module):
         self.encoder = MaskedSwinEncoder(
             in_channels,
             feature_size,
+            depths=depths,
+            num_heads=num_heads,
+            use_v2=use_v2,
             use_checkpoint=use_checkpoint,
             dropout_path_rate=dropout_path_rate,
             downsample=merging_class(patch_merging),
@@ -111,6 +117,12 @@ class GMIM(nn.Module):
             reconstruction=self.decoder(online),
             features=features,
         )
+
+    @torch.no_grad()
+    def reset_target(self) -> None:
+        """Make the EMA target encoder the online one (after the online one was loaded from weights)."""
+        if self.target_encoder is not None:
+            self.target_encoder.load_state_dict(self.encoder.state_dict())
 
     @torch.no_grad()
     def update_target(self) -> None:

@@ -8,30 +8,16 @@ from typing import Literal
 
 from gmim.data.transforms import Preprocessing
 from gmim.engine.config import LoopConfig
-from gmim.rules import Rule, Section, at_least, between, non_empty, setting
+from gmim.rules import Rule, Section, at_least, between, setting
 from gmim.segmentation.task import Task
-from gmim.swin.geometry import FEATURE_SIZE, ROI
+from gmim.swin.config import SwinConfig
 
 __all__ = ["DataConfig", "FinetuneConfig", "InferenceConfig", "ModelConfig", "TrainConfig"]
 
 
 @dataclass
-class ModelConfig(Section):
-    feature_size: int = setting(48, FEATURE_SIZE)
-    roi: tuple[int, int, int] = setting((96, 96, 96), ROI)
-    #: Input channels; null: from the data (the resolved config always has it).
-    in_channels: int | None = setting(None, at_least(1))
-    #: Recompute activations in the backward pass: less memory, about a third slower.
-    gradient_checkpointing: bool = False
-    #: Window attention through PyTorch's fused ``scaled_dot_product_attention`` (the same function
-    #: as MONAI's, up to float round-off; see :mod:`gmim.swin.attention`).
-    fused_attention: bool = True
-    #: Swin's patch merging: ``monai`` (MONAI's, all eight sub-grids) or ``prototype`` (the authors'
-    #: prototype's, two sub-grids twice: for encoders it trained; docs/method.md §9).
-    patch_merging: Literal["monai", "prototype"] = "monai"
-    #: Weights to start from: a gmim encoder.pt, Swin UNETR's model_swinvit.pt, a fine-tuned Swin
-    #: UNETR or a .safetensors file (null: from scratch).
-    init: str | None = setting(None, non_empty())
+class ModelConfig(SwinConfig):
+    """The Swin UNETR (:class:`gmim.swin.config.SwinConfig`), on 96³ crops."""
 
 
 @dataclass

@@ -40,6 +40,7 @@ def sliding_window(network: torch.nn.Module, image: torch.Tensor, config: Finetu
         logits = sliding_window_inference(
             image, config.model.roi, config.inference.sw_batch_size, network, overlap=config.inference.overlap, mode="gaussian"
         )
+    assert isinstance(logits, torch.Tensor), "the network returns one tensor, so the windows merge into one"
     return logits.float()
 
 
@@ -54,11 +55,14 @@ def sliding_window_count(shape: Sequence[int], roi: Sequence[int], overlap: floa
 
 
 def find_run(model: Path) -> tuple[Path, Path]:
-    """(config.yaml, weights) of a run folder (``best.pt``, else ``last.pt``) or of a weights file in one."""
+    """(config.yaml, weights) of a run folder (``best.pt``, else ``last.pt``), of an export of one
+    (``gmim export``: ``model.safetensors``), or of a weights file in either."""
     if model.is_dir():
-        weights = next((model / n for n in ("best.pt", "last.pt") if (model / n).is_file()), None)
+        weights = next((model / n for n in ("best.pt", "last.pt", "model.safetensors") if (model / n).is_file()), None)
         if weights is None:
-            raise InputError(f"{model}: no best.pt or last.pt in this folder (a gmim finetune --out folder?)")
+            raise InputError(
+                f"{model}: no best.pt or last.pt in this folder, nor a model.safetensors (a gmim finetune --out folder or its export?)"
+            )
         folder = model
     elif model.is_file():
         weights, folder = model, model.parent
@@ -68,6 +72,11 @@ def find_run(model: Path) -> tuple[Path, Path]:
     if not config.is_file():
         raise InputError(f"{config}: not found; a model needs the config.yaml of its run beside it")
     writer = written_by(config)
+    if writer == "gmim pretrain" and weights.suffix == ".safetensors":
+        raise InputError(
+            f"{model}: an exported encoder (of a gmim pretrain run), not a segmentation model; fine-tune one from it: "
+            f"gmim finetune DATA --pretrained {folder} --out RUN"
+        )
     if writer is not None and writer != "gmim finetune":
         raise InputError(
             f"{model}: a {writer} run, not a gmim finetune one: predict needs a fine-tuned model "

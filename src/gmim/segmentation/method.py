@@ -10,7 +10,7 @@ validation), ``metrics.jsonl``, ``summary.json`` and ``tensorboard/``.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +37,6 @@ from gmim.segmentation.network import (
 )
 from gmim.segmentation.splits import split_cases
 from gmim.segmentation.task import DEFAULT_LABELS, Task
-from gmim.swin.weights import load_pretrained
 
 __all__ = ["SegmentationFinetuning", "finetune", "resolve_config"]
 
@@ -96,13 +95,11 @@ def finetune(config: FinetuneConfig, data: Sequence[str | Path], out: Path, resu
     if not cases:
         raise InputError(f"{paths[0]}: no labelled cases; fine-tuning needs label maps")
     config = resolve_config(config, cases, layout)
-    if config.model.init is not None and not resume and not Path(config.model.init).is_file():
-        raise InputError(f"--pretrained {config.model.init}: file not found")
     train_cases, val_cases = split_cases(cases, config.data, config.train.seed)
     check_cases(train_cases + val_cases, config.task.label_values, workers=config.train.loader_workers())
     if config.data.cache == "memory":
         refuse_oversized_memory_cache(train_cases + val_cases, config.preprocessing.spacing)
-    with Trainer(SegmentationFinetuning.name, config, config.train, out, resume, RESUMABLE_CHANGES, inherit=("model.init",)) as trainer:
+    with Trainer(SegmentationFinetuning.name, config, config.train, out, resume, RESUMABLE_CHANGES, model=config.model) as trainer:
         return trainer.fit(SegmentationFinetuning(config, train_cases, val_cases, trainer))
 
 
@@ -119,11 +116,6 @@ class SegmentationFinetuning:
         self.model = build_network(config.model, task.out_channels)
         if trainer.is_main:
             write_json(out / "splits.json", {"training": [c.id for c in train_cases], "validation": [c.id for c in val_cases]})
-        if config.model.init is not None and not trainer.resume:
-            report = load_pretrained(self.model, Path(config.model.init))
-            trainer.write(str(report))
-            if trainer.is_main:
-                write_json(out / "weights_report.json", report.as_dict())
         self.groups = parameter_groups(self.model, train.lr, train.encoder_lr_multiplier, train.freeze_encoder)
         self.loss_function = _loss(task)
         load = load_transforms(config.preprocessing, label=True)
@@ -139,10 +131,17 @@ class SegmentationFinetuning:
             val_cases, [c.as_dict() for c in val_cases], Compose([*load, task.target_transform(), plain]), cache, out / "cache", workers
         )[0]
 
+    @property
+    def init_module(self) -> torch.nn.Module:
+        return self.model
+
+    def after_init(self) -> None:
+        pass
+
     def parameter_groups(self) -> list[dict[str, Any]]:
         return self.groups
 
-    def train_step(self, model: torch.nn.Module, batch: dict[str, Any], step: int) -> dict[str, torch.Tensor]:
+    def train_step(self, model: Callable[..., Any], batch: dict[str, Any], step: int) -> dict[str, torch.Tensor]:
         device = self.trainer.device
         image, target = batch["image"].to(device, non_blocking=True), batch["label"].to(device, non_blocking=True)
         with self.trainer.precision.autocast():

@@ -16,8 +16,9 @@ from torch import Tensor, nn
 __all__ = ["PATCH_MERGINGS", "PrototypePatchMerging", "patch_merging"]
 
 #: ``model.patch_merging``: "monai", MONAI's ``PatchMerging`` (all eight sub-grids; Swin UNETR's
-#: default); "prototype", :class:`PrototypePatchMerging`.
-PATCH_MERGINGS = ("monai", "prototype")
+#: default, MONAI's ``merging``); "monai-v2", MONAI's ``PatchMergingV2`` (the same sub-grids in
+#: another order, MONAI's ``mergingv2``); "prototype", :class:`PrototypePatchMerging`.
+PATCH_MERGINGS = ("monai", "monai-v2", "prototype")
 
 
 class PrototypePatchMerging(PatchMergingV2):
@@ -40,4 +41,4 @@ def patch_merging(name: str) -> type[nn.Module]:
     """The patch-merging class of ``model.patch_merging`` (see :data:`PATCH_MERGINGS`)."""
     if name not in PATCH_MERGINGS:
         raise ValueError(f"patch_merging must be one of {', '.join(PATCH_MERGINGS)}, got {name!r}")
-    return PatchMerging if name == "monai" else PrototypePatchMerging
+    return {"monai": PatchMerging, "monai-v2": PatchMergingV2, "prototype": PrototypePatchMerging}[name]

@@ -1,85 +1,112 @@
-"""Initialise a Swin UNETR, or its encoder, from weights made elsewhere, and say what matched.
+"""Start a Swin UNETR, or its encoder, from weights made elsewhere, and say what went where.
+
+:func:`read_weights` reads a weights file or folder, recognises its layout (:mod:`gmim.swin.layouts`:
+gmim's own files, MONAI's, VoCo's, SuPreM's, BrainSegFounder's, nnssl's), renames its tensors to
+MONAI's ``SwinUNETR`` names and reads the architecture off their shapes
+(:mod:`gmim.swin.architecture`). :func:`load_weights` copies them into a network and returns a
+:class:`WeightReport`: which tensors matched, which were adapted to another number of input
+channels, which the network has and the file lacks (left at their fresh values), which the file
+has and the network lacks, and which have another shape.
 
 Weights files are untrusted: they are read with ``torch.load(..., weights_only=True)`` or, for
-``.safetensors``, with the ``safetensors`` package. Accepted layouts, recognised by key names:
+``.safetensors``, with the ``safetensors`` package.
 
-- a ``gmim`` ``encoder.pt``: the state_dict of MONAI's ``SwinUNETR(...).swinViT``;
-- the Swin UNETR self-supervised ``model_swinvit.pt``: ``{"state_dict": {"module.layers1.0.blocks.0.mlp.fc1.weight": ...}}``
-  with rotation, contrastive and reconstruction heads beside the encoder;
-- a full fine-tuned (MONAI or ``gmim``) Swin UNETR, plain or inside a checkpoint dict (``model``,
-  ``state_dict``, ``network_weights``).
-
-Key prefixes ``module.`` (DataParallel), ``model.``, ``encoder.`` and ``swinViT.`` are removed, and the
-old MLP names ``fc1``/``fc2`` become MONAI's ``linear1``/``linear2``, before names are compared. A
-tensor whose shape differs is not loaded and is reported; a differing number of input channels
-(a CT encoder for 4-channel MRI) leaves only the layers that read the input at their fresh
-initialisation, with a warning. No matched parameter at all is an error, never a silent no-op.
-
-    report = load_pretrained(model, "encoder.pt")   # model: SwinUNETR or SwinUNETR.swinViT
+    weights = read_weights("VoCo_L_SSL_head.pt")     # weights.architecture.feature_size == 96
+    report = load_weights(network, weights)          # network: SwinUNETR, or SwinUNETR.swinViT
     print(report)
 """
 
 from __future__ import annotations
 
-import re
-import warnings
+import json
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 
 from gmim.engine.checkpoint import load_checkpoint
 from gmim.errors import InputError
+from gmim.swin.architecture import SwinArchitecture, architecture_of, replace
+from gmim.swin.layouts import recognise
 
-__all__ = ["WeightReport", "load_pretrained", "read_state_dict"]
+__all__ = ["INPUT_LAYERS", "WeightReport", "Weights", "adapt_input_channels", "load_weights", "read_weights"]
 
-_WRAPPER_PREFIXES = ("module.", "model.", "encoder.", "swinViT.")
-_CHECKPOINT_KEYS = ("state_dict", "model", "network_weights", "model_state_dict")
-_OLD_MLP = re.compile(r"\.mlp\.fc([12])\.")
+#: The layers of a Swin UNETR that read the input image, whose weights have one slice per input
+#: channel (dimension 1): the patch embedding and the first convolution block of the decoder's skip.
+INPUT_LAYERS = ("swinViT.patch_embed.proj.weight", "encoder1.layer.conv1.conv.weight", "encoder1.layer.conv3.conv.weight")
+#: Files a folder of weights may hold, most specific first: an exported model, a gmim pre-training
+#: run, a gmim fine-tuning run.
+FOLDER_FILES = ("model.safetensors", "encoder.pt", "best.pt", "last.pt")
+
+
+@dataclass
+class Weights:
+    """A weights file read and recognised, its tensors under MONAI's ``SwinUNETR`` names."""
+
+    source: str
+    #: The layout recognised, in words (e.g. "VoCo (Swin UNETR pre-training)").
+    layout: str
+    tensors: dict[str, torch.Tensor]
+    #: The file's keys that are no part of a Swin UNETR (pre-training heads), as the file names them.
+    ignored: list[str]
+    architecture: SwinArchitecture
 
 
 @dataclass
 class WeightReport:
-    """Which tensors of a weights file went where."""
+    """Which tensors of a weights file went where (``weights_report.json``)."""
 
     source: str
+    layout: str
     target: str
     matched: list[str] = field(default_factory=list)
+    #: Input layers made from the file's by :func:`adapt_input_channels`: (key, file shape, model shape).
+    adapted: list[tuple[str, tuple[int, ...], tuple[int, ...]]] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
     unexpected: list[str] = field(default_factory=list)
     mismatched: list[tuple[str, tuple[int, ...], tuple[int, ...]]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
+        def shapes(items: list[tuple[str, tuple[int, ...], tuple[int, ...]]]) -> list[dict[str, Any]]:
+            return [{"key": k, "file": list(a), "model": list(b)} for k, a, b in items]
+
         return {
             "source": self.source,
+            "layout": self.layout,
             "target": self.target,
             "matched": self.matched,
+            "adapted": shapes(self.adapted),
             "missing": self.missing,
             "unexpected": self.unexpected,
-            "shape_mismatched": [{"key": k, "file": list(a), "model": list(b)} for k, a, b in self.mismatched],
+            "shape_mismatched": shapes(self.mismatched),
         }
 
     def __str__(self) -> str:
-        total = len(self.matched) + len(self.missing) + len(self.mismatched)
-        lines = [f"weights {self.source} → {self.target}: {len(self.matched)} of {total} tensors loaded"]
+        total = len(self.matched) + len(self.adapted) + len(self.missing) + len(self.mismatched)
+        lines = [
+            f"weights {self.source} ({self.layout}) → {self.target}: {len(self.matched) + len(self.adapted)} of {total} tensors loaded"
+        ]
+        for key, file_shape, model_shape in self.adapted:
+            lines.append(f"  adapted to {model_shape[1]} input channel(s) from the file's {file_shape[1]}: {key}")
         for name, keys in (("missing (left as initialised)", self.missing), ("unexpected (ignored)", self.unexpected)):
             if keys:
                 lines.append(f"  {name}: {len(keys)} — {_by_module(keys)}")
         for key, file_shape, model_shape in self.mismatched:
-            lines.append(f"  shape-mismatched (left as initialised): {key} file {tuple(file_shape)} model {tuple(model_shape)}")
+            lines.append(f"  another shape (left as initialised): {key} file {tuple(file_shape)} model {tuple(model_shape)}")
         return "\n".join(lines)
 
 
 def _by_module(keys: list[str]) -> str:
-    counts = Counter(k.split(".")[0] if not k.startswith("swinViT.") else ".".join(k.split(".")[:2]) for k in keys)
+    counts = Counter(".".join(k.split(".")[:2]) if k.startswith("swinViT.") else k.split(".")[0] for k in keys)
     return ", ".join(f"{name} ({n})" for name, n in counts.items())
 
 
-def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """The tensors of a weights file, whatever checkpoint dict they are wrapped in."""
-    path = Path(path)
+def _read_file(path: Path) -> dict[str, Any]:
+    """The file's top-level mapping: a checkpoint dict, or a safetensors file's tensors."""
     if path.suffix == ".safetensors":
         if not path.is_file():
             raise InputError(f"{path}: weights file not found")
@@ -89,72 +116,88 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         except ImportError as error:
             raise InputError(f"{path}: reading .safetensors needs the package safetensors: pip install safetensors") from error
         try:
-            return load_file(str(path), device="cpu")
+            return dict(load_file(str(path), device="cpu"))
         except (SafetensorError, OSError) as error:
             raise InputError(f"{path}: not a readable safetensors file ({error})") from error
-    data: Any = load_checkpoint(path)
-    for key in _CHECKPOINT_KEYS:
-        if isinstance(data.get(key), dict):
-            data = data[key]
-            break
-    tensors = {k: v for k, v in data.items() if isinstance(k, str) and isinstance(v, torch.Tensor)}
-    if not tensors:
-        raise InputError(f"{path}: holds no weight tensors (expected a state_dict or a checkpoint with one)")
-    return tensors
+    return load_checkpoint(path)
 
 
-def _canonical(key: str) -> str:
-    """A key without wrapper prefixes and with MONAI's MLP names: comparable across layouts."""
-    stripped = True
-    while stripped:
-        stripped = False
-        for prefix in _WRAPPER_PREFIXES:
-            if key.startswith(prefix):
-                key, stripped = key[len(prefix) :], True
-    return _OLD_MLP.sub(r".mlp.linear\1.", key)
+def _recorded_patch_merging(path: Path) -> str | None:
+    """The patch merging that the run or export beside ``path`` records (None: no record)."""
+    exported, run = path.parent / "config.json", path.parent / "config.yaml"
+    try:
+        if exported.is_file():
+            return json.loads(exported.read_text()).get("gmim", {}).get("patch_merging")
+        if run.is_file():
+            return (yaml.safe_load(run.read_text()) or {}).get("model", {}).get("patch_merging")
+    except (OSError, ValueError, yaml.YAMLError, AttributeError):
+        return None
+    return None
 
 
-def load_pretrained(model: torch.nn.Module, path: str | Path) -> WeightReport:
-    """Copy the tensors of ``path`` that fit into ``model`` (a SwinUNETR or its ``swinViT``)."""
-    source = read_state_dict(path)
-    by_canonical: dict[str, str] = {}
-    for key in source:
-        by_canonical.setdefault(_canonical(key), key)
-    target = model.state_dict()
-    parameters = {name for name, _ in model.named_parameters()}
-    report = WeightReport(str(path), type(model).__name__)
+def read_weights(path: str | Path) -> Weights:
+    """The weights in ``path``: a file (``.pt``, ``.pth``, ``.ckpt``, ``.safetensors``), or a folder that
+    holds one (an exported model, a gmim run)."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        inside = next((path / name for name in FOLDER_FILES if (path / name).is_file()), None)
+        if inside is None:
+            raise InputError(f"{path}: a folder without weights ({', '.join(FOLDER_FILES)})")
+        path = inside
+    elif not path.exists():
+        raise InputError(f"{path}: weights file not found")
+    raw = _read_file(path)
+    layout, tensors, ignored = recognise(raw, str(path))
+    architecture = architecture_of(tensors, str(path))
+    recorded = _recorded_patch_merging(path)
+    if recorded is not None:
+        architecture = replace(architecture, patch_merging=recorded)
+    return Weights(str(path), layout, tensors, ignored, architecture)
+
+
+def adapt_input_channels(weight: torch.Tensor, channels: int) -> torch.Tensor:
+    """An input layer's ``weight`` (out, C, k…) for ``channels`` input channels: the sum over the
+    file's channels, divided by ``channels``, in every one of them. An input whose channels all
+    hold the same image then gives the activations that image gave the file's layer (the sum over
+    C' equal slices of w/C'·x is w·x), as timm's ``adapt_input_conv`` keeps them."""
+    return (weight.sum(dim=1, keepdim=True) / channels).repeat_interleave(channels, dim=1).contiguous()
+
+
+def load_weights(network: torch.nn.Module, weights: Weights, adapt_channels: bool = True) -> WeightReport:
+    """Copy ``weights`` into ``network`` (a ``SwinUNETR``, or its encoder ``SwinUNETR.swinViT``): the
+    tensors that fit, the input layers adapted to another number of input channels (unless
+    ``adapt_channels`` is false: then they keep their fresh values), and the report of it all."""
+    encoder_only = not any(name.startswith("swinViT.") for name in network.state_dict())
+    prefix = "swinViT." if encoder_only else ""
+    target = {prefix + name: tensor for name, tensor in network.state_dict().items()}
+    parameters = {prefix + name for name, _ in network.named_parameters()}
+    report = WeightReport(weights.source, weights.layout, type(network).__name__)
     load: dict[str, torch.Tensor] = {}
-    used: set[str] = set()
     for name, tensor in target.items():
-        found = by_canonical.get(_canonical(name))
+        found = weights.tensors.get(name)
         if found is None:
             report.missing.append(name)
-            continue
-        used.add(found)
-        if source[found].shape != tensor.shape:
-            report.mismatched.append((name, tuple(source[found].shape), tuple(tensor.shape)))
-            continue
-        load[name] = source[found]
-        report.matched.append(name)
-    report.unexpected = [k for k in source if k not in used]
-    matched_parameters = sum(name in parameters for name in report.matched)
-    if matched_parameters == 0:
-        raise InputError(
-            f"{path}: no weights match a {report.target} of this configuration "
-            f"({len(source)} tensors in the file, e.g. {next(iter(source))})"
-        )
-    if len(report.mismatched) > matched_parameters:
+        elif found.shape == tensor.shape:
+            load[name] = found
+            report.matched.append(name)
+        elif adapt_channels and name in INPUT_LAYERS and found.shape[:1] + found.shape[2:] == tensor.shape[:1] + tensor.shape[2:]:
+            load[name] = adapt_input_channels(found, tensor.shape[1])
+            report.adapted.append((name, tuple(found.shape), tuple(tensor.shape)))
+        else:
+            report.mismatched.append((name, tuple(found.shape), tuple(tensor.shape)))
+    report.unexpected = [k for k in weights.tensors if k not in target] + weights.ignored
+    matched = sum(name in parameters for name in report.matched)
+    if not matched:
+        raise InputError(f"{weights.source}: no weights match a {report.target} of this configuration ({_summary(weights.tensors)})")
+    if len(report.mismatched) > matched:
         key, file_shape, model_shape = report.mismatched[0]
         raise InputError(
-            f"{path}: {len(report.mismatched)} tensors have other shapes than this {report.target} "
-            f"(e.g. {key}: file {file_shape}, model {model_shape}); another --feature-size?"
+            f"{weights.source}: {len(report.mismatched)} tensors have other shapes than this {report.target} (e.g. {key}: "
+            f"file {file_shape}, model {model_shape}); the weights are a Swin UNETR of {weights.architecture.describe()}"
         )
-    model.load_state_dict(load, strict=False)
-    if report.mismatched:
-        channel_only = all(len(a) == len(b) and a[0] == b[0] and a[2:] == b[2:] for _, a, b in report.mismatched)
-        what = "the input channels differ: the layers reading the input start" if channel_only else "they start"
-        names = ", ".join(k for k, _, _ in report.mismatched[:3]) + (", …" if len(report.mismatched) > 3 else "")
-        warnings.warn(
-            f"{path}: {len(report.mismatched)} tensor(s) of another shape not loaded ({names}); {what} from scratch", stacklevel=2
-        )
+    network.load_state_dict({name[len(prefix) :]: tensor for name, tensor in load.items()}, strict=False)
     return report
+
+
+def _summary(tensors: Mapping[str, torch.Tensor]) -> str:
+    return f"{len(tensors)} tensors, e.g. {next(iter(tensors), 'none')}"
