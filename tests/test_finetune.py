@@ -390,6 +390,16 @@ def test_bad_input_is_one_line_exit_2(tmp_path, brain_extraction, gmim_encoder, 
     from monai.networks.nets import SwinUNETR
 
     torch.save(SwinUNETR(in_channels=1, out_channels=2, feature_size=24).swinViT.state_dict(), wrong)
+    torch.save({"fc.weight": torch.zeros(2, 2)}, tmp_path / "resnet.pt")
+    whole = wrong.read_bytes()
+    (tmp_path / "cut.pt").write_bytes(whole[: len(whole) // 3])
+    torch.save({"swinViT.patch_embed.proj.weight": torch.zeros(12, 1, 2, 2)}, tmp_path / "swin2d.pt")
+    for name, expected in (
+        ("resnet.pt", "no Swin UNETR encoder in an unknown layout (top-level keys: fc.weight)"),
+        ("cut.pt", "not a readable PyTorch checkpoint"),
+        ("swin2d.pt", "a 2D Swin"),
+    ):
+        assert f"{name}: {expected}" in _error(capsys, ["finetune", data, *out, "--pretrained", str(tmp_path / name)])
     line = _error(capsys, ["finetune", data, *out, "--pretrained", str(wrong)])  # TINY_FINETUNE sets --feature-size 12
     assert "f24.pt: the weights are a Swin UNETR with feature_size 24, but model.feature_size is 12; leave model.feature_size unset" in line
     assert not (tmp_path / "run" / "last.pt").exists()

@@ -144,10 +144,8 @@ def recognise(top: Mapping[str, Any], source: str) -> tuple[str, dict[str, torch
             plan = top["nnssl_adaptation_plan"]
             network = plan.get("architecture_plans", {}).get("arch_class_name", "?") if isinstance(plan, Mapping) else "?"
             raise InputError(f"{source}: an nnssl checkpoint of a {network} network, not a Swin UNETR")
-        where = f"{box}: " if box else ""
-        raise InputError(
-            f"{source}: no Swin UNETR encoder in an unknown layout (top-level keys: {_first(list(top))}; {where}{_first(keys)})"
-        )
+        inside = f"; in {box}: {_first(keys)}" if box else ""
+        raise InputError(f"{source}: no Swin UNETR encoder in an unknown layout (top-level keys: {_first(list(top))}{inside})")
     return layout, renamed, ignored
 
 

@@ -108,13 +108,9 @@ def _by_module(keys: list[str]) -> str:
 def _read_file(path: Path) -> dict[str, Any]:
     """The file's top-level mapping: a checkpoint dict, or a safetensors file's tensors."""
     if path.suffix == ".safetensors":
-        if not path.is_file():
-            raise InputError(f"{path}: weights file not found")
-        try:
-            from safetensors import SafetensorError
-            from safetensors.torch import load_file
-        except ImportError as error:
-            raise InputError(f"{path}: reading .safetensors needs the package safetensors: pip install safetensors") from error
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
         try:
             return dict(load_file(str(path), device="cpu"))
         except (SafetensorError, OSError) as error:
