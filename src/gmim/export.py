@@ -32,13 +32,12 @@ from gmim.engine.run_folder import written_by
 from gmim.errors import InputError
 from gmim.pretraining.config import PretrainConfig
 from gmim.segmentation.config import FinetuneConfig
+from gmim.swin.merging import MONAI_DOWNSAMPLE
 
 __all__ = ["EXPORT_FILES", "export_run"]
 
 #: What an export folder holds, in the order it is written (the card last: a folder with a card is complete).
 EXPORT_FILES = ("model.safetensors", "config.yaml", "config.json", "README.md")
-#: gmim's patch merging → MONAI's ``SwinUNETR(downsample=...)``; ``prototype`` has no MONAI equivalent.
-MONAI_DOWNSAMPLE = {"monai": "merging", "monai-v2": "mergingv2"}
 #: Files that mark a folder as a run's: an export into one would overwrite its config.yaml.
 _RUN_FILES = ("best.pt", "last.pt", "encoder.pt")
 
@@ -212,14 +211,6 @@ def _intensity(config: FinetuneConfig | PretrainConfig) -> dict[str, Any]:
     }
 
 
-def _output_channels(config: FinetuneConfig) -> list[str]:
-    """The names of the network's output channels, in order: labels by value, or regions as listed."""
-    task = config.task
-    if task.kind == "regions":
-        return list(task.regions)
-    return [name for name, _ in sorted(task.labels.items(), key=lambda item: item[1])]
-
-
 def _notes(config: FinetuneConfig | PretrainConfig, command: str) -> list[str]:
     """What a user of plain MONAI must know beyond monai_arguments."""
     notes = []
@@ -278,7 +269,7 @@ def model_config(
             "labels": dict(task.labels),
             "regions": {name: list(values) for name, values in task.regions.items()},
             "activation": "softmax" if task.kind == "multiclass" else "sigmoid",
-            "output_channels": _output_channels(config),
+            "output_channels": config.task.output_names,
         }
         data["inference"] = {
             "overlap": config.inference.overlap,
@@ -366,10 +357,10 @@ def _finetune_sections(config: FinetuneConfig, weights: str, step: int | None, d
     task, train = config.task, config.train
     scored = ", ".join(f"`{name}`" for name in task.scored)
     if task.kind == "multiclass":
-        outputs = ", ".join(f"{i}: `{name}` (label {task.labels[name]})" for i, name in enumerate(_output_channels(config)))
+        outputs = ", ".join(f"{i}: `{name}` (label {task.labels[name]})" for i, name in enumerate(config.task.output_names))
         head = f"softmax over {task.out_channels} classes, argmax → label value. Output channels: {outputs}"
     else:
-        outputs = ", ".join(f"{i}: `{name}` (labels {task.regions[name]})" for i, name in enumerate(_output_channels(config)))
+        outputs = ", ".join(f"{i}: `{name}` (labels {task.regions[name]})" for i, name in enumerate(config.task.output_names))
         head = f"one sigmoid per region, > 0.5 → in the region (regions may overlap). Output channels: {outputs}"
     chosen = (
         f"`{weights}` (the weights with the best mean validation Dice)"

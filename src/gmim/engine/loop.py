@@ -256,7 +256,7 @@ class Trainer:
         ``model`` section of ``run_config``, whose ``init`` weights the loop loads (a resume takes
         ``init`` and the architecture from the run when they are unset)."""
         self.command, self.run_config, self.train, self.out, self.resume = command, run_config, train, Path(out), resume
-        self.may_change, self.model = (*RESUMABLE, *may_change), model
+        self.may_change, self.model_config = (*RESUMABLE, *may_change), model
         self.inherit = ("model.init", *(f"model.{name}" for name in ARCHITECTURE_KEYS)) if model is not None else ()
         self.weights: Weights | None = None  # model.init's, from __enter__ until fit loads them
         self.total = 0
@@ -270,9 +270,10 @@ class Trainer:
         self._lock = RunLock(self.out, self.command) if self.context.is_main else None
         try:
             _check_batch(self.train, self.context.world_size)
-            if self.model is not None and not self.resume:
-                self.weights = read_weights(self.model.init) if self.model.init is not None else None
-                self.model.take_architecture(self.weights.architecture if self.weights else None, self.model.init or "")
+            if self.model_config is not None and not self.resume:
+                init = self.model_config.init
+                self.weights = read_weights(init) if init is not None else None
+                self.model_config.take_architecture(self.weights.architecture if self.weights else None, init or "")
             if self._lock is not None:
                 self._lock.acquire()  # before the guard: of two runs started together, one is refused
             check_run_folder(self.run_config, self.out, self.resume, self.may_change, self.inherit)
@@ -453,8 +454,8 @@ class Trainer:
     def _load_initial_weights(self, method: Method, weights: Weights) -> None:
         """``model.init``'s weights into the method's :attr:`Method.init_module`, said on the console
         and in ``weights_report.json``."""
-        assert self.model is not None
-        report = load_weights(method.init_module, weights, self.model.adapt_channels)
+        assert self.model_config is not None
+        report = load_weights(method.init_module, weights, self.model_config.adapt_channels)
         method.after_init()
         self.write(str(report))
         if self.is_main:

@@ -69,6 +69,11 @@ class Task(Section):
         return len(self.labels) if self.kind == "multiclass" else len(self.regions)
 
     @property
+    def output_names(self) -> list[str]:
+        """The network's output channels, in order: the labels by value, or the regions as listed."""
+        return list(self.regions) if self.kind == "regions" else [name for name, _ in self._sorted_labels()]
+
+    @property
     def scored(self) -> dict[str, list[int]]:
         """What is scored: each foreground class (its one value) or each region (its values)."""
         if self.kind == "regions":

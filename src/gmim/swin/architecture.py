@@ -18,8 +18,6 @@ records it (a gmim run, an exported model) says it.
 
 from __future__ import annotations
 
-import dataclasses
-import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -28,7 +26,7 @@ import torch
 
 from gmim.errors import InputError
 
-__all__ = ["DEFAULT", "SwinArchitecture", "architecture_of", "heads_problem", "replace"]
+__all__ = ["DEFAULT", "SwinArchitecture", "architecture_of", "heads_problem"]
 
 _BLOCK = re.compile(r"^swinViT\.layers([1-4])\.0\.blocks\.(\d+)\.")
 _PATCH_EMBED = "swinViT.patch_embed.proj.weight"
@@ -103,14 +101,9 @@ def architecture_of(tensors: Mapping[str, torch.Tensor], source: str) -> SwinArc
     )
 
 
-def replace(architecture: SwinArchitecture, **changes: object) -> SwinArchitecture:
-    """``architecture`` with ``changes`` (a typed ``dataclasses.replace``)."""
-    return dataclasses.replace(architecture, **changes)  # type: ignore[arg-type]
-
-
 def heads_problem(feature_size: int, num_heads: tuple[int, ...]) -> str | None:
     """What makes ``num_heads`` unfit for feature size F, in words; None when they fit."""
     for stage, (width, heads) in enumerate(zip((feature_size * 2**i for i in range(4)), num_heads), start=1):
         if width % heads:
             return f"stage {stage} has {width} channels, which {heads} heads do not divide"
-    return None if math.prod(num_heads) > 0 else "heads must be positive"
+    return None

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from gmim.errors import InputError
-from gmim.rules import Section, SettingError, at_least, each, non_empty, setting
+from gmim.rules import Section, SettingError, at_least, each, non_empty, plain, setting
 from gmim.swin.architecture import DEFAULT, SwinArchitecture, heads_problem
 from gmim.swin.geometry import FEATURE_SIZE, ROI
 
@@ -82,14 +82,10 @@ class SwinConfig(Section):
         for name in ARCHITECTURE_KEYS:
             theirs = getattr(found, name) if found is not None else None
             mine = getattr(self, name)
-            if theirs is not None and mine is not None and _plain(mine) != _plain(theirs):
+            if theirs is not None and mine is not None and plain(mine) != plain(theirs):
                 raise InputError(
-                    f"model.init {source}: the weights are a Swin UNETR with {name} {_plain(theirs)}, but model.{name} is "
-                    f"{_plain(mine)}; leave model.{name} unset to take the weights', or choose other weights"
+                    f"model.init {source}: the weights are a Swin UNETR with {name} {plain(theirs)}, but model.{name} is "
+                    f"{plain(mine)}; leave model.{name} unset to take the weights', or choose other weights"
                 )
             if mine is None:
                 setattr(self, name, theirs if theirs is not None else getattr(self.architecture(), name))
-
-
-def _plain(value: object) -> object:
-    return list(value) if isinstance(value, tuple) else value

@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from monai.networks.nets.swin_unetr import PatchMerging, PatchMergingV2
+from monai.networks.nets.swin_unetr import MERGING_MODE, PatchMergingV2
 from torch import Tensor, nn
 
-__all__ = ["PATCH_MERGINGS", "PrototypePatchMerging", "patch_merging"]
+__all__ = ["MONAI_DOWNSAMPLE", "PATCH_MERGINGS", "PrototypePatchMerging", "patch_merging"]
 
 #: ``model.patch_merging``: "monai", MONAI's ``PatchMerging`` (all eight sub-grids; Swin UNETR's
 #: default, MONAI's ``merging``); "monai-v2", MONAI's ``PatchMergingV2`` (the same sub-grids in
 #: another order, MONAI's ``mergingv2``); "prototype", :class:`PrototypePatchMerging`.
 PATCH_MERGINGS = ("monai", "monai-v2", "prototype")
+#: gmim's patch mergings that MONAI has, as ``SwinUNETR(downsample=...)`` names them; ``prototype``
+#: has no MONAI equivalent.
+MONAI_DOWNSAMPLE = {"monai": "merging", "monai-v2": "mergingv2"}
 
 
 class PrototypePatchMerging(PatchMergingV2):
@@ -41,4 +44,4 @@ def patch_merging(name: str) -> type[nn.Module]:
     """The patch-merging class of ``model.patch_merging`` (see :data:`PATCH_MERGINGS`)."""
     if name not in PATCH_MERGINGS:
         raise ValueError(f"patch_merging must be one of {', '.join(PATCH_MERGINGS)}, got {name!r}")
-    return {"monai": PatchMerging, "monai-v2": PatchMergingV2, "prototype": PrototypePatchMerging}[name]
+    return MERGING_MODE[MONAI_DOWNSAMPLE[name]] if name in MONAI_DOWNSAMPLE else PrototypePatchMerging

@@ -18,6 +18,7 @@ Weights files are untrusted: they are read with ``torch.load(..., weights_only=T
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections import Counter
 from collections.abc import Mapping
@@ -30,7 +31,7 @@ import yaml
 
 from gmim.engine.checkpoint import load_checkpoint
 from gmim.errors import InputError
-from gmim.swin.architecture import SwinArchitecture, architecture_of, replace
+from gmim.swin.architecture import SwinArchitecture, architecture_of
 from gmim.swin.layouts import recognise
 
 __all__ = ["INPUT_LAYERS", "WeightReport", "Weights", "adapt_input_channels", "load_weights", "read_weights"]
@@ -147,7 +148,7 @@ def read_weights(path: str | Path) -> Weights:
     architecture = architecture_of(tensors, str(path))
     recorded = _recorded_patch_merging(path)
     if recorded is not None:
-        architecture = replace(architecture, patch_merging=recorded)
+        architecture = dataclasses.replace(architecture, patch_merging=recorded)
     return Weights(str(path), layout, tensors, ignored, architecture)
 
 
@@ -163,9 +164,9 @@ def load_weights(network: torch.nn.Module, weights: Weights, adapt_channels: boo
     """Copy ``weights`` into ``network`` (a ``SwinUNETR``, or its encoder ``SwinUNETR.swinViT``): the
     tensors that fit, the input layers adapted to another number of input channels (unless
     ``adapt_channels`` is false: then they keep their fresh values), and the report of it all."""
-    encoder_only = not any(name.startswith("swinViT.") for name in network.state_dict())
-    prefix = "swinViT." if encoder_only else ""
-    target = {prefix + name: tensor for name, tensor in network.state_dict().items()}
+    state = network.state_dict()
+    prefix = "" if any(name.startswith("swinViT.") for name in state) else "swinViT."  # the encoder alone: its keys bare
+    target = {prefix + name: tensor for name, tensor in state.items()}
     parameters = {prefix + name for name, _ in network.named_parameters()}
     report = WeightReport(weights.source, weights.layout, type(network).__name__)
     load: dict[str, torch.Tensor] = {}
