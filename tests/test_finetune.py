@@ -45,9 +45,9 @@ def test_from_gmim_encoder(finetuned_run, gmim_encoder):
 
 
 @pytest.mark.slow
-def test_from_scratch_with_gradient_checkpointing_and_the_prototypes_patch_merging(tmp_path, brain_extraction, capsys):
+def test_from_scratch_with_gradient_checkpointing_and_the_legacy_patch_merging(tmp_path, brain_extraction, capsys):
     from gmim.segmentation.network import build_network
-    from gmim.swin.merging import PrototypePatchMerging
+    from gmim.swin.merging import LegacyPatchMerging
 
     out = tmp_path / "scratch"
     code = main(
@@ -65,14 +65,15 @@ def test_from_scratch_with_gradient_checkpointing_and_the_prototypes_patch_mergi
             "--set",
             "model.gradient_checkpointing=true",
             "--patch-merging",
-            "prototype",
+            "prototype",  # another name of monai-legacy
             *TINY_FINETUNE,
         ]
     )
     assert code == 0
     config = load_config(FinetuneConfig, out / "config.yaml")  # what gmim predict builds its network from
+    assert config.model.patch_merging == "monai-legacy"
     network = build_network(config.model, out_channels=2)
-    assert isinstance(network.swinViT.layers1[0].downsample, PrototypePatchMerging)
+    assert isinstance(network.swinViT.layers1[0].downsample, LegacyPatchMerging)
     network.load_state_dict(torch.load(out / "best.pt", weights_only=True)["model"])
     assert "no validation cases" in capsys.readouterr().out
     assert not (out / "weights_report.json").exists()

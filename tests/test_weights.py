@@ -201,7 +201,7 @@ def test_safetensors_and_run_folders(tmp_path):
     assert weights.source.endswith("model.safetensors") and not report.missing and not report.mismatched
     assert_loaded(network, fresh, trained.state_dict(), report)
     (tmp_path / "config.json").write_text('{"gmim": {"patch_merging": "prototype"}}')
-    assert read_weights(tmp_path).architecture.patch_merging == "prototype"  # recorded beside the weights
+    assert read_weights(tmp_path).architecture.patch_merging == "monai-legacy"  # recorded beside the weights (an older name)
 
 
 def test_another_channel_count_is_adapted_on_a_real_scan(tmp_path, itk_paths):

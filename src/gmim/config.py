@@ -174,6 +174,12 @@ def _merge(cls: type, base: dict[str, Any], layer: Any, where: str, prefix: str,
 
 
 def _type_name(hint: Any) -> str:
+    """The type in words: ``one of 'monai', 'monai-v2' or null`` rather than ``Optional``."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join("null" if a is type(None) else _type_name(a) for a in args)
+    if origin is typing.Literal:
+        return f"one of {', '.join(map(repr, args))}"
     return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
 
 

@@ -66,8 +66,9 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--feature-size", type=int, help="Swin UNETR feature size F (a multiple of 12; 48 in the paper)")
     parser.add_argument(
         "--patch-merging",
-        choices=("monai", "prototype"),
-        help="Swin patch merging: monai (default) or prototype (for encoders the authors' prototype trained)",
+        metavar="NAME",  # checked by model.patch_merging's own rule, which names this flag
+        help="Swin patch merging: monai (MONAI >= 1.5's), monai-v2, or monai-legacy (MONAI < 1.5's, which public weights "
+        "and the GMIM prototype were trained with; also called prototype); default: what the weights record or their source used, else monai",
     )
     length = parser.add_mutually_exclusive_group()
     length.add_argument("--steps", type=int, help="length of training in optimizer steps")

@@ -26,7 +26,7 @@ __all__ = ["AS_RUN", "DataConfig", "LossConfig", "MaskingConfig", "ModelConfig",
 AS_RUN: dict[str, str | bool] = {
     "masking.cells": "prototype",
     "loss.reconstruction": "prototype",
-    "model.patch_merging": "prototype",
+    "model.patch_merging": "monai-legacy",
     "data.padding": "symmetric",
     "data.crop_foreground": False,
     "data.target_augmentation": "batch",

@@ -16,6 +16,7 @@ from gmim.errors import InputError
 from gmim.rules import Section, SettingError, at_least, each, non_empty, plain, setting
 from gmim.swin.architecture import DEFAULT, SwinArchitecture, heads_problem
 from gmim.swin.geometry import FEATURE_SIZE, ROI
+from gmim.swin.merging import canonical_merging
 
 __all__ = ["ARCHITECTURE_KEYS", "SwinConfig"]
 
@@ -42,10 +43,12 @@ class SwinConfig(Section):
     #: Window attention through PyTorch's fused ``scaled_dot_product_attention`` (the same function
     #: as MONAI's, up to float round-off; see :mod:`gmim.swin.attention`).
     fused_attention: bool = True
-    #: Swin's patch merging: ``monai`` (MONAI's ``merging``, Swin UNETR's default), ``monai-v2``
-    #: (MONAI's ``mergingv2``), or ``prototype`` (the authors' prototype's, for encoders it trained;
-    #: docs/method.md §9); null: what the weights record, else monai.
-    patch_merging: Literal["monai", "monai-v2", "prototype"] | None = None
+    #: Swin's patch merging: ``monai`` (MONAI ≥ 1.5's ``merging``, Swin UNETR's default), ``monai-v2``
+    #: (MONAI's ``mergingv2``) or ``monai-legacy`` (MONAI < 1.5's ``merging``, which every public
+    #: release and the GMIM prototype trained with; ``prototype`` is another name for it;
+    #: :mod:`gmim.swin.merging`); null: what the weights record, else their source's
+    #: (:mod:`gmim.swin.layouts`), else monai.
+    patch_merging: Literal["monai", "monai-v2", "monai-legacy", "prototype"] | None = None
     #: Weights to start from: a gmim ``encoder.pt`` or run, an exported model folder, or a public
     #: Swin UNETR checkpoint (README, "Weights from elsewhere"); null: from scratch.
     init: str | None = setting(None, non_empty())
@@ -55,6 +58,8 @@ class SwinConfig(Section):
     adapt_channels: bool = True
 
     def check(self) -> None:
+        if self.patch_merging is not None:  # one name for one function, so that records compare
+            self.patch_merging = canonical_merging(self.patch_merging)  # type: ignore[assignment]
         problem = heads_problem(self.feature_size or DEFAULT.feature_size, self.num_heads or DEFAULT.num_heads)
         if problem is not None:
             raise SettingError(

@@ -1,9 +1,12 @@
-"""Swin's patch merging, as MONAI runs it and as the authors' prototype ran it (docs/method.md §9).
+"""Swin's patch merging as MONAI ≥ 1.5 builds it, as MONAI < 1.5 built it, and MONAI's v2.
 
-Patch merging halves the token grid: it concatenates the eight 2×2×2 sub-grids of a (B, D, H, W, C)
-grid, normalises and projects 8C → 2C. The prototype's copy of it concatenates two sub-grids twice
-and two never, so encoders trained with it (the authors' weights) compute another function under
-MONAI's merging. Both have the same parameters and state_dict layout.
+Patch merging halves the token grid: it concatenates the 2×2×2 sub-grids of a (B, D, H, W, C) grid,
+normalises and projects 8C → 2C. MONAI 1.5 changed which sub-grids its ``PatchMerging``
+(``downsample="merging"``) concatenates, with no switch back: before, it took (0,1,0) and (0,0,1)
+twice and (1,1,0), (0,1,1) never. Every public Swin UNETR release (MONAI's self-supervised and model
+zoo weights, VoCo, SuPreM, BrainSegFounder, the GMIM authors' prototype) was trained before that, so
+those weights compute their function only under the old merging (docs/method.md §9). All variants
+have the same parameters and state_dict layout: the weights cannot tell which one trained them.
 """
 
 from __future__ import annotations
@@ -13,21 +16,25 @@ import torch.nn.functional as F
 from monai.networks.nets.swin_unetr import MERGING_MODE, PatchMergingV2
 from torch import Tensor, nn
 
-__all__ = ["MONAI_DOWNSAMPLE", "PATCH_MERGINGS", "PrototypePatchMerging", "patch_merging"]
+__all__ = ["ALIASES", "LEGACY", "MONAI_DOWNSAMPLE", "PATCH_MERGINGS", "LegacyPatchMerging", "canonical_merging", "patch_merging"]
 
-#: ``model.patch_merging``: "monai", MONAI's ``PatchMerging`` (all eight sub-grids; Swin UNETR's
-#: default, MONAI's ``merging``); "monai-v2", MONAI's ``PatchMergingV2`` (the same sub-grids in
-#: another order, MONAI's ``mergingv2``); "prototype", :class:`PrototypePatchMerging`.
-PATCH_MERGINGS = ("monai", "monai-v2", "prototype")
-#: gmim's patch mergings that MONAI has, as ``SwinUNETR(downsample=...)`` names them; ``prototype``
-#: has no MONAI equivalent.
+#: MONAI < 1.5's merging, which every public Swin UNETR release was trained with.
+LEGACY = "monai-legacy"
+#: ``model.patch_merging``: "monai", MONAI ≥ 1.5's ``PatchMerging`` (all eight sub-grids; Swin
+#: UNETR's default ``merging``); "monai-v2", MONAI's ``PatchMergingV2`` (the same sub-grids in
+#: another order, ``mergingv2``); "monai-legacy", :class:`LegacyPatchMerging` (MONAI < 1.5's ``merging``).
+PATCH_MERGINGS = ("monai", "monai-v2", LEGACY)
+#: Other names a setting may use: the GMIM prototype's merging is MONAI < 1.5's, which it copied.
+ALIASES = {"prototype": LEGACY}
+#: gmim's patch mergings as MONAI ≥ 1.5's ``SwinUNETR(downsample=...)`` names them; the legacy merging
+#: has no name there (a bundle passes the class itself: :mod:`gmim.export`).
 MONAI_DOWNSAMPLE = {"monai": "merging", "monai-v2": "mergingv2"}
 
 
-class PrototypePatchMerging(PatchMergingV2):
-    """The prototype's patch merging: the sub-grids at (d, h, w) offsets (0,0,0), (1,0,0), (0,1,0),
-    (0,0,1), (1,0,1), (0,1,0), (0,0,1), (1,1,1) — (0,1,0) and (0,0,1) twice, (1,1,0) and (0,1,1)
-    never. For weights trained with it; 3D only."""
+class LegacyPatchMerging(PatchMergingV2):
+    """MONAI < 1.5's ``PatchMerging`` (and the GMIM prototype's copy of it): the sub-grids at (d, h, w)
+    offsets (0,0,0), (1,0,0), (0,1,0), (0,0,1), (1,0,1), (0,1,0), (0,0,1), (1,1,1) — (0,1,0) and
+    (0,0,1) twice, (1,1,0) and (0,1,1) never. For weights trained before MONAI 1.5; 3D only."""
 
     OFFSETS = ((0, 0, 0), (1, 0, 0), (0, 1, 0), (0, 0, 1), (1, 0, 1), (0, 1, 0), (0, 0, 1), (1, 1, 1))
 
@@ -40,8 +47,14 @@ class PrototypePatchMerging(PatchMergingV2):
         return self.reduction(self.norm(x))
 
 
+def canonical_merging(name: str) -> str:
+    """``name`` with an alias (:data:`ALIASES`) replaced by the merging it names."""
+    return ALIASES.get(name, name)
+
+
 def patch_merging(name: str) -> type[nn.Module]:
-    """The patch-merging class of ``model.patch_merging`` (see :data:`PATCH_MERGINGS`)."""
+    """The patch-merging class of ``model.patch_merging`` (see :data:`PATCH_MERGINGS`, :data:`ALIASES`)."""
+    name = canonical_merging(name)
     if name not in PATCH_MERGINGS:
         raise ValueError(f"patch_merging must be one of {', '.join(PATCH_MERGINGS)}, got {name!r}")
-    return MERGING_MODE[MONAI_DOWNSAMPLE[name]] if name in MONAI_DOWNSAMPLE else PrototypePatchMerging
+    return MERGING_MODE[MONAI_DOWNSAMPLE[name]] if name in MONAI_DOWNSAMPLE else LegacyPatchMerging

@@ -33,6 +33,7 @@ from gmim.engine.checkpoint import load_checkpoint
 from gmim.errors import InputError
 from gmim.swin.architecture import SwinArchitecture, architecture_of
 from gmim.swin.layouts import recognise
+from gmim.swin.merging import canonical_merging
 
 __all__ = ["INPUT_LAYERS", "WeightReport", "Weights", "adapt_input_channels", "load_weights", "read_weights"]
 
@@ -148,7 +149,7 @@ def read_weights(path: str | Path) -> Weights:
     architecture = architecture_of(tensors, str(path))
     recorded = _recorded_patch_merging(path)
     if recorded is not None:
-        architecture = dataclasses.replace(architecture, patch_merging=recorded)
+        architecture = dataclasses.replace(architecture, patch_merging=canonical_merging(recorded))
     return Weights(str(path), layout, tensors, ignored, architecture)
 
 
