@@ -6,12 +6,17 @@ writes it (key names, wrappers, heads), from a MONAI network with random values.
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from monai.networks.nets import SwinUNETR
 
+import swin_layouts as layouts
 from conftest import cropped_image
 from gmim.errors import InputError
+from gmim.segmentation.config import ModelConfig
+from gmim.swin.merging import LEGACY
 from gmim.swin.weights import WeightReport, adapt_input_channels, load_weights, read_weights
 
 F = 12
@@ -20,14 +25,6 @@ F = 12
 def _swin(in_channels: int = 1, out_channels: int = 2, feature_size: int = F, seed: int = 0, **kwargs) -> SwinUNETR:
     torch.manual_seed(seed)
     return SwinUNETR(in_channels=in_channels, out_channels=out_channels, feature_size=feature_size, **kwargs)
-
-
-def _heads(*shapes: tuple[str, tuple[int, ...]]) -> dict[str, torch.Tensor]:
-    return {name: torch.randn(shape) for name, shape in shapes}
-
-
-def _without(state: dict[str, torch.Tensor], *prefixes: str) -> dict[str, torch.Tensor]:
-    return {k: v for k, v in state.items() if not k.startswith(prefixes)}
 
 
 def assert_loaded(network: torch.nn.Module, fresh: dict[str, torch.Tensor], source: dict[str, torch.Tensor], report: WeightReport) -> None:
@@ -61,35 +58,32 @@ def test_gmim_encoder_and_monai_model_zoo_bundle(tmp_path):
     network = _swin()
     weights, fresh, report = _load(tmp_path / "encoder.pt", network)
     assert weights.layout == "gmim encoder.pt" and weights.architecture.feature_size == F and weights.architecture.in_channels == 1
+    assert (weights.merging.name, weights.merging.reason) == ("monai", "rule")  # a bare encoder says nothing of its source
     assert len(report.matched) == len(trained.swinViT.state_dict()) and not report.unexpected and not report.mismatched
     assert_loaded(network, fresh, source, report)
     assert "missing (left as initialised)" in str(report)
 
-    torch.save(source, tmp_path / "model.pt")  # a bundle's models/model.pt: the network's state_dict
+    torch.save(layouts.model_zoo(source), tmp_path / "model.pt")  # a network's state_dict, as a bundle's models/model.pt
     weights, fresh, report = _load(tmp_path / "model.pt", network := _swin(out_channels=14))
     assert weights.layout.startswith("MONAI Swin UNETR") and weights.architecture.out_channels == 14
     assert not report.missing and not report.mismatched and not report.unexpected
     assert_loaded(network, fresh, source, report)
+    assert weights.merging.reason == "rule"
 
-    torch.save({"epoch": 5000, "best_acc": 0.8, "state_dict": source}, tmp_path / "btcv.pt")  # research-contributions
+    torch.save(layouts.research_contributions(source), tmp_path / "btcv.pt")
     weights, fresh, report = _load(tmp_path / "btcv.pt", network := _swin(out_channels=3))
     assert [k for k, _, _ in report.mismatched] == ["out.conv.conv.weight", "out.conv.conv.bias"]
     assert_loaded(network, fresh, source, report)
+    assert (weights.merging.name, weights.merging.reason) == (LEGACY, "layout")  # trained before MONAI 1.5
 
 
 def test_monai_self_supervised_model_swinvit(tmp_path):
     trained = _swin(seed=2)
-    state = {f"module.{k}".replace(".mlp.linear", ".mlp.fc"): v for k, v in trained.swinViT.state_dict().items()}
-    heads = _heads(
-        ("module.norm.weight", (16 * F,)),
-        ("module.norm.bias", (16 * F,)),
-        ("module.rotation_head.weight", (4, 16 * F)),
-        ("module.contrastive_head.weight", (512, 16 * F)),
-        ("module.convTrans3d.weight", (16 * F, 1, 4, 4, 4)),
-    )
-    torch.save({"state_dict": state | heads}, tmp_path / "model_swinvit.pt")
+    saved = layouts.monai_self_supervised(trained.state_dict())
+    heads = [k for k in saved["state_dict"] if not k.startswith(("module.patch_embed", "module.layers"))]
+    torch.save(saved, tmp_path / "model_swinvit.pt")
     weights, fresh, report = _load(tmp_path / "model_swinvit.pt", network := _swin())
-    assert weights.layout == "MONAI self-supervised (model_swinvit.pt)"
+    assert weights.layout == "MONAI self-supervised (model_swinvit.pt)" and weights.merging.name == LEGACY
     assert sorted(report.unexpected) == sorted(heads)
     assert_loaded(network, fresh, trained.state_dict(), report)
     monai = _swin()
@@ -102,11 +96,11 @@ def test_voco_release_builds_its_own_architecture(tmp_path, feature_size):
     """VoCo_{B,L,H}_SSL_head.pt: a flat Swin UNETR v2 encoder with encoder1…4, 10 (F 48, 96, 192; F 24
     and 36 here, which no default gives): the architecture comes from the file."""
     trained = _swin(feature_size=feature_size, use_v2=True, seed=3)
-    source = _without(trained.state_dict(), "decoder", "out.")
+    source = layouts.voco_release(trained.state_dict())
     torch.save(source, tmp_path / "VoCo_SSL_head.pt")
     weights = read_weights(tmp_path / "VoCo_SSL_head.pt")
     found = weights.architecture
-    assert weights.layout == "VoCo (Swin UNETR v2 encoder)"
+    assert weights.layout == "VoCo (Swin UNETR v2 encoder)" and weights.merging.name == LEGACY  # VoCo pins MONAI 1.3
     assert (found.feature_size, found.use_v2, found.depths, found.num_heads) == (feature_size, True, (2, 2, 2, 2), (3, 6, 12, 24))
     network = _swin(feature_size=found.feature_size, use_v2=found.use_v2, out_channels=3)
     fresh = {k: v.clone() for k, v in network.state_dict().items()}
@@ -117,9 +111,9 @@ def test_voco_release_builds_its_own_architecture(tmp_path, feature_size):
 
 def test_voco_training_layout(tmp_path):
     trained = _swin(use_v2=True, seed=4)
-    backbone = {f"backbone.{k}": v for k, v in _without(trained.state_dict(), "decoder", "out.").items()}
-    heads = _heads(("student.head.0.weight", (1024, 24 * F)), ("teacher.head.0.weight", (1024, 24 * F)))
-    torch.save(backbone | heads, tmp_path / "final_model.pt")
+    saved = layouts.voco_training(trained.state_dict())
+    heads = [k for k in saved if not k.startswith("backbone.")]
+    torch.save(saved, tmp_path / "final_model.pt")
     weights, fresh, report = _load(tmp_path / "final_model.pt", network := _swin(use_v2=True))
     assert weights.layout == "VoCo (training)" and sorted(report.unexpected) == sorted(heads)
     assert_loaded(network, fresh, trained.state_dict(), report)
@@ -129,17 +123,11 @@ def test_suprem(tmp_path):
     """supervised_suprem_swinunetr_2100.pth: ``net`` of a DDP Universal_model, the Swin UNETR as
     ``module.backbone.`` without its ``out`` layer, and the CLIP-driven heads beside it."""
     trained = _swin(seed=5)
-    backbone = {f"module.backbone.{k}": v for k, v in _without(trained.state_dict(), "out.").items()}
-    heads = _heads(
-        ("module.organ_embedding", (32, 512)),
-        ("module.precls_conv.2.weight", (8, F, 1, 1, 1)),
-        ("module.GAP.3.weight", (256, 16 * F, 1, 1, 1)),
-        ("module.controller.weight", (153, 512, 1, 1, 1)),
-        ("module.text_to_vision.weight", (256, 512)),
-    )
-    torch.save({"net": heads | backbone, "epoch": 2100}, tmp_path / "supervised_suprem_swinunetr_2100.pth")
+    saved = layouts.suprem(trained.state_dict())
+    heads = [k for k in saved["net"] if not k.startswith("module.backbone.")]
+    torch.save(saved, tmp_path / "supervised_suprem_swinunetr_2100.pth")
     weights, fresh, report = _load(tmp_path / "supervised_suprem_swinunetr_2100.pth", network := _swin(out_channels=4))
-    assert weights.layout == "SuPreM" and weights.architecture.out_channels is None
+    assert weights.layout == "SuPreM" and weights.architecture.out_channels is None and weights.merging.name == LEGACY
     assert report.missing == ["out.conv.conv.weight", "out.conv.conv.bias"] and sorted(report.unexpected) == sorted(heads)
     assert_loaded(network, fresh, trained.state_dict(), report)
 
@@ -148,16 +136,11 @@ def test_brainsegfounder_with_its_depths_and_channels(tmp_path):
     """BrainSegFounder's SSL checkpoint: ``module.swinViT.`` of 2 (T1, T2) or 4 (BraTS) channels, with
     rotation, contrastive and decoder heads; its scripts also pre-train deeper third stages."""
     trained = _swin(in_channels=2, depths=(2, 2, 6, 2), seed=6)
-    state = {f"module.swinViT.{k}": v for k, v in trained.swinViT.state_dict().items()}
-    heads = _heads(
-        ("module.rotation_head.weight", (4, 16 * F)),
-        ("module.contrastive_head.weight", (512, 16 * F)),
-        ("module.conv.0.weight", (8 * F, 16 * F, 3, 3, 3)),
-        ("module.conv.20.weight", (2, F, 1, 1, 1)),
-    )
-    torch.save({"global_step": 10, "epoch": 1, "state_dict": state | heads, "optimizer": {}}, tmp_path / "model_bestValRMSE.pt")
+    saved = layouts.brainsegfounder(trained.state_dict())
+    heads = [k for k in saved["state_dict"] if not k.startswith("module.swinViT.")]
+    torch.save(saved, tmp_path / "model_bestValRMSE.pt")
     weights = read_weights(tmp_path / "model_bestValRMSE.pt")
-    assert weights.layout == "BrainSegFounder (self-supervised)"
+    assert weights.layout == "BrainSegFounder (self-supervised)" and weights.merging.name == LEGACY
     assert (weights.architecture.depths, weights.architecture.in_channels) == ((2, 2, 6, 2), 2)
     network = _swin(in_channels=2, depths=weights.architecture.depths)
     fresh = {k: v.clone() for k, v in network.state_dict().items()}
@@ -177,7 +160,7 @@ def test_nnssl_checkpoints(tmp_path):
         "key_to_stem": "encoder.stem",
         "keys_to_in_proj": ["encoder.stem.convs.0.conv"],
     }
-    resenc = _heads(("encoder.stem.convs.0.conv.weight", (32, 1, 3, 3, 3)), ("rotation_proj_head.weight", (4, 320)))
+    resenc = layouts.heads(("encoder.stem.convs.0.conv.weight", (32, 1, 3, 3, 3)), ("rotation_proj_head.weight", (4, 320)))
     torch.save(
         {"network_weights": resenc, "nnssl_adaptation_plan": plan, "trainer_name": "SwinUNETRTrainer", "current_epoch": 1000},
         tmp_path / "resenc.pth",
@@ -202,6 +185,50 @@ def test_safetensors_and_run_folders(tmp_path):
     assert_loaded(network, fresh, trained.state_dict(), report)
     (tmp_path / "config.json").write_text('{"gmim": {"patch_merging": "prototype"}}')
     assert read_weights(tmp_path).architecture.patch_merging == "monai-legacy"  # recorded beside the weights (an older name)
+
+
+def test_the_patch_merging_comes_from_a_record_the_layout_or_the_rule_and_the_user_may_choose(tmp_path):
+    """The weights cannot show their merging: a record beside them binds, a layout suggests, and a
+    file that says nothing gets MONAI >= 1.5's; the report says which and why."""
+    state = _swin(seed=11).state_dict()
+    bundle = tmp_path / "bundle"
+    (bundle / "models").mkdir(parents=True)
+    (bundle / "configs").mkdir()
+    torch.save(layouts.model_zoo(state), bundle / "models" / "model.pt")
+    for metadata, merging in (({"monai_version": "1.3.2"}, LEGACY), ({"monai_version": "1.5.0"}, "monai")):
+        (bundle / "configs" / "metadata.json").write_text(json.dumps(metadata))
+        choice = read_weights(bundle).merging  # the bundle's folder, or its models/model.pt
+        assert (choice.name, choice.reason) == (merging, "record") and metadata["monai_version"] in choice.why
+    (bundle / "configs" / "metadata.json").write_text(json.dumps({"monai_version": "1.6.1", "gmim": {"patch_merging": "prototype"}}))
+    assert read_weights(bundle / "models" / "model.pt").merging.name == LEGACY  # gmim's record, under its older name
+
+    run = tmp_path / "run"
+    run.mkdir()
+    torch.save(layouts.research_contributions(state), run / "model.pt")
+    (run / "config.yaml").write_text("model:\n  patch_merging: monai\n")
+    weights = read_weights(run / "model.pt")
+    assert (weights.merging.name, weights.merging.reason, weights.architecture.patch_merging) == ("monai", "record", "monai")
+    with pytest.raises(
+        InputError, match=r"model.pt: the weights are a Swin UNETR with patch_merging monai, but model.patch_merging is monai-legacy"
+    ):
+        ModelConfig(patch_merging="prototype").take_architecture(weights.architecture, str(run / "model.pt"), weights.merging)
+
+    torch.save(layouts.research_contributions(state), tmp_path / "btcv.pt")
+    weights = read_weights(tmp_path / "btcv.pt")
+    assert weights.architecture.patch_merging is None  # a layout's merging is a default, not a record
+    model = ModelConfig(patch_merging="monai")
+    choice = model.take_architecture(weights.architecture, "btcv.pt", weights.merging)
+    assert choice is not None and (choice.name, choice.reason, model.patch_merging) == ("monai", "setting", "monai")
+    assert "otherwise monai-legacy" in choice.why
+    model = ModelConfig()
+    assert model.take_architecture(weights.architecture, "btcv.pt", weights.merging) == weights.merging and model.patch_merging == LEGACY
+    report = load_weights(_swin(), weights)
+    report.merging = weights.merging
+    assert report.as_dict()["patch_merging"] == {"name": LEGACY, "reason": "layout", "why": weights.merging.why}
+    assert "patch merging monai-legacy (MONAI < 1.5's merging): MONAI research-contributions Swin UNETR (state_dict) weights were " in str(
+        report
+    )
+    assert "set model.patch_merging=monai (--patch-merging monai)" in str(report)
 
 
 def test_another_channel_count_is_adapted_on_a_real_scan(tmp_path, itk_paths):

@@ -59,6 +59,7 @@ from gmim.engine.sampling import SeededDataset, StepSampler, end_workers, run_lo
 from gmim.engine.signals import Interrupted, stop_requests
 from gmim.errors import InputError
 from gmim.swin.config import ARCHITECTURE_KEYS, SwinConfig
+from gmim.swin.merging import MergingChoice
 from gmim.swin.weights import Weights, load_weights, read_weights
 
 __all__ = ["RESUMABLE", "Method", "RunSummary", "Trainer", "Validation", "validation_interval"]
@@ -259,6 +260,7 @@ class Trainer:
         self.may_change, self.model_config = (*RESUMABLE, *may_change), model
         self.inherit = ("model.init", *(f"model.{name}" for name in ARCHITECTURE_KEYS)) if model is not None else ()
         self.weights: Weights | None = None  # model.init's, from __enter__ until fit loads them
+        self.merging: MergingChoice | None = None  # the patch merging built for them, and why
         self.total = 0
         self._progress: Progress | None = None  # while fit runs
 
@@ -273,7 +275,8 @@ class Trainer:
             if self.model_config is not None and not self.resume:
                 init = self.model_config.init
                 self.weights = read_weights(init) if init is not None else None
-                self.model_config.take_architecture(self.weights.architecture if self.weights else None, init or "")
+                found = self.weights.architecture if self.weights else None
+                self.merging = self.model_config.take_architecture(found, init or "", self.weights.merging if self.weights else None)
             if self._lock is not None:
                 self._lock.acquire()  # before the guard: of two runs started together, one is refused
             check_run_folder(self.run_config, self.out, self.resume, self.may_change, self.inherit)
@@ -456,6 +459,7 @@ class Trainer:
         and in ``weights_report.json``."""
         assert self.model_config is not None
         report = load_weights(method.init_module, weights, self.model_config.adapt_channels)
+        report.merging = self.merging
         method.after_init()
         self.write(str(report))
         if self.is_main:

@@ -16,7 +16,7 @@ from gmim.errors import InputError
 from gmim.rules import Section, SettingError, at_least, each, non_empty, plain, setting
 from gmim.swin.architecture import DEFAULT, SwinArchitecture, heads_problem
 from gmim.swin.geometry import FEATURE_SIZE, ROI
-from gmim.swin.merging import canonical_merging
+from gmim.swin.merging import MergingChoice, canonical_merging
 
 __all__ = ["ARCHITECTURE_KEYS", "SwinConfig"]
 
@@ -77,13 +77,16 @@ class SwinConfig(Section):
             patch_merging=self.patch_merging or "monai",
         )
 
-    def take_architecture(self, found: SwinArchitecture | None, source: str) -> None:
+    def take_architecture(self, found: SwinArchitecture | None, source: str, merging: MergingChoice | None = None) -> MergingChoice | None:
         """Fill the null architecture fields from ``found`` (the weights' architecture; None: no
-        weights), then from :data:`DEFAULT`; refuse a field the user set that ``found`` contradicts."""
+        weights), then from :data:`DEFAULT`; refuse a field the user set that ``found`` contradicts.
+        The patch merging, which the weights cannot show, is ``merging`` (what their record, layout or
+        the rule says) unless the user set it; returns the merging built and why (None: no weights)."""
         if found is not None and found.window_size != DEFAULT.window_size:
             raise InputError(
                 f"model.init {source}: attention windows of {found.window_size}³; gmim builds Swin UNETRs with MONAI's {DEFAULT.window_size}³"
             )
+        user_merging = self.patch_merging
         for name in ARCHITECTURE_KEYS:
             theirs = getattr(found, name) if found is not None else None
             mine = getattr(self, name)
@@ -94,3 +97,11 @@ class SwinConfig(Section):
                 )
             if mine is None:
                 setattr(self, name, theirs if theirs is not None else getattr(self.architecture(), name))
+        if merging is None:
+            return None
+        if user_merging is None:  # the loop filled in the default: the weights' merging is the better guess
+            self.patch_merging = merging.name  # type: ignore[assignment]
+            return merging
+        if merging.reason == "record":  # and the loop found the setting agrees with it
+            return merging
+        return MergingChoice(user_merging, "setting", f"set by model.patch_merging (otherwise {merging.name}: {merging.why})")

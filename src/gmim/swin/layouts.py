@@ -11,8 +11,9 @@ gmim run ``last.pt`` / ``best.pt``      ``model``; ``encoder.`` or Swin UNETR  G
 gmim export ``model.safetensors``       none; Swin UNETR or ``swinViT`` names  the decoder (a segmentation model)
 MONAI ``model_swinvit.pt``              ``state_dict``; ``module.``, fc1/fc2   ``norm``, ``convTrans3d``, rotation and
                                                                               contrastive heads
-MONAI model-zoo bundle, research-       none or ``state_dict`` / ``model``;   the decoder and ``out``
-contributions BTCV / BRATS21            Swin UNETR names
+MONAI model-zoo bundle                  none (``models/model.pt``); Swin      the decoder and ``out``
+                                        UNETR names
+research-contributions BTCV / BRATS21   ``state_dict``; Swin UNETR names      the decoder and ``out``
 VoCo ``VoCo_{B,L,H}_SSL_head.pt``       none; ``swinViT.`` (v2), F 48/96/192  ``encoder1…4, 10`` (no decoder)
 VoCo training ``final_model.pt``        none; ``backbone.``                   ``student`` / ``teacher`` heads
 SuPreM ``supervised_suprem_*.pth``      ``net``; ``module.backbone.``         the decoder, ``organ_embedding``,
@@ -27,6 +28,18 @@ After unwrapping and stripping (``module.``, ``_orig_mod.``, ``backbone.``, ``mo
 MONAI's ``encoder.`` for the Swin encoder; the early ``swin_vit``), every key either is a Swin UNETR
 key (``swinViT.*``, ``encoder{1,2,3,4,10}.*``, ``decoder{1…5}.*``, ``out.*``) or is ignored and
 reported. nnssl's public checkpoints are CNNs (ResEnc-L, Primus): they are named as such and refused.
+
+Which patch merging the weights were trained with (:mod:`gmim.swin.merging`) is read, first match:
+
+1. a record beside the file: a gmim run's ``config.yaml``, an export's ``config.json``, a MONAI
+   bundle's ``configs/metadata.json`` (gmim's record in it, else its ``monai_version``);
+2. the layout: MONAI's self-supervised weights, research-contributions checkpoints, VoCo, SuPreM
+   and BrainSegFounder were all trained before MONAI 1.5, with its old merging (``monai-legacy``);
+3. the rule for a file that says nothing of its source (a bare state_dict, a gmim file moved out of
+   its run): MONAI >= 1.5's ``monai``, what the installed MONAI builds for such a file.
+
+The console and ``weights_report.json`` say which was taken and why; ``model.patch_merging`` chooses
+another, except against a record.
 """
 
 from __future__ import annotations
@@ -39,8 +52,9 @@ from typing import Any
 import torch
 
 from gmim.errors import InputError
+from gmim.swin.merging import LEGACY
 
-__all__ = ["LAYOUTS", "Layout", "recognise", "swin_unetr_names"]
+__all__ = ["LAYOUTS", "Layout", "Recognised", "recognise", "swin_unetr_names"]
 
 #: Checkpoint entries that hold the state_dict, in the order they are looked for.
 CONTAINERS = ("network_weights", "state_dict", "net", "model", "model_state_dict", "student")
@@ -102,6 +116,8 @@ class Layout:
     container: str | None = None
     #: A (key, value) of the checkpoint's top level, or a key it must have.
     top: tuple[str, str] | str | None = None
+    #: The patch merging this source's weights were trained with (None: the layout does not tell).
+    patch_merging: str | None = None
 
     def matches(self, top: Mapping[str, Any], container: str | None, keys: list[str]) -> bool:
         if isinstance(self.top, tuple) and top.get(self.top[0]) != self.top[1]:
@@ -115,38 +131,58 @@ class Layout:
         return all(any(p.search(k) for k in keys) for p in found) and not any(p.search(k) for p in refused for k in keys)
 
 
-#: The layouts, most specific first.
+_WHOLE_NETWORK = (r"^swinViT\.", r"^decoder[1-5]\.")
+
+#: The layouts, most specific first. gmim's runs record their merging beside their files; the
+#: public releases were trained before MONAI 1.5 (the legacy merging).
 LAYOUTS = (
     Layout("nnssl checkpoint", top="nnssl_adaptation_plan"),
     Layout("gmim pre-training run", top=("method", "pretrain")),
     Layout("gmim fine-tuning run", top=("method", "finetune")),
-    Layout("SuPreM", container="net", keys=(r"^(module\.)?backbone\.swinViT\.",)),
-    Layout("BrainSegFounder (self-supervised)", keys=(r"^(module\.)?swinViT\.", r"^(module\.)?rotation_head\.", r"^(module\.)?conv\.0\.")),
-    Layout("MONAI self-supervised (model_swinvit.pt)", keys=(r"^module\.(swin_vit\.)?(patch_embed|layers1)\.",)),
-    Layout("VoCo (training)", keys=(r"^(module\.)?backbone\.swinViT\.", r"^(module\.)?(student|teacher)\.")),
-    Layout("VoCo (Swin UNETR v2 encoder)", keys=(r"^swinViT\.layers1c\.",), no_keys=(r"^decoder[1-5]\.",)),
+    Layout("SuPreM", container="net", keys=(r"^(module\.)?backbone\.swinViT\.",), patch_merging=LEGACY),
+    Layout(
+        "BrainSegFounder (self-supervised)",
+        keys=(r"^(module\.)?swinViT\.", r"^(module\.)?rotation_head\.", r"^(module\.)?conv\.0\."),
+        patch_merging=LEGACY,
+    ),
+    Layout("MONAI self-supervised (model_swinvit.pt)", keys=(r"^module\.(swin_vit\.)?(patch_embed|layers1)\.",), patch_merging=LEGACY),
+    Layout("VoCo (training)", keys=(r"^(module\.)?backbone\.swinViT\.", r"^(module\.)?(student|teacher)\."), patch_merging=LEGACY),
+    Layout("VoCo (Swin UNETR v2 encoder)", keys=(r"^swinViT\.layers1c\.",), no_keys=(r"^decoder[1-5]\.",), patch_merging=LEGACY),
     Layout("gmim encoder.pt", container="", keys=(r"^patch_embed\.proj\.weight$",)),
-    Layout("MONAI Swin UNETR (model-zoo bundle, research-contributions)", keys=(r"^swinViT\.", r"^decoder[1-5]\.")),
+    Layout("MONAI research-contributions Swin UNETR (state_dict)", container="state_dict", keys=_WHOLE_NETWORK, patch_merging=LEGACY),
+    Layout("MONAI Swin UNETR (model-zoo bundle, or a network's state_dict)", keys=_WHOLE_NETWORK),
 )
+#: What no layout matched: a Swin UNETR in some other wrapper.
+_ANY = Layout("Swin UNETR")
 
 
-def recognise(top: Mapping[str, Any], source: str) -> tuple[str, dict[str, torch.Tensor], list[str]]:
-    """(the layout's name, the tensors under MONAI's names, the ignored keys) of a weights file's
-    top-level mapping; an :class:`InputError` naming ``source`` and what it holds otherwise."""
+@dataclass(frozen=True)
+class Recognised:
+    """A weights file's layout and its tensors under MONAI's ``SwinUNETR`` names."""
+
+    layout: Layout
+    tensors: dict[str, torch.Tensor]
+    #: The file's keys that are no part of a Swin UNETR (pre-training heads), as the file names them.
+    ignored: list[str]
+
+
+def recognise(top: Mapping[str, Any], source: str) -> Recognised:
+    """The layout and tensors of a weights file's top-level mapping; an :class:`InputError` naming
+    ``source`` and what it holds when it holds no Swin UNETR."""
     box, tensors = _unwrap(top)
     if not tensors:
         raise InputError(f"{source}: holds no weight tensors (top-level keys: {_first(list(top))})")
     keys = list(tensors)
-    layout = next((layout.name for layout in LAYOUTS if layout.matches(top, box, keys)), "Swin UNETR")
+    layout = next((layout for layout in LAYOUTS if layout.matches(top, box, keys)), _ANY)
     renamed, ignored = swin_unetr_names(tensors)
     if not any(name.startswith("swinViT.") for name in renamed):
-        if layout == "nnssl checkpoint":
+        if layout.name == "nnssl checkpoint":
             plan = top["nnssl_adaptation_plan"]
             network = plan.get("architecture_plans", {}).get("arch_class_name", "?") if isinstance(plan, Mapping) else "?"
             raise InputError(f"{source}: an nnssl checkpoint of a {network} network, not a Swin UNETR")
         inside = f"; in {box}: {_first(keys)}" if box else ""
         raise InputError(f"{source}: no Swin UNETR encoder in an unknown layout (top-level keys: {_first(list(top))}{inside})")
-    return layout, renamed, ignored
+    return Recognised(layout, renamed, ignored)
 
 
 def _first(names: list[str], count: int = 4) -> str:

@@ -11,12 +11,24 @@ have the same parameters and state_dict layout: the weights cannot tell which on
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
 from monai.networks.nets.swin_unetr import MERGING_MODE, PatchMergingV2
 from torch import Tensor, nn
 
-__all__ = ["ALIASES", "LEGACY", "MONAI_DOWNSAMPLE", "PATCH_MERGINGS", "LegacyPatchMerging", "canonical_merging", "patch_merging"]
+__all__ = [
+    "ALIASES",
+    "LEGACY",
+    "MONAI_DOWNSAMPLE",
+    "PATCH_MERGINGS",
+    "LegacyPatchMerging",
+    "MergingChoice",
+    "canonical_merging",
+    "patch_merging",
+]
 
 #: MONAI < 1.5's merging, which every public Swin UNETR release was trained with.
 LEGACY = "monai-legacy"
@@ -29,6 +41,32 @@ ALIASES = {"prototype": LEGACY}
 #: gmim's patch mergings as MONAI ≥ 1.5's ``SwinUNETR(downsample=...)`` names them; the legacy merging
 #: has no name there (a bundle passes the class itself: :mod:`gmim.export`).
 MONAI_DOWNSAMPLE = {"monai": "merging", "monai-v2": "mergingv2"}
+#: Each merging in words.
+DESCRIPTIONS = {"monai": "MONAI >= 1.5's merging", "monai-v2": "MONAI's mergingv2", LEGACY: "MONAI < 1.5's merging"}
+
+
+@dataclass(frozen=True)
+class MergingChoice:
+    """The patch merging a network is built with to run weights made elsewhere, and why: the weights
+    cannot tell it (:mod:`gmim.swin.layouts` says how each source is read)."""
+
+    name: str
+    #: ``setting``: model.patch_merging; ``record``: the run, export or bundle the weights came in
+    #: (a setting that contradicts it is refused); ``layout``: what the weights' source was trained
+    #: with; ``rule``: nothing says, so MONAI >= 1.5's, what the installed MONAI builds.
+    reason: Literal["setting", "record", "layout", "rule"]
+    #: Why, in words.
+    why: str
+
+    def __str__(self) -> str:
+        line = f"patch merging {self.name} ({DESCRIPTIONS[self.name]}): {self.why}"
+        if self.reason in ("layout", "rule"):
+            other, trained = ("monai", "MONAI >= 1.5") if self.name == LEGACY else (LEGACY, "MONAI < 1.5")
+            line += f"; if they were trained with {trained}, set model.patch_merging={other} (--patch-merging {other})"
+        return line
+
+    def as_dict(self) -> dict[str, str]:
+        return {"name": self.name, "reason": self.reason, "why": self.why}
 
 
 class LegacyPatchMerging(PatchMergingV2):

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -33,7 +34,7 @@ from gmim.engine.checkpoint import load_checkpoint
 from gmim.errors import InputError
 from gmim.swin.architecture import SwinArchitecture, architecture_of
 from gmim.swin.layouts import recognise
-from gmim.swin.merging import canonical_merging
+from gmim.swin.merging import LEGACY, MergingChoice, canonical_merging
 
 __all__ = ["INPUT_LAYERS", "WeightReport", "Weights", "adapt_input_channels", "load_weights", "read_weights"]
 
@@ -41,8 +42,8 @@ __all__ = ["INPUT_LAYERS", "WeightReport", "Weights", "adapt_input_channels", "l
 #: channel (dimension 1): the patch embedding and the first convolution block of the decoder's skip.
 INPUT_LAYERS = ("swinViT.patch_embed.proj.weight", "encoder1.layer.conv1.conv.weight", "encoder1.layer.conv3.conv.weight")
 #: Files a folder of weights may hold, most specific first: an exported model, a gmim pre-training
-#: run, a gmim fine-tuning run.
-FOLDER_FILES = ("model.safetensors", "encoder.pt", "best.pt", "last.pt")
+#: run, a gmim fine-tuning run, a MONAI bundle.
+FOLDER_FILES = ("model.safetensors", "encoder.pt", "best.pt", "last.pt", "models/model.pt")
 
 
 @dataclass
@@ -55,7 +56,10 @@ class Weights:
     tensors: dict[str, torch.Tensor]
     #: The file's keys that are no part of a Swin UNETR (pre-training heads), as the file names them.
     ignored: list[str]
+    #: ``patch_merging`` is set only where a record beside the file says it (binding).
     architecture: SwinArchitecture
+    #: The patch merging to build unless the user chooses, and why (record, layout or rule).
+    merging: MergingChoice
 
 
 @dataclass
@@ -71,6 +75,8 @@ class WeightReport:
     missing: list[str] = field(default_factory=list)
     unexpected: list[str] = field(default_factory=list)
     mismatched: list[tuple[str, tuple[int, ...], tuple[int, ...]]] = field(default_factory=list)
+    #: The patch merging the network was built with, and why.
+    merging: MergingChoice | None = None
 
     def as_dict(self) -> dict[str, Any]:
         def shapes(items: list[tuple[str, tuple[int, ...], tuple[int, ...]]]) -> list[dict[str, Any]]:
@@ -85,6 +91,7 @@ class WeightReport:
             "missing": self.missing,
             "unexpected": self.unexpected,
             "shape_mismatched": shapes(self.mismatched),
+            "patch_merging": self.merging.as_dict() if self.merging is not None else None,
         }
 
     def __str__(self) -> str:
@@ -99,6 +106,8 @@ class WeightReport:
                 lines.append(f"  {name}: {len(keys)} — {_by_module(keys)}")
         for key, file_shape, model_shape in self.mismatched:
             lines.append(f"  another shape (left as initialised): {key} file {tuple(file_shape)} model {tuple(model_shape)}")
+        if self.merging is not None:
+            lines.append(f"  {self.merging}")
         return "\n".join(lines)
 
 
@@ -120,14 +129,26 @@ def _read_file(path: Path) -> dict[str, Any]:
     return load_checkpoint(path)
 
 
-def _recorded_patch_merging(path: Path) -> str | None:
-    """The patch merging that the run or export beside ``path`` records (None: no record)."""
-    exported, run = path.parent / "config.json", path.parent / "config.yaml"
+def _recorded_merging(path: Path) -> tuple[str, str] | None:
+    """(the patch merging, where it is recorded) by the run, export or MONAI bundle beside ``path``;
+    None where nothing records it."""
+    exported, run, bundle = path.parent / "config.json", path.parent / "config.yaml", path.parent.parent / "configs" / "metadata.json"
     try:
         if exported.is_file():
-            return json.loads(exported.read_text()).get("gmim", {}).get("patch_merging")
+            name = json.loads(exported.read_text()).get("gmim", {}).get("patch_merging")
+            return (name, f"recorded by the export ({exported.name})") if name else None
         if run.is_file():
-            return (yaml.safe_load(run.read_text()) or {}).get("model", {}).get("patch_merging")
+            name = (yaml.safe_load(run.read_text()) or {}).get("model", {}).get("patch_merging")
+            return (name, f"recorded by the run ({run.name})") if name else None
+        if path.parent.name == "models" and bundle.is_file():
+            metadata = json.loads(bundle.read_text())
+            name = (metadata.get("gmim") or {}).get("patch_merging")
+            if name:
+                return name, "recorded by the bundle (configs/metadata.json)"
+            version = re.match(r"(\d+)\.(\d+)", str(metadata.get("monai_version", "")))
+            if version:
+                older = (int(version[1]), int(version[2])) < (1, 5)
+                return (LEGACY if older else "monai"), f"the bundle was made with MONAI {metadata['monai_version']} (configs/metadata.json)"
     except (OSError, ValueError, yaml.YAMLError, AttributeError):
         return None
     return None
@@ -144,13 +165,19 @@ def read_weights(path: str | Path) -> Weights:
         path = inside
     elif not path.exists():
         raise InputError(f"{path}: weights file not found")
-    raw = _read_file(path)
-    layout, tensors, ignored = recognise(raw, str(path))
-    architecture = architecture_of(tensors, str(path))
-    recorded = _recorded_patch_merging(path)
+    recognised = recognise(_read_file(path), str(path))
+    layout = recognised.layout
+    architecture = architecture_of(recognised.tensors, str(path))
+    recorded = _recorded_merging(path)
     if recorded is not None:
-        architecture = dataclasses.replace(architecture, patch_merging=canonical_merging(recorded))
-    return Weights(str(path), layout, tensors, ignored, architecture)
+        name = canonical_merging(recorded[0])
+        architecture = dataclasses.replace(architecture, patch_merging=name)
+        merging = MergingChoice(name, "record", recorded[1])
+    elif layout.patch_merging is not None:
+        merging = MergingChoice(layout.patch_merging, "layout", f"{layout.name} weights were trained before MONAI 1.5")
+    else:
+        merging = MergingChoice("monai", "rule", "nothing beside the weights records how they were trained, so the installed MONAI's")
+    return Weights(str(path), layout.name, recognised.tensors, recognised.ignored, architecture, merging)
 
 
 def adapt_input_channels(weight: torch.Tensor, channels: int) -> torch.Tensor:
