@@ -14,12 +14,7 @@ import torch
 from monai.transforms import Compose, RandFlipd, RandSpatialCropd
 
 from conftest import crop
-from gmim.engine.checkpoint import (
-    load_checkpoint,
-    restore_training_state,
-    save_checkpoint,
-    training_state,
-)
+from gmim.engine.checkpoint import restore_training_state, save_checkpoint, training_state
 from gmim.engine.device import resolve_device, seed_everything
 from gmim.engine.distributed import DistributedContext, init_distributed, wrap_ddp
 from gmim.engine.loop import validation_interval
@@ -27,6 +22,7 @@ from gmim.engine.optim import adamw, warmup_cosine
 from gmim.engine.precision import MixedPrecision
 from gmim.engine.sampling import SeededDataset, StepSampler, run_loader
 from gmim.errors import InputError
+from gmim.weights_only import load_checkpoint
 
 
 def test_warmup_then_cosine():

@@ -26,13 +26,13 @@ from monai.networks.nets import SwinUNETR
 from gmim import __version__
 from gmim.atomic import atomic_path, write_json
 from gmim.config import load_config
-from gmim.engine.checkpoint import load_checkpoint
 from gmim.engine.metrics import read_metrics
 from gmim.engine.run_folder import written_by
 from gmim.errors import InputError
 from gmim.pretraining.config import PretrainConfig
 from gmim.segmentation.config import FinetuneConfig
 from gmim.swin.merging import MONAI_DOWNSAMPLE
+from gmim.weights_only import load_checkpoint
 
 __all__ = ["EXPORT_FILES", "export_run"]
 

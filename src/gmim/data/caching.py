@@ -13,7 +13,7 @@ import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 from monai.data import Dataset, PersistentDataset
@@ -29,11 +29,10 @@ from gmim.data.checks import (
     voxel_spacing,
 )
 from gmim.data.sources import Case
-from gmim.engine.sampling import Items
 from gmim.errors import InputError
 from gmim.resources import memory_bytes
 
-__all__ = ["NamedErrorsDataset", "SelfHealingPersistentDataset", "describe_load_error", "preload", "refuse_oversized_memory_cache"]
+__all__ = ["Items", "NamedErrorsDataset", "SelfHealingPersistentDataset", "describe_load_error", "preload", "refuse_oversized_memory_cache"]
 
 
 def describe_load_error(case: Case, error: BaseException) -> InputError:
@@ -96,6 +95,14 @@ def refuse_oversized_memory_cache(cases: Sequence[Case], spacing: Sequence[float
             f"data.cache=memory: the {len(cases)} volumes take about {size_text(total)} as float32, more than "
             f"{MEMORY_SHARE:.0%} of the {size_text(memory)} this process may use; set data.cache=disk or none"
         )
+
+
+class Items(Protocol):
+    """What :class:`SeededDataset` reads: a length and items by index (a list of records, a MONAI dataset, a Subset of one)."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: int, /) -> Any: ...
 
 
 def preload(

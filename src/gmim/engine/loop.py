@@ -10,7 +10,7 @@ precision and DDP, the intervals (all in steps), ``last.pt`` and ``best.pt``, Ct
 
 Usage::
 
-    with Trainer("mymethod", config, config.train, out, resume, may_change=..., model=config.model) as trainer:
+    with Trainer("mymethod", config, config.train, out, resume, may_change=..., init=InitialWeights(config.model)) as trainer:
         method = MyMethod(config, ..., trainer)   # builds its model after the trainer has seeded
         summary = trainer.fit(method)
 """
@@ -35,12 +35,7 @@ import torch
 from gmim import __version__
 from gmim.atomic import remove_stale_temporaries, write_json
 from gmim.config import dump_config
-from gmim.engine.checkpoint import (
-    load_checkpoint,
-    restore_training_state,
-    save_checkpoint,
-    training_state,
-)
+from gmim.engine.checkpoint import restore_training_state, save_checkpoint, training_state
 from gmim.engine.config import LoopConfig
 from gmim.engine.device import seed_everything
 from gmim.engine.distributed import (
@@ -58,9 +53,7 @@ from gmim.engine.run_folder import RunLock, check_run_folder
 from gmim.engine.sampling import SeededDataset, StepSampler, end_workers, run_loader
 from gmim.engine.signals import Interrupted, stop_requests
 from gmim.errors import InputError
-from gmim.swin.config import ARCHITECTURE_KEYS, SwinConfig
-from gmim.swin.merging import MergingChoice
-from gmim.swin.weights import Weights, load_weights, read_weights
+from gmim.weights_only import load_checkpoint
 
 __all__ = ["RESUMABLE", "Method", "RunSummary", "Trainer", "Validation", "validation_interval"]
 
@@ -97,6 +90,26 @@ class Validation:
     record: dict[str, Any] = field(default_factory=dict)
     #: Stored in ``best.json`` only (per-case results).
     details: dict[str, Any] = field(default_factory=dict)
+
+
+class Initialisation(Protocol):
+    """What starts a run's model from weights made elsewhere: :class:`gmim.swin.init.InitialWeights`."""
+
+    @property
+    def inherited(self) -> tuple[str, ...]:
+        """The settings a resume takes from the run where they are unset."""
+
+    def resolve(self) -> None:
+        """Read the weights and fill the settings they fix, before the run's config.yaml is written."""
+
+    def load(self, module: torch.nn.Module) -> WeightsReport | None:
+        """The weights into ``module``; what went where (None: nothing to load)."""
+
+
+class WeightsReport(Protocol):
+    """What :meth:`Initialisation.load` says: in words (``str``) and as ``weights_report.json``."""
+
+    def as_dict(self) -> dict[str, Any]: ...
 
 
 class Method(Protocol):
@@ -250,17 +263,15 @@ class Trainer:
         out: Path,
         resume: bool = False,
         may_change: Collection[str] = (),
-        model: SwinConfig | None = None,
+        init: Initialisation | None = None,
     ) -> None:
         """``command``: the method's name (it labels the run folder's lock); ``may_change``: the
-        method's settings that a resume may change, besides :data:`RESUMABLE`; ``model``: the
-        ``model`` section of ``run_config``, whose ``init`` weights the loop loads (a resume takes
-        ``init`` and the architecture from the run when they are unset)."""
+        method's settings that a resume may change, besides :data:`RESUMABLE`; ``init``: the weights
+        the model starts from (``model.init``: :class:`gmim.swin.init.InitialWeights`), which fix
+        settings before the run's config.yaml is written (a resume takes them from the run)."""
         self.command, self.run_config, self.train, self.out, self.resume = command, run_config, train, Path(out), resume
-        self.may_change, self.model_config = (*RESUMABLE, *may_change), model
-        self.inherit = ("model.init", *(f"model.{name}" for name in ARCHITECTURE_KEYS)) if model is not None else ()
-        self.weights: Weights | None = None  # model.init's, from __enter__ until fit loads them
-        self.merging: MergingChoice | None = None  # the patch merging built for them, and why
+        self.may_change, self.init = (*RESUMABLE, *may_change), init
+        self.inherit = init.inherited if init is not None else ()
         self.total = 0
         self._progress: Progress | None = None  # while fit runs
 
@@ -272,11 +283,8 @@ class Trainer:
         self._lock = RunLock(self.out, self.command) if self.context.is_main else None
         try:
             _check_batch(self.train, self.context.world_size)
-            if self.model_config is not None and not self.resume:
-                init = self.model_config.init
-                self.weights = read_weights(init) if init is not None else None
-                found = self.weights.architecture if self.weights else None
-                self.merging = self.model_config.take_architecture(found, init or "", self.weights.merging if self.weights else None)
+            if self.init is not None and not self.resume:
+                self.init.resolve()
             if self._lock is not None:
                 self._lock.acquire()  # before the guard: of two runs started together, one is refused
             check_run_folder(self.run_config, self.out, self.resume, self.may_change, self.inherit)
@@ -360,9 +368,8 @@ class Trainer:
         else:
             assert train.epochs is not None, "LoopConfig sets exactly one of steps and epochs"
             self.total = train.epochs * math.ceil(volumes / train.batch_size)
-        if self.weights is not None:
-            self._load_initial_weights(method, self.weights)
-            self.weights = None
+        if self.init is not None:
+            self._load_initial_weights(method, self.init)
         model = wrap_ddp(method.model, context)
         stepped = torch.compile(model) if train.compile else model  # shares its parameters with model
         groups = method.parameter_groups()
@@ -454,12 +461,12 @@ class Trainer:
         context.barrier()
         return summary
 
-    def _load_initial_weights(self, method: Method, weights: Weights) -> None:
-        """``model.init``'s weights into the method's :attr:`Method.init_module`, said on the console
+    def _load_initial_weights(self, method: Method, init: Initialisation) -> None:
+        """The initial weights into the method's :attr:`Method.init_module`, said on the console
         and in ``weights_report.json``."""
-        assert self.model_config is not None
-        report = load_weights(method.init_module, weights, self.model_config.adapt_channels)
-        report.merging = self.merging
+        report = init.load(method.init_module)
+        if report is None:  # none to load (or a resume, which restores its own)
+            return
         method.after_init()
         self.write(str(report))
         if self.is_main:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import signal
 from collections.abc import Iterator
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
@@ -22,18 +22,12 @@ from monai.data import list_data_collate
 from monai.transforms import Compose, apply_transform
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-__all__ = ["Items", "SampleKey", "SeededDataset", "StepSampler", "derived_seed", "run_loader"]
+from gmim.data.caching import Items
+
+__all__ = ["SampleKey", "SeededDataset", "StepSampler", "derived_seed", "run_loader"]
 
 #: A sample of the stream: (epoch, index of the volume).
 SampleKey = tuple[int, int]
-
-
-class Items(Protocol):
-    """What :class:`SeededDataset` reads: a length and items by index (a list of records, a MONAI dataset, a Subset of one)."""
-
-    def __len__(self) -> int: ...
-
-    def __getitem__(self, index: int, /) -> Any: ...
 
 
 def derived_seed(*entropy: int) -> int:

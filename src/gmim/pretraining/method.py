@@ -43,6 +43,7 @@ from gmim.pretraining.model import GMIM
 from gmim.pretraining.views import target_augmentation
 from gmim.pretraining.visualize import save_loss_curve, save_masking_figure
 from gmim.swin.attention import fuse_window_attention
+from gmim.swin.init import InitialWeights
 
 __all__ = ["GMIMPretraining", "build_model", "pretrain"]
 
@@ -95,7 +96,7 @@ def pretrain(config: PretrainConfig, data: Sequence[str | Path], out: Path, resu
         raise InputError(f"model.in_channels is {config.model.in_channels} but the data has {volumes.channels} channel(s)")
     config.model.in_channels = volumes.channels
     _split(volumes.splits(), config)  # refused before any work
-    with Trainer(GMIMPretraining.name, config, config.train, out, resume, RESUMABLE_CHANGES, model=config.model) as trainer:
+    with Trainer(GMIMPretraining.name, config, config.train, out, resume, RESUMABLE_CHANGES, init=InitialWeights(config.model)) as trainer:
         return trainer.fit(GMIMPretraining(config, volumes, trainer))
 
 

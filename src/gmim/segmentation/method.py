@@ -37,6 +37,7 @@ from gmim.segmentation.network import (
 )
 from gmim.segmentation.splits import split_cases
 from gmim.segmentation.task import DEFAULT_LABELS, Task
+from gmim.swin.init import InitialWeights
 
 __all__ = ["SegmentationFinetuning", "finetune", "resolve_config"]
 
@@ -99,7 +100,9 @@ def finetune(config: FinetuneConfig, data: Sequence[str | Path], out: Path, resu
     check_cases(train_cases + val_cases, config.task.label_values, workers=config.train.loader_workers())
     if config.data.cache == "memory":
         refuse_oversized_memory_cache(train_cases + val_cases, config.preprocessing.spacing)
-    with Trainer(SegmentationFinetuning.name, config, config.train, out, resume, RESUMABLE_CHANGES, model=config.model) as trainer:
+    with Trainer(
+        SegmentationFinetuning.name, config, config.train, out, resume, RESUMABLE_CHANGES, init=InitialWeights(config.model)
+    ) as trainer:
         return trainer.fit(SegmentationFinetuning(config, train_cases, val_cases, trainer))
 
 

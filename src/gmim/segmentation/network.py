@@ -8,12 +8,12 @@ from typing import Any
 import torch
 from monai.networks.nets import SwinUNETR
 
-from gmim.engine.checkpoint import load_checkpoint
 from gmim.errors import InputError
 from gmim.segmentation.config import ModelConfig
 from gmim.swin.attention import fuse_window_attention
 from gmim.swin.merging import patch_merging
 from gmim.swin.weights import read_weights
+from gmim.weights_only import load_checkpoint
 
 __all__ = ["build_network", "load_run_weights", "parameter_groups"]
 

@@ -30,11 +30,11 @@ from typing import Any
 import torch
 import yaml
 
-from gmim.engine.checkpoint import load_checkpoint
 from gmim.errors import InputError
 from gmim.swin.architecture import SwinArchitecture, architecture_of
 from gmim.swin.layouts import recognise
 from gmim.swin.merging import LEGACY, MergingChoice, canonical_merging
+from gmim.weights_only import load_checkpoint
 
 __all__ = ["INPUT_LAYERS", "WeightReport", "Weights", "adapt_input_channels", "load_weights", "read_weights"]
 
