@@ -43,7 +43,7 @@ def test_shipped_presets_give_valid_configs(bench, name, tmp_path):
             bench._config(PretrainConfig, preset.pretrain, tmp_path / "pretrain.yaml", preset.all_arms[arm], "pretrain")
     config = bench._config(FinetuneConfig, preset.finetune, tmp_path / "finetune.yaml", ["data.fold=all"], "finetune")
     assert config.train.steps and config.train.epochs is None
-    merging = {"scratch": "monai", "gmim": "monai", "prototype": "prototype"}  # fine-tuned as pre-trained
+    merging = {"scratch": "monai", "gmim": "monai", "prototype": "monai-legacy"}  # fine-tuned as pre-trained
     assert all(preset.patch_merging(arm) == merging[arm] for arm in preset.arms if arm in merging)
 
 
