@@ -100,7 +100,7 @@ def metadata(model: RunModel) -> dict[str, Any]:
         "numpy_version": numpy.__version__,
         "required_packages_version": _required_packages(),
         "name": f"Swin UNETR {task.name} (gmim)",
-        "task": f"{task.name}: segmentation of {scored} in {preprocessing.modality.upper()} ({task.kind})",
+        "task": f"Segmentation of {scored} in {preprocessing.modality.upper()} scans (task {task.name}, {task.kind})",
         "description": f"A MONAI Swin UNETR fine-tuned with gmim finetune (task {task.name}); docs/README.md states what its run recorded",
         "authors": "not recorded (a gmim run folder does not say who trained it)",
         "copyright": "not recorded",
