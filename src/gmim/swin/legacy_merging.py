@@ -5,9 +5,9 @@ concatenates, with no switch back; the parameters and their names stayed the sam
 load into a new ``SwinUNETR`` and compute another function there. Pass this class instead:
 ``SwinUNETR(..., downsample=LegacyPatchMerging)``.
 
-This module imports only torch and MONAI: gmim uses it, and ``gmim export --format monai-bundle``
-copies it verbatim into a bundle's ``scripts/``, so that the bundle computes the same function
-without gmim.
+This module imports only torch and MONAI: gmim uses it, and ``gmim export`` copies it verbatim
+beside the weights it exports (``legacy_merging.py``; a MONAI bundle's ``scripts/``), so that they
+compute the same function without gmim.
 """
 
 from __future__ import annotations
