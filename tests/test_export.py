@@ -4,6 +4,7 @@ bad inputs named in one line."""
 
 from __future__ import annotations
 
+import inspect
 import json
 import shutil
 import subprocess
@@ -19,6 +20,7 @@ from monai.networks.nets import SwinUNETR
 from safetensors.torch import load_file
 
 from gmim.cli import main
+from gmim.swin import legacy_merging
 from gmim.swin.weights import read_weights
 
 #: Run in a fresh interpreter from inside an export folder: what a user without gmim does with it.
@@ -144,9 +146,12 @@ def test_pretrain_export_is_the_encoder(pretrain_run, tmp_path, capsys):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("merging", "downsample"), [("monai-v2", "mergingv2"), ("prototype", None)])
-def test_patch_merging_other_than_monais_is_said(pretrain_run, tmp_path, merging, downsample):
-    """A run whose patch merging MONAI builds only when told (mergingv2), or not at all (the prototype's)."""
+@pytest.mark.parametrize(
+    ("merging", "recorded", "downsample"), [("monai-v2", "monai-v2", "mergingv2"), ("prototype", "monai-legacy", None)]
+)
+def test_patch_merging_other_than_monais_is_said(pretrain_run, tmp_path, merging, recorded, downsample):
+    """A run whose patch merging MONAI builds only when told (mergingv2), or only from the class the
+    export ships (MONAI < 1.5's; "prototype" is another name for it)."""
     run = tmp_path / "run"
     run.mkdir()
     config = yaml.safe_load((pretrain_run / "config.yaml").read_text())
@@ -158,17 +163,20 @@ def test_patch_merging_other_than_monais_is_said(pretrain_run, tmp_path, merging
     assert main(["export", str(run), "--out", str(out)]) == 0
 
     exported = json.loads((out / "config.json").read_text())
-    assert exported["gmim"]["patch_merging"] == merging and exported["monai_arguments"].get("downsample") == downsample
+    assert exported["gmim"]["patch_merging"] == recorded and exported["monai_arguments"].get("downsample") == downsample
     assert (
         exported["input"]["intensity"]["window"] == [-175.0, 250.0]
         and "[0, 1] and clipped" in exported["input"]["intensity"]["description"]
     )
-    assert read_weights(out).architecture.patch_merging == merging
+    assert read_weights(out).architecture.patch_merging == recorded
     card = (out / "README.md").read_text()
-    if merging == "prototype":
-        assert "no MONAI equivalent" in exported["notes"][-1] and "**Warning**" in card and "another function" in card
+    if recorded == "monai-legacy":
+        note = exported["notes"][-1]
+        assert "MONAI < 1.5's PatchMerging" in note and "downsample=LegacyPatchMerging" in note and "legacy_merging.py" in note
+        assert "**Patch merging**" in card and "another function" in card and "from legacy_merging import LegacyPatchMerging" in card
+        assert (out / "legacy_merging.py").read_bytes() == Path(inspect.getfile(legacy_merging)).read_bytes()
     else:
-        assert 'downsample="mergingv2"' in card
+        assert 'downsample="mergingv2"' in card and not (out / "legacy_merging.py").exists()
 
 
 def _config(folder: Path) -> Path:
@@ -185,23 +193,72 @@ def _truncated_best(folder: Path) -> Path:
     return folder
 
 
+def _half_written(folder: Path) -> Path:
+    """A run folder whose config.yaml has not been resolved yet (no model.in_channels)."""
+    folder.mkdir(parents=True)
+    (folder / "config.yaml").write_text("task:\n  labels: {background: 0, brain: 1}\n")
+    return folder
+
+
 @pytest.mark.parametrize(
-    ("make", "out", "message"),
+    ("make", "out", "options", "message"),
     [
-        pytest.param(lambda tmp: tmp / "nothing", "o", "nothing: no such run folder", id="missing"),
-        pytest.param(lambda tmp: tmp, "o", "{tmp}: not a gmim run folder (no config.yaml)", id="not-a-run"),
+        pytest.param(lambda tmp: tmp / "nothing", "o", [], "nothing: no such run folder", id="missing"),
+        pytest.param(lambda tmp: tmp, "o", [], "{tmp}: not a gmim run folder (no config.yaml)", id="not-a-run"),
         pytest.param(
-            lambda tmp: _config(tmp / "run"), "o", "run: a gmim finetune run without weights (no best.pt or last.pt)", id="no-weights"
+            lambda tmp: _config(tmp / "run"), "o", [], "run: a gmim finetune run without weights (no best.pt or last.pt)", id="no-weights"
         ),
-        pytest.param(lambda tmp: _truncated_best(tmp / "run"), "o", "run/best.pt: not a readable PyTorch checkpoint", id="truncated"),
-        pytest.param(lambda tmp: _config(tmp / "run"), "taken", "--out {tmp}/taken: is a file, not a folder", id="out-is-a-file"),
-        pytest.param(lambda tmp: _config(tmp / "run"), "run", "--out {tmp}/run: is the run folder", id="out-is-the-run"),
+        pytest.param(
+            lambda tmp: _config(tmp / "run"),
+            "o",
+            ["--format", "monai-bundle"],
+            "run: a gmim finetune run without weights (no best.pt or last.pt)",
+            id="bundle-no-weights",
+        ),
+        pytest.param(
+            lambda tmp: _half_written(tmp / "run"),
+            "o",
+            ["--format", "monai-bundle"],
+            "run/config.yaml: model.in_channels is not recorded",
+            id="bundle-unresolved",
+        ),
+        pytest.param(lambda tmp: _truncated_best(tmp / "run"), "o", [], "run/best.pt: not a readable PyTorch checkpoint", id="truncated"),
+        pytest.param(lambda tmp: _config(tmp / "run"), "taken", [], "--out {tmp}/taken: is a file, not a folder", id="out-is-a-file"),
+        pytest.param(lambda tmp: _config(tmp / "run"), "run", [], "--out {tmp}/run: is the run folder", id="out-is-the-run"),
+        pytest.param(
+            lambda tmp: _config(tmp / "run"),
+            "full",
+            ["--format", "monai-bundle"],
+            "--out {tmp}/full: exists and is not empty; export into a new or empty folder",
+            id="out-not-empty",
+        ),
+        pytest.param(
+            lambda tmp: _config(tmp / "run"),
+            "o",
+            ["--format", "onnx"],
+            "--format onnx: unknown; one of huggingface, monai-bundle",
+            id="unknown-format",
+        ),
     ],
 )
-def test_bad_inputs_exit_2_with_one_line(tmp_path, capsys, make, out, message):
+def test_bad_inputs_exit_2_with_one_line(tmp_path, capsys, make, out, options, message):
     (tmp_path / "taken").write_text("a file")
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "notes.txt").write_text("someone's")
     run = make(tmp_path)
-    assert main(["export", str(run), "--out", str(tmp_path / out)]) == 2
+    assert main(["export", str(run), "--out", str(tmp_path / out), *options]) == 2
     line = _one_error_line(capsys)
     assert line.startswith("gmim export: error: ") and message.format(tmp=tmp_path) in line
-    assert not (tmp_path / "o").exists()  # nothing written
+    assert not (tmp_path / "o").exists() and [p.name for p in (tmp_path / "full").iterdir()] == ["notes.txt"]  # nothing written
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_a_pretraining_run_is_no_bundle(tmp_path, gmim_encoder, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("masking: {}\nmodel:\n  in_channels: 1\n  feature_size: 12\n")
+    shutil.copyfile(gmim_encoder, run / "encoder.pt")
+    assert main(["export", str(run), "--out", str(tmp_path / "o"), "--format", "monai-bundle"]) == 2
+    line = _one_error_line(capsys)
+    assert f"{run}: a gmim pretrain run (an encoder, no task): a MONAI bundle here is a segmentation model" in line
+    assert "--format huggingface" in line and not (tmp_path / "o").exists()

@@ -110,23 +110,30 @@ class Task(Section):
         return torch.nn.functional.one_hot(index, probabilities.shape[1]).movedim(-1, 1).to(probabilities.dtype)
 
     def to_label_map(self, probabilities: torch.Tensor) -> torch.Tensor:
-        """Probabilities (C, ...) of one case → a label map with the task's label values.
-
-        Regions are painted from the largest label set to the smallest, each with its value not in
-        any smaller region (BraTS: WT → 2, TC → 1, ET → 4), which inverts nested regions exactly.
-        """
+        """Probabilities (C, ...) of one case → a label map with the task's label values: the argmax's
+        label, or the regions painted as :meth:`region_painting` says."""
         if self.kind == "multiclass":
             values = torch.tensor([v for _, v in self._sorted_labels()], device=probabilities.device)
             return values[probabilities.argmax(0)]
         out = torch.zeros(probabilities.shape[1:], dtype=torch.long, device=probabilities.device)
-        order = sorted(range(len(self.regions)), key=lambda i: -len(list(self.regions.values())[i]))
+        for channel, value in self.region_painting():
+            out[probabilities[channel] > 0.5] = value
+        return out
+
+    def region_painting(self) -> list[tuple[int, int]]:
+        """How a label map shows overlapping regions: (output channel, label value) in painting order,
+        each painted over the earlier ones where its probability is > 0.5. Regions go from the largest
+        label set to the smallest, each with its value not in any smaller region (BraTS: WT → 2,
+        TC → 1, ET → 4), which inverts nested regions exactly."""
         region_values = list(self.regions.values())
+        order = sorted(range(len(region_values)), key=lambda i: -len(region_values[i]))
+        painting = []
         for position, index in enumerate(order):
             smaller = {v for later in order[position + 1 :] for v in region_values[later]}
             own = sorted(set(region_values[index]) - smaller)
             if own:
-                out[probabilities[index] > 0.5] = own[0]
-        return out
+                painting.append((index, own[0]))
+        return painting
 
     def masks(self, label_map: torch.Tensor) -> torch.Tensor:
         """A label map (...) → the scored binary masks (K, ...) in the order of :attr:`scored`."""

@@ -1,3 +1,3 @@
-"""The Swin UNETR encoder as both commands build it: its geometry (:mod:`.geometry`), MONAI's or the
-prototype's patch merging (:mod:`.merging`), fused window attention (:mod:`.attention`), and weights
-made elsewhere (:mod:`.weights`)."""
+"""The Swin UNETR encoder as both commands build it: its geometry (:mod:`.geometry`), MONAI's patch
+mergings and MONAI < 1.5's (:mod:`.merging`, :mod:`.legacy_merging`), fused window attention
+(:mod:`.attention`), and weights made elsewhere (:mod:`.weights`)."""

@@ -14,10 +14,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-import torch
-import torch.nn.functional as F
-from monai.networks.nets.swin_unetr import MERGING_MODE, PatchMergingV2
-from torch import Tensor, nn
+from monai.networks.nets.swin_unetr import MERGING_MODE
+from torch import nn
+
+from gmim.swin.legacy_merging import LegacyPatchMerging
 
 __all__ = [
     "ALIASES",
@@ -39,7 +39,8 @@ PATCH_MERGINGS = ("monai", "monai-v2", LEGACY)
 #: Other names a setting may use: the GMIM prototype's merging is MONAI < 1.5's, which it copied.
 ALIASES = {"prototype": LEGACY}
 #: gmim's patch mergings as MONAI ≥ 1.5's ``SwinUNETR(downsample=...)`` names them; the legacy merging
-#: has no name there (a bundle passes the class itself: :mod:`gmim.export`).
+#: has no name there: it is passed as a class (:mod:`gmim.swin.legacy_merging`, which a MONAI bundle
+#: ships: :mod:`gmim.export.bundle`).
 MONAI_DOWNSAMPLE = {"monai": "merging", "monai-v2": "mergingv2"}
 #: Each merging in words.
 DESCRIPTIONS = {"monai": "MONAI >= 1.5's merging", "monai-v2": "MONAI's mergingv2", LEGACY: "MONAI < 1.5's merging"}
@@ -67,22 +68,6 @@ class MergingChoice:
 
     def as_dict(self) -> dict[str, str]:
         return {"name": self.name, "reason": self.reason, "why": self.why}
-
-
-class LegacyPatchMerging(PatchMergingV2):
-    """MONAI < 1.5's ``PatchMerging`` (and the GMIM prototype's copy of it): the sub-grids at (d, h, w)
-    offsets (0,0,0), (1,0,0), (0,1,0), (0,0,1), (1,0,1), (0,1,0), (0,0,1), (1,1,1) — (0,1,0) and
-    (0,0,1) twice, (1,1,0) and (0,1,1) never. For weights trained before MONAI 1.5; 3D only."""
-
-    OFFSETS = ((0, 0, 0), (1, 0, 0), (0, 1, 0), (0, 0, 1), (1, 0, 1), (0, 1, 0), (0, 0, 1), (1, 1, 1))
-
-    def forward(self, x: Tensor) -> Tensor:
-        if x.dim() != 5:
-            raise ValueError(f"expected a (B, D, H, W, C) grid, got shape {tuple(x.shape)}")
-        _, depth, height, width, _ = x.shape
-        x = F.pad(x, (0, 0, 0, width % 2, 0, height % 2, 0, depth % 2))  # odd sizes, as MONAI pads
-        x = torch.cat([x[:, d::2, h::2, w::2, :] for d, h, w in self.OFFSETS], dim=-1)
-        return self.reduction(self.norm(x))
 
 
 def canonical_merging(name: str) -> str:
