@@ -2,7 +2,7 @@
 
 Builds a tree of ``--series`` MR series of a real scan, the ITK example T1 brain MRI (128×128×62,
 KmeansTest_T1UCharRaw.nii.gz from the Debian package insighttoolkit5-examples): written once as DICOM
-by the tests' writer (tests/dicom_series.py), then copied by a pool of processes with new UIDs and
+by the tests' writer (benchmarks/dicom_series.py), then copied by a pool of processes with new UIDs and
 PatientIDs, one patient folder per series (the default 323 series are 20,026 slices). With ``--tree``
 the tree is kept there and reused (series already written are not written again). Then prints the
 files/s of find_series: without a scan cache on 1 worker and on the default workers (the usable
@@ -20,7 +20,6 @@ import argparse
 import os
 import resource
 import shutil
-import sys
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -31,11 +30,9 @@ import numpy as np
 import pydicom
 from pydicom.uid import generate_uid
 
+from dicom_series import write_series  # beside this script
 from gmim.data import dicom
 from gmim.data.dicom import find_series
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from dicom_series import write_series  # noqa: E402
 
 _template: list[pydicom.Dataset] = []
 

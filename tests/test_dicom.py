@@ -1,4 +1,4 @@
-"""DICOM series in: real scans written as DICOM series inside the tests (tests/dicom_series.py), found
+"""DICOM series in: real scans written as DICOM series inside the tests (benchmarks/dicom_series.py), found
 by SeriesInstanceUID, checked, read with the geometry of their source NIfTI, and refused in one line
 when they cannot be a volume."""
 
@@ -12,16 +12,16 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from monai.transforms import Compose
-
-from conftest import cropped_image
-from dicom_series import (
+from benchmarks.dicom_series import (
     oblique_affine,
     write_localizer,
     write_multiframe,
     write_non_image,
     write_series,
 )
+from monai.transforms import Compose
+
+from conftest import cropped_image
 from gmim.data.checks import read_grid
 from gmim.data.dicom import series_at
 from gmim.data.sources import discover_cases

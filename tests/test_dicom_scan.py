@@ -1,6 +1,6 @@
 """DICOM discovery at archive size: headers read by a pool of processes give the serial result, a
 progress bar shows for many files only, and the scan cache makes a later scan read only what is new or
-changed. Trees are small real-scan series written by tests/dicom_series.py."""
+changed. Trees are small real-scan series written by benchmarks/dicom_series.py."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from benchmarks.dicom_series import write_localizer, write_non_image, write_series
 
 from conftest import cropped_image
-from dicom_series import write_localizer, write_non_image, write_series
 from gmim.data import dicom
 from gmim.data.dicom import find_series
 

@@ -1,4 +1,4 @@
-"""The DICOM test writer (tests/dicom_series.py), checked by reading its files back with SimpleITK
+"""The DICOM writer of the tests and benchmarks (benchmarks/dicom_series.py), checked by reading its files back with SimpleITK
 (GDCM), which shares no code with ours: geometry to 1e-3 mm and voxel values exactly."""
 
 from __future__ import annotations
@@ -11,20 +11,19 @@ import numpy as np
 import pydicom
 import pytest
 import SimpleITK as sitk
+from benchmarks.dicom_series import (
+    oblique_affine,
+    write_localizer,
+    write_multiframe,
+    write_non_image,
+    write_series,
+)
 from pydicom.uid import (
     CTImageStorage,
     EnhancedCTImageStorage,
     EnhancedMRImageStorage,
     ExplicitVRLittleEndian,
     MRImageStorage,
-)
-
-from dicom_series import (
-    oblique_affine,
-    write_localizer,
-    write_multiframe,
-    write_non_image,
-    write_series,
 )
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])

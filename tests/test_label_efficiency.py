@@ -3,80 +3,71 @@ and its tables (the training runs are the library's, tested elsewhere)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import re
-import sys
-from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
 import yaml
+from benchmarks.label_efficiency.__main__ import main
+from benchmarks.label_efficiency.data import make_data
+from benchmarks.label_efficiency.plan import plan_for
+from benchmarks.label_efficiency.presets import PRESETS, TEST_SETS, Preset
+from benchmarks.label_efficiency.report import DOCS_BEGIN, markdown, probe_markdown, write_docs
+from benchmarks.label_efficiency.results import aggregate, health_history
+from benchmarks.label_efficiency.runs import _config, weight_change
+from benchmarks.time_window import PARTS, Plan, Window
 
 from gmim.errors import InputError
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "label_efficiency.py"
 
-
-@pytest.fixture(scope="module")
-def bench():
-    sys.path.insert(0, str(SCRIPT.parent))  # its own modules beside it, as when it runs as a script
-    spec = importlib.util.spec_from_file_location("label_efficiency", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    yield module
-    del sys.modules[spec.name]
-    sys.path.remove(str(SCRIPT.parent))
-
-
-@pytest.mark.parametrize("name", sorted(path.stem for path in (SCRIPT.parent / "presets").glob("*.yaml")))
-def test_shipped_presets_give_valid_configs(bench, name, tmp_path):
+@pytest.mark.parametrize("name", sorted(path.stem for path in PRESETS.glob("*.yaml")))
+def test_shipped_presets_give_valid_configs(name, tmp_path):
     from gmim.pretraining.config import PretrainConfig
     from gmim.segmentation.config import FinetuneConfig
 
-    preset, _ = bench.Preset.load(name)
+    preset, _ = Preset.load(name)
     for arm in preset.arms:
         if preset.all_arms[arm] is not None:
-            bench._config(PretrainConfig, preset.pretrain, tmp_path / "pretrain.yaml", preset.all_arms[arm], "pretrain")
-    config = bench._config(FinetuneConfig, preset.finetune, tmp_path / "finetune.yaml", ["data.fold=all"], "finetune")
+            _config(PretrainConfig, preset.pretrain, tmp_path / "pretrain.yaml", preset.all_arms[arm], "pretrain")
+    config = _config(FinetuneConfig, preset.finetune, tmp_path / "finetune.yaml", ["data.fold=all"], "finetune")
     assert config.train.steps and config.train.epochs is None
     merging = {"scratch": "monai", "gmim": "monai", "prototype": "monai-legacy"}  # fine-tuned as pre-trained
     assert all(preset.patch_merging(arm) == merging[arm] for arm in preset.arms if arm in merging)
 
 
-def test_bad_presets_are_refused_in_one_line(bench, tmp_path):
-    good = (bench.PRESETS / "smoke.yaml").read_text()
+def test_bad_presets_are_refused_in_one_line(tmp_path):
+    good = (PRESETS / "smoke.yaml").read_text()
     (tmp_path / "typo.yaml").write_text(good + "seed: [1]\n")
     with pytest.raises(InputError, match="unknown keys"):
-        bench.Preset.load(str(tmp_path / "typo.yaml"))
+        Preset.load(str(tmp_path / "typo.yaml"))
     (tmp_path / "labels.yaml").write_text(good.replace("labels: [1, 2]", "labels: [1, 5]"))
     with pytest.raises(InputError, match="between 1 and labelled"):
-        bench.Preset.load(str(tmp_path / "labels.yaml"))
+        Preset.load(str(tmp_path / "labels.yaml"))
     (tmp_path / "probe.yaml").write_text(good.replace("probe_labels: [1]", "probe_labels: [3]"))
     with pytest.raises(InputError, match="probe_labels"):
-        bench.Preset.load(str(tmp_path / "probe.yaml"))
+        Preset.load(str(tmp_path / "probe.yaml"))
     (tmp_path / "context.yaml").write_text(good + "context_class: deep\n")
     with pytest.raises(InputError, match="context_class must be true or false"):
-        bench.Preset.load(str(tmp_path / "context.yaml"))
+        Preset.load(str(tmp_path / "context.yaml"))
     with pytest.raises(InputError, match="neither a preset"):
-        bench.Preset.load("no-such-preset")
-    assert bench.main(["--preset", "smoke", "--arms", "gmim", "simclr", "--out", str(tmp_path / "out")]) == 2
+        Preset.load("no-such-preset")
+    assert main(["--preset", "smoke", "--arms", "gmim", "simclr", "--out", str(tmp_path / "out")]) == 2
 
 
 @pytest.fixture(scope="module")
-def smoke_subjects(bench, tmp_path_factory, itk_paths, mni):
+def smoke_subjects(tmp_path_factory, itk_paths, mni):
     """The smoke preset's subjects (made once: the window test below runs on them too)."""
-    preset, _ = bench.Preset.load("smoke")
+    preset, _ = Preset.load("smoke")
     folder = tmp_path_factory.mktemp("subjects")
-    return folder, bench.make_data(folder, preset)
+    return folder, make_data(folder, preset)
 
 
 @pytest.mark.slow
-def test_subjects_from_two_real_brains(bench, smoke_subjects, tmp_path, itk_paths):
-    preset, _ = bench.Preset.load("smoke")
+def test_subjects_from_two_real_brains(smoke_subjects, tmp_path, itk_paths):
+    preset, _ = Preset.load("smoke")
     folder, datalists = smoke_subjects
     pools = {pool: json.loads(path.read_text())["training"] for pool, path in datalists.items()}
     assert {pool: len(entries) for pool, entries in pools.items()} == {"unlabelled": 2, "labelled": 2, "icbm152": 1, "itk": 1}
@@ -94,9 +85,9 @@ def test_subjects_from_two_real_brains(bench, smoke_subjects, tmp_path, itk_path
     assert first.header.get_zooms() == itk.header.get_zooms()  # the real ITK brain, cropped to its brain
     assert np.allclose(first.affine[:3, :3], itk.affine[:3, :3])
     assert first.shape != itk.shape and all(a <= b for a, b in zip(first.shape, itk.shape, strict=True))
-    assert bench.make_data(folder, preset) == datalists  # made once
+    assert make_data(folder, preset) == datalists  # made once
     preset.context_class = True
-    deep = bench.make_data(tmp_path / "context", preset)
+    deep = make_data(tmp_path / "context", preset)
     for pool in ("labelled", "icbm152", "itk"):  # deep CSF in every brain, and only inside it
         entry = json.loads(deep[pool].read_text())["training"][0]
         labels = np.asarray(nib.load(tmp_path / "context" / entry["label"]).dataobj)
@@ -104,39 +95,39 @@ def test_subjects_from_two_real_brains(bench, smoke_subjects, tmp_path, itk_path
         assert np.asarray(nib.load(tmp_path / "context" / entry["image"]).dataobj)[labels == 3].min() > 0
 
 
-def test_tables_mean_and_spread_over_seeds(bench):
+def test_tables_mean_and_spread_over_seeds():
     def run(arm, labels, seed, dice):
         test = {
             t: {"mean_dice": dice, "mean_hd95": 10 * dice, "class_dice": {"deep_csf": dice / 2}, "predict_seconds_per_case": 1.0}
-            for t in bench.TEST_SETS
+            for t in TEST_SETS
         }
         return {"arm": arm, "labels": labels, "seed": seed, "train_seconds": 4.0, "score_seconds": 1.0, "steps": 2, "test": test}
 
     runs = [run("scratch", 1, 0, 0.5), run("scratch", 1, 1, 0.7), run("gmim", 1, 0, 0.8), run("gmim", 1, 1, math.nan)]
-    table = bench.aggregate(runs, ["scratch", "gmim"], [1])
+    table = aggregate(runs, ["scratch", "gmim"], [1])
     assert table["icbm152"]["scratch"][1]["dice"] == pytest.approx(0.6)
     assert table["icbm152"]["scratch"][1]["dice_std"] == pytest.approx(0.1)
     assert table["itk"]["gmim"][1]["dice"] == pytest.approx(0.8)  # NaN left out
-    preset, _ = bench.Preset.load("smoke")
+    preset, _ = Preset.load("smoke")
     preset.labels = [1]
     times = {"minutes": 0.1, "pretrain_s_per_step": None, "finetune_s_per_step": 2.0, "predict_s_per_case": 1.0}
     timing = {arm: times for arm in ("scratch", "gmim")}
-    text = bench.markdown(table, preset, "python benchmarks/label_efficiency.py --preset smoke", timing, {"icbm152": 1, "itk": 1})
+    text = markdown(table, preset, "python -m benchmarks.label_efficiency --preset smoke", timing, {"icbm152": 1, "itk": 1})
     assert "deep CSF alone" not in text  # a class of the task only with context_class
     preset.context_class = True
-    text = bench.markdown(table, preset, "python benchmarks/label_efficiency.py --preset smoke", timing, {"icbm152": 1, "itk": 1})
+    text = markdown(table, preset, "python -m benchmarks.label_efficiency --preset smoke", timing, {"icbm152": 1, "itk": 1})
     assert table["icbm152"]["gmim"][1]["dice_gain"] == pytest.approx(0.3)  # paired with scratch's seed 0 only
     assert "| gmim | **0.800 ± 0.000** (+0.300 ± 0.000) |" in text and "| scratch | 0.600 ± 0.100 |" in text
-    assert "`python benchmarks/label_efficiency.py --preset smoke`" in text
+    assert "`python -m benchmarks.label_efficiency --preset smoke`" in text
     assert "Dice of deep CSF alone" in text
     assert "| gmim | **0.400 ± 0.000** (+0.150 ± 0.000) |" in text  # deep CSF alone, and its gain
 
 
-def test_a_preset_without_fine_tuning_reports_health_and_timing(bench, tmp_path):
+def test_a_preset_without_fine_tuning_reports_health_and_timing(tmp_path):
     """``seeds: []``: pre-training, its health and the linear probe only (the collapse presets)."""
-    preset, _ = bench.Preset.load("collapse-cpu")
+    preset, _ = Preset.load("collapse-cpu")
     assert preset.seeds == [] and preset.labels == []
-    assert bench.plan_for(preset, preset.arms).describe()[-1] == "fine-tuning: none"
+    assert plan_for(preset, preset.arms).describe()[-1] == "fine-tuning: none"
     run = tmp_path / "pretrain" / "gmim"
     run.mkdir(parents=True)
     records = [
@@ -150,7 +141,7 @@ def test_a_preset_without_fine_tuning_reports_health_and_timing(bench, tmp_path)
         for s, v, cc in ((0, 0.4, 300.0), (20, 0.02, 0.5))
     ]
     (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in [{"step": 1, "train/loss": 1.0}, *records]))
-    history = bench.health_history(tmp_path, ["scratch", "gmim"])
+    history = health_history(tmp_path, ["scratch", "gmim"])
     assert list(history) == ["gmim"] and [h["step"] for h in history["gmim"]] == [0, 20]
     timing = {
         "gmim": {
@@ -168,46 +159,46 @@ def test_a_preset_without_fine_tuning_reports_health_and_timing(bench, tmp_path)
             },
         }
     }
-    text = bench.markdown(
-        None, preset, "python benchmarks/label_efficiency.py --preset collapse-cpu", timing, {"icbm152": 1, "itk": 1}, health=history
+    text = markdown(
+        None, preset, "python -m benchmarks.label_efficiency --preset collapse-cpu", timing, {"icbm152": 1, "itk": 1}, health=history
     )
     assert "### Dice" not in text and "dice_vs_labels.png" not in text
     assert "| gmim | 100% | 5% | +0.5 | 2.0 |" in text
     assert "| gmim | 20 | 10.0% | 0.020 (5%) collapsed | 368.5 (368.0) | 3.00 | – | – |" in text
 
 
-def test_probe_table_sets_frozen_beside_fine_tuned(bench):
+def test_probe_table_sets_frozen_beside_fine_tuned():
     def run(arm, seed, dice):
-        test = {t: {"mean_dice": dice, "mean_hd95": 5.0, "class_dice": {"deep_csf": dice - 0.1}} for t in bench.TEST_SETS}
+        test = {t: {"mean_dice": dice, "mean_hd95": 5.0, "class_dice": {"deep_csf": dice - 0.1}} for t in TEST_SETS}
         return {"arm": arm, "labels": 1, "seed": seed, "test": test}
 
-    tuned = bench.aggregate([run("scratch", 0, 0.7), run("scratch", 1, 0.9)], ["scratch"], [1, 2])
-    frozen = bench.aggregate([run("scratch", 0, 0.5), run("scratch", 1, 0.5)], ["scratch"], [1])
-    assert "| scratch | 0.500 ± 0.000 | 0.800 ± 0.100 |" in bench.probe_markdown(frozen, tuned, [1], {"icbm152": 3, "itk": 2})
-    lines = bench.probe_markdown(frozen, tuned, [1], {"icbm152": 3, "itk": 2}, context=True)
+    tuned = aggregate([run("scratch", 0, 0.7), run("scratch", 1, 0.9)], ["scratch"], [1, 2])
+    frozen = aggregate([run("scratch", 0, 0.5), run("scratch", 1, 0.5)], ["scratch"], [1])
+    assert "| scratch | 0.500 ± 0.000 | 0.800 ± 0.100 |" in probe_markdown(frozen, tuned, [1], {"icbm152": 3, "itk": 2})
+    lines = probe_markdown(frozen, tuned, [1], {"icbm152": 3, "itk": 2}, context=True)
     assert "| scratch | 0.500 ± 0.000 | 0.800 ± 0.100 | 0.400 ± 0.000 | 0.700 ± 0.100 |" in lines
     assert any(line.startswith("### Probe") and "`itk` (2 subjects)" in line for line in lines)
 
 
-def test_weight_change_measures_from_the_initial_weights(bench, tmp_path):
+def test_weight_change_measures_from_the_initial_weights(tmp_path):
     import torch
 
     from gmim.engine.device import seed_everything
     from gmim.pretraining.config import PretrainConfig
     from gmim.pretraining.method import build_model
 
-    preset, _ = bench.Preset.load("smoke")
-    config = bench._config(PretrainConfig, preset.pretrain, tmp_path / "pretrain.yaml", [], "pretrain")
+    preset, _ = Preset.load("smoke")
+    config = _config(PretrainConfig, preset.pretrain, tmp_path / "pretrain.yaml", [], "pretrain")
     config.model.in_channels = 1
     seed_everything(config.train.seed)
     weights = build_model(config).encoder.state_dict()
     torch.save(weights, tmp_path / "same.pt")
-    assert bench.weight_change(config, tmp_path / "same.pt") == pytest.approx(0.0, abs=1e-7)
+    assert weight_change(config, tmp_path / "same.pt") == pytest.approx(0.0, abs=1e-7)
     torch.save({k: v * 1.5 if v.is_floating_point() else v for k, v in weights.items()}, tmp_path / "scaled.pt")
-    assert bench.weight_change(config, tmp_path / "scaled.pt") == pytest.approx(0.5, rel=1e-5)
+    assert weight_change(config, tmp_path / "scaled.pt") == pytest.approx(0.5, rel=1e-5)
 
 
-def test_docs_section_replaced_in_place(bench, tmp_path):
+def test_docs_section_replaced_in_place(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     for name in ("dice_vs_labels.png", "examples.png"):
@@ -215,10 +206,10 @@ def test_docs_section_replaced_in_place(bench, tmp_path):
     docs = tmp_path / "docs"
     docs.mkdir()
     (docs / "results.md").write_text("# Results\n\n## Performance\n\nkept\n")
-    bench.write_docs(docs, out, "first\n")
-    bench.write_docs(docs, out, "second\n")
+    write_docs(docs, out, "first\n")
+    write_docs(docs, out, "second\n")
     text = (docs / "results.md").read_text()
-    assert "kept" in text and "second" in text and "first" not in text and text.count(bench.DOCS_BEGIN) == 1
+    assert "kept" in text and "second" in text and "first" not in text and text.count(DOCS_BEGIN) == 1
     assert (docs / "examples.png").is_file()
 
 
@@ -237,31 +228,31 @@ def test_deep_csf_lies_deep_inside_the_real_brain(itk_paths):
     assert (tissue == TISSUE_VALUES["other"]).any()  # the CSF of the sulci stays other tissue
 
 
-def test_gpu_window_plans_nine_minutes_at_most_on_an_h200(bench, capsys):
-    preset, _ = bench.Preset.load("gpu-window")
+def test_gpu_window_plans_nine_minutes_at_most_on_an_h200(capsys):
+    preset, _ = Preset.load("gpu-window")
     assert preset.arms == ["scratch", "gmim", "variance", "random", "prototype"] and preset.labels == [1, 2] and len(preset.seeds) >= 3
     assert preset.context_class and preset.pretrain["model"] == preset.finetune["model"] == {"feature_size": 48, "roi": [96, 96, 96]}
-    assert bench.main(["--preset", "gpu-window", "--device", "cpu", "--plan"]) == 0
+    assert main(["--preset", "gpu-window", "--device", "cpu", "--plan"]) == 0
     printed = capsys.readouterr().out
     assert "figures for h200 (this is a cpu" in printed
     minutes = float(re.search(r"estimate: ([0-9.]+) min of a budget of 9.0 min", printed).group(1))
     assert 0 < minutes <= 9
 
 
-def test_budget_and_figures_are_checked(bench, tmp_path, capsys):
-    assert bench.main(["--preset", "smoke", "--budget-minutes", "0", "--plan"]) == 2
+def test_budget_and_figures_are_checked(tmp_path, capsys):
+    assert main(["--preset", "smoke", "--budget-minutes", "0", "--plan"]) == 2
     assert "--budget-minutes 0.0: must be a positive number of minutes" in capsys.readouterr().err
-    good = (bench.PRESETS / "smoke.yaml").read_text()
+    good = (PRESETS / "smoke.yaml").read_text()
     (tmp_path / "figures.yaml").write_text(good.replace("predict: 2.0,", ""))
     with pytest.raises(InputError, match="seconds.cpu misses \\['predict'\\]"):
-        bench.Preset.load(str(tmp_path / "figures.yaml"))
+        Preset.load(str(tmp_path / "figures.yaml"))
     (tmp_path / "steps.yaml").write_text(good.replace("steps: 2, epochs: null", "epochs: null"))
     with pytest.raises(InputError, match="finetune.train.steps must be a positive integer"):
-        bench.Preset.load(str(tmp_path / "steps.yaml"))
+        Preset.load(str(tmp_path / "steps.yaml"))
 
 
-def test_plan_gives_up_later_rounds_then_steps(bench):
-    plan = bench.Plan(
+def test_plan_gives_up_later_rounds_then_steps():
+    plan = Plan(
         subjects=6,
         test_subjects=2,
         probe_subjects=4,
@@ -286,12 +277,12 @@ def test_plan_gives_up_later_rounds_then_steps(bench):
 
 
 @pytest.mark.slow
-def test_linear_probe_reads_the_upsampled_hidden_states(bench, mni_t1):  # bench: its folder on sys.path
+def test_linear_probe_reads_the_upsampled_hidden_states(mni_t1):
     import torch
     import torch.nn.functional as F
+    from benchmarks.linear_probe import LinearProbe, all_voxels, hidden_states, sample_features
 
     from gmim.pretraining.encoder import MaskedSwinEncoder
-    from linear_probe import LinearProbe, all_voxels, hidden_states, sample_features
 
     torch.manual_seed(0)
     encoder = MaskedSwinEncoder(1, 12).eval()
@@ -321,21 +312,21 @@ def test_linear_probe_reads_the_upsampled_hidden_states(bench, mni_t1):  # bench
 
 
 @pytest.mark.slow
-def test_a_phase_over_its_share_shortens_what_remains(bench, smoke_subjects, tmp_path, capsys):
+def test_a_phase_over_its_share_shortens_what_remains(smoke_subjects, tmp_path, capsys):
     """A tiny run whose pre-training is estimated at a fraction of a second, with a budget 1 s over
     the whole estimate: the pre-training runs over its share, and fine-tuning rounds are dropped."""
-    preset = yaml.safe_load((bench.PRESETS / "smoke.yaml").read_text())
+    preset = yaml.safe_load((PRESETS / "smoke.yaml").read_text())
     preset.update(arms=["gmim"], labels=[1], seeds=[0, 1, 2], probe_labels=[])
     preset["pretrain"]["train"]["steps"] = preset["finetune"]["train"]["steps"] = 1
-    preset["seconds"] = {"cpu": {**dict.fromkeys(bench.PARTS, 1.0), "startup": 0.0, "pretrain_start": 0.01, "pretrain_step": 0.01}}
+    preset["seconds"] = {"cpu": {**dict.fromkeys(PARTS, 1.0), "startup": 0.0, "pretrain_start": 0.01, "pretrain_step": 0.01}}
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(preset))
-    tiny, _ = bench.Preset.load(str(path))
-    estimate = sum(bench.Window(tiny.seconds["cpu"], None).remaining(bench.plan_for(tiny, tiny.arms)).values())
+    tiny, _ = Preset.load(str(path))
+    estimate = sum(Window(tiny.seconds["cpu"], None).remaining(plan_for(tiny, tiny.arms)).values())
     out = tmp_path / "out"
     out.mkdir()
     (out / "data").symlink_to(smoke_subjects[0], target_is_directory=True)
-    assert bench.main(["--preset", str(path), "--out", str(out), "--device", "cpu", "--budget-minutes", str((estimate + 1) / 60)]) == 0
+    assert main(["--preset", str(path), "--out", str(out), "--device", "cpu", "--budget-minutes", str((estimate + 1) / 60)]) == 0
     printed = capsys.readouterr().out
     assert "pre-training gmim ran over its share" in printed
     results = json.loads((out / "results.json").read_text())
@@ -347,7 +338,7 @@ def test_a_phase_over_its_share_shortens_what_remains(bench, smoke_subjects, tmp
     linear = results["linear_probe"]
     assert set(linear) == {"gmim"}
     for arm in linear.values():
-        for test_set in bench.TEST_SETS:
+        for test_set in TEST_SETS:
             scores = arm["test"][test_set]
             assert scores["names"] == ["grey_matter", "white_matter"] and all(0 <= d <= 1 for d in scores["class_dice"].values())
     text = (out / "results.md").read_text()

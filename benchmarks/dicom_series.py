@@ -1,4 +1,5 @@
-"""Write real test volumes as DICOM files with pydicom, so DICOM reading is tested on real scans."""
+"""Write real test volumes as DICOM files with pydicom, so DICOM reading is tested (``tests/test_dicom*.py``)
+and benchmarked (``dicom_scan.py``) on real scans; odd series too, as archives hold them."""
 
 from __future__ import annotations
 
