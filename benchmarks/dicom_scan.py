@@ -33,6 +33,7 @@ from pydicom.uid import generate_uid
 from dicom_series import write_series  # beside this script
 from gmim.data import dicom
 from gmim.data.dicom import find_series
+from gmim.resources import usable_cores
 
 _template: list[pydicom.Dataset] = []
 
@@ -73,7 +74,7 @@ def write_tree(root: Path, series: int) -> None:
     with tempfile.TemporaryDirectory() as template:
         write_series(np.asarray(image.dataobj, dtype=np.float32), image.affine, template, patient_id="TEMPLATE")
         start = time.perf_counter()
-        with ProcessPoolExecutor(dicom._usable_cores(), initializer=_load_template, initargs=(Path(template),)) as pool:
+        with ProcessPoolExecutor(usable_cores(), initializer=_load_template, initargs=(Path(template),)) as pool:
             names = [f"P{n:05d}" for n in missing]
             list(pool.map(_copy_series, [root / name for name in names], names, chunksize=4))
     seconds = time.perf_counter() - start
@@ -108,7 +109,7 @@ def main() -> None:
         write_tree(root, args.series)
         cache = Path(scratch) / "scan-cache.json"
         load = ", ".join(f"{n:.1f}" for n in os.getloadavg())
-        print(f"tree {root}; default workers: {dicom._usable_cores()} (the usable cores); load average {load}", flush=True)
+        print(f"tree {root}; default workers: {usable_cores()} (the usable cores); load average {load}", flush=True)
         serial = timed("cold scan, 1 worker", root, workers=1)
         assert not serial[1], serial[1]
         print(f"{len(serial[0])} series found")

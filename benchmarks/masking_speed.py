@@ -2,7 +2,7 @@
 
 Times, on two 128³ crops of the ICBM152 T1 (PyPI package nilearn), what one training step needs
 from masking: cell entropies on every candidate grid, the grid choice, the per-cell ratios and the
-a0 token mask. The loop version is the reference of the tests (tests/loop_masking.py). Both ways of
+a0 token mask. The loop version is the reference of the tests (benchmarks/loop_masking.py). Both ways of
 counting cell entropies are timed ("table", a CPU's default; "sort", a GPU's). On a GPU it also
 counts the host synchronisations of one plan and its masks a0–a3 (torch.cuda sync debug mode).
 
@@ -13,18 +13,15 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
 import warnings
-from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-import loop_masking as loop  # noqa: E402
-from gmim.pretraining.masking import GridMaskPlanner  # noqa: E402
-from gmim.sample_data import mni152  # noqa: E402
+import loop_masking as loop  # beside this script
+from gmim.pretraining.masking import GridMaskPlanner
+from gmim.sample_data import mni152
 
 STARTS = ((30, 40, 20), (60, 80, 50))
 SIZE = 128

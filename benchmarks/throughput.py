@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -136,7 +135,6 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="timed isolated steps (median)")
     parser.add_argument("--out", type=Path, help="folder for the data and runs (default: a temporary one)")
     args = parser.parse_args()
-    sys.path.insert(0, str(Path(__file__).parent))
     import torch
 
     with tempfile.TemporaryDirectory() as scratch:

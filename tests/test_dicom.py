@@ -12,6 +12,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+from monai.transforms import Compose
+
 from benchmarks.dicom_series import (
     oblique_affine,
     write_localizer,
@@ -19,8 +21,6 @@ from benchmarks.dicom_series import (
     write_non_image,
     write_series,
 )
-from monai.transforms import Compose
-
 from conftest import cropped_image
 from gmim.data.checks import read_grid
 from gmim.data.dicom import series_at

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from benchmarks.dicom_series import write_localizer, write_non_image, write_series
 
+from benchmarks.dicom_series import write_localizer, write_non_image, write_series
 from conftest import cropped_image
 from gmim.data import dicom
 from gmim.data.dicom import find_series

@@ -11,19 +11,20 @@ import numpy as np
 import pydicom
 import pytest
 import SimpleITK as sitk
-from benchmarks.dicom_series import (
-    oblique_affine,
-    write_localizer,
-    write_multiframe,
-    write_non_image,
-    write_series,
-)
 from pydicom.uid import (
     CTImageStorage,
     EnhancedCTImageStorage,
     EnhancedMRImageStorage,
     ExplicitVRLittleEndian,
     MRImageStorage,
+)
+
+from benchmarks.dicom_series import (
+    oblique_affine,
+    write_localizer,
+    write_multiframe,
+    write_non_image,
+    write_series,
 )
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])

@@ -11,6 +11,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import yaml
+
 from benchmarks.label_efficiency.__main__ import main
 from benchmarks.label_efficiency.data import make_data
 from benchmarks.label_efficiency.plan import plan_for
@@ -19,7 +20,6 @@ from benchmarks.label_efficiency.report import DOCS_BEGIN, markdown, probe_markd
 from benchmarks.label_efficiency.results import aggregate, health_history
 from benchmarks.label_efficiency.runs import _config, weight_change
 from benchmarks.time_window import PARTS, Plan, Window
-
 from gmim.errors import InputError
 
 
@@ -280,8 +280,8 @@ def test_plan_gives_up_later_rounds_then_steps():
 def test_linear_probe_reads_the_upsampled_hidden_states(mni_t1):
     import torch
     import torch.nn.functional as F
-    from benchmarks.linear_probe import LinearProbe, all_voxels, hidden_states, sample_features
 
+    from benchmarks.linear_probe import LinearProbe, all_voxels, hidden_states, sample_features
     from gmim.pretraining.encoder import MaskedSwinEncoder
 
     torch.manual_seed(0)

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-import loop_masking as loop
+import benchmarks.loop_masking as loop
 from conftest import crop
 from gmim.pretraining.entropy import cell_entropy
 from gmim.pretraining.masking import APPLICATION_POINTS, GridMaskPlanner, voxel_mask
