@@ -22,6 +22,7 @@ LAYERS = {
     "atomic": 1,
     "resources": 1,
     "weights_only": 1,
+    "methods": 1,  # names the methods' code by import path, loaded when asked
     "config": 2,
     "swin": 3,
     "data": 3,

@@ -21,12 +21,20 @@ from hypothesis import strategies as st
 from gmim.cli import main
 from gmim.config import load_config
 from gmim.errors import InputError
+from gmim.methods import METHODS
 from gmim.pretraining.config import MaskingConfig, PretrainConfig
 from gmim.rules import ANY_VALUE, Rule, Section, SettingError, plain, rule_of
 from gmim.segmentation.config import FinetuneConfig
 
-#: Each command that reads a configuration, and its class.
-COMMANDS: dict[str, type] = {"pretrain": PretrainConfig, "prepare": PretrainConfig, "finetune": FinetuneConfig}
+#: Each way the command line reads a configuration: every method of the registry (its command, with
+#: ``--method`` for pre-training) and ``gmim prepare``, with the configuration's class.
+COMMANDS: dict[str, tuple[list[str], type]] = {
+    **{
+        spec.name: ([spec.command, *(["--method", spec.name] if spec.command == "pretrain" else [])], spec.config_class())
+        for spec in METHODS.values()
+    },
+    "prepare": (["prepare"], PretrainConfig),
+}
 
 #: Wrong for every field: not a number, infinite, a mapping or a list nested where none belongs.
 WRONG_EVERYWHERE = [".nan", ".inf", "-.inf", "{x: {y: 1}}", "[[[]]]"]
@@ -77,7 +85,7 @@ def wrong_values(leaf: Leaf) -> list[str]:
     return values
 
 
-@pytest.mark.parametrize("cls", sorted(set(COMMANDS.values()), key=lambda c: c.__name__))
+@pytest.mark.parametrize("cls", sorted({cls for _, cls in COMMANDS.values()}, key=lambda c: c.__name__))
 def test_every_field_declares_its_rule(cls):
     for leaf in leaves(cls):
         assert leaf.is_choice or leaf.rule is not None, f"{leaf.key} declares no rule (gmim.rules.setting)"
@@ -91,14 +99,15 @@ def test_every_wrong_value_of_every_setting_is_one_line_naming_its_key(command, 
     """Through the command line, before any data is read: DATA does not even exist, so a wrong value
     that got through would be reported as that missing path instead."""
     refused = 0
-    for leaf in leaves(COMMANDS[command]):
+    argv, cls = COMMANDS[command]
+    for leaf in leaves(cls):
         for value in wrong_values(leaf):
             item = f"{leaf.key}={value}"
-            code = main([command, str(tmp_path / "no-data"), "--out", str(tmp_path / "out"), "--set", item])
+            code = main([*argv, str(tmp_path / "no-data"), "--out", str(tmp_path / "out"), "--set", item])
             err = capsys.readouterr().err
             lines = err.strip().splitlines()
             assert code == 2 and len(lines) == 1 and "Traceback" not in err, (item, err)
-            assert lines[0].startswith(f"gmim {command}: error: --set {item}: ") and f"'{leaf.key}'" in lines[0], (item, err)
+            assert lines[0].startswith(f"gmim {argv[0]}: error: --set {item}: ") and f"'{leaf.key}'" in lines[0], (item, err)
             refused += 1
     assert refused > 300
     assert not (tmp_path / "out").exists()
@@ -136,7 +145,7 @@ _scalars = st.none() | st.booleans() | st.integers(-(2**40), 2**40) | st.floats(
 _values = st.recursive(
     _scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=4), inner, max_size=3), max_leaves=8
 )
-_settings = [(cls, leaf.key) for cls in (PretrainConfig, FinetuneConfig) for leaf in leaves(cls)]
+_settings = [(cls, leaf.key) for cls in sorted({cls for _, cls in COMMANDS.values()}, key=lambda c: c.__name__) for leaf in leaves(cls)]
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])

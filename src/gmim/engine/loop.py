@@ -53,6 +53,7 @@ from gmim.engine.run_folder import RunLock, check_run_folder
 from gmim.engine.sampling import SeededDataset, StepSampler, end_workers, run_loader
 from gmim.engine.signals import Interrupted, stop_requests
 from gmim.errors import InputError
+from gmim.methods import canonical_name
 from gmim.weights_only import load_checkpoint
 
 __all__ = ["RESUMABLE", "Method", "RunSummary", "Trainer", "Validation", "validation_interval"]
@@ -312,8 +313,8 @@ class Trainer:
         self.context.shutdown(clean=exc_type is None)
 
     def _record_invocation(self) -> None:
-        """``run.json``: the command line that started the run, and that of each resume, with the gmim
-        version and the time, so that a run folder says how it was made."""
+        """``run.json``: the command line that started the run, and that of each resume, with its
+        method, the gmim version and the time, so that a run folder says how it was made."""
         path = self.out / "run.json"
         program = Path(sys.argv[0])
         command = (
@@ -323,6 +324,7 @@ class Trainer:
         )  # a script of the user's that calls pretrain() or finetune()
         invocation = {
             "command": command,
+            "method": self.command,
             "gmim": __version__,
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "processes": self.context.world_size,
@@ -479,8 +481,9 @@ class Trainer:
         Checkpoints of the loops before this one (no ``method``, ``best_dice``) load too."""
         path = self.out / "last.pt"
         checkpoint = load_checkpoint(path)
-        if checkpoint.get("method", method.name) != method.name:
-            raise InputError(f"--resume: {path} is a gmim {checkpoint['method']} run, not gmim {method.name}")
+        saved = checkpoint.get("method", method.name)
+        if canonical_name(saved) != canonical_name(method.name):
+            raise InputError(f"--resume: {path} is a run of {saved}, not of {method.name}")
         step = restore_training_state(checkpoint, model, optimizer, scheduler, self.precision, self.context, str(path))
         return step, float(checkpoint.get("best_score", checkpoint.get("best_dice", -math.inf)))
 

@@ -3,7 +3,6 @@ settings it started with."""
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import json
 import os
@@ -14,30 +13,13 @@ from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from gmim.config import flatten, load_config, to_dict
 from gmim.errors import InputError
+from gmim.methods import run_method
 
-__all__ = ["RunLock", "check_run_folder", "written_by"]
+__all__ = ["RunLock", "check_run_folder"]
 
 LOCK_NAME = ".gmim.lock"
-#: The section of a run's ``config.yaml`` that only one command writes, and that command.
-_OWN_SECTIONS = {"masking": "gmim pretrain", "task": "gmim finetune"}
-
-
-def _command(sections: Collection[str]) -> str | None:
-    """The command whose config has ``sections`` (None: not known)."""
-    return next((command for section, command in _OWN_SECTIONS.items() if section in sections), None)
-
-
-def written_by(config: Path) -> str | None:
-    """The command whose run folder holds ``config``, from its sections (None: not known)."""
-    try:
-        sections = yaml.safe_load(config.read_text())
-    except (OSError, yaml.YAMLError):
-        return None
-    return _command(sections) if isinstance(sections, dict) else None
 
 
 def _require_folder(out: Path) -> None:
@@ -112,9 +94,9 @@ def check_run_folder(config: Any, out: Path, resume: bool, may_change: Collectio
         return
     if not (out / "last.pt").is_file():
         raise InputError(f"--resume: {out / 'last.pt'} not found")
-    writer, command = written_by(out / "config.yaml"), _command({field.name for field in dataclasses.fields(config)})
-    if None not in (writer, command) and writer != command:
-        raise InputError(f"--resume: {out} holds a {writer} run; resume it with {writer}")
+    saved_method, method = run_method(out / "config.yaml"), getattr(config, "method", None)
+    if saved_method is not None and method is not None and saved_method.name != method:
+        raise InputError(f"--resume: {out} holds a {saved_method.title} run; resume it with {saved_method.title}")
     saved = flatten(to_dict(load_config(type(config), out / "config.yaml")))
     for key in inherit:
         *sections, name = key.split(".")

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from gmim import __version__
 from gmim.export.describe import merging_card_lines
-from gmim.export.finetune_card import finetune_sections
-from gmim.export.pretrain_card import pretrain_sections
 from gmim.export.source import RunModel
 from gmim.segmentation.config import FinetuneConfig
 
@@ -21,9 +19,8 @@ def model_card(model: RunModel, weights_file: str, arguments: str, shipped: str,
     merging = merging_card_lines(model.patch_merging, arguments, shipped)
     if isinstance(config, FinetuneConfig):
         title = "# Swin UNETR segmentation model" + (f" ({config.task.name})" if config.task.name != "segmentation" else "")
-        body = finetune_sections(model, weights_file, merging)
     else:
-        title = "# GMIM pre-trained Swin UNETR encoder"
-        body = pretrain_sections(model, weights_file, merging)
+        title = f"# Swin UNETR encoder pre-trained with {model.method.name}"
+    body = model.method.card_sections()(model, weights_file, merging)
     lines = [title, "", *body, "", *usage, "", f"Exported by gmim {__version__} (`gmim export`) from a `{model.command}` run."]
     return "\n".join(lines) + "\n"

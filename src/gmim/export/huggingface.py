@@ -106,6 +106,7 @@ def model_config(model: RunModel) -> dict[str, Any]:
     data["gmim"] = {
         "version": __version__,
         "command": model.command,
+        "method": model.method.name,
         "patch_merging": model.patch_merging,
         "weights_from": model.weights.name,
         "step": model.step,

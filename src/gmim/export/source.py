@@ -14,8 +14,8 @@ from monai.networks.nets import SwinUNETR
 
 from gmim.config import load_config
 from gmim.engine.metrics import read_metrics
-from gmim.engine.run_folder import written_by
 from gmim.errors import InputError
+from gmim.methods import MethodSpec, run_method
 from gmim.pretraining.config import PretrainConfig
 from gmim.segmentation.config import FinetuneConfig
 from gmim.swin.merging import MONAI_DOWNSAMPLE
@@ -51,8 +51,8 @@ class RunModel:
     """A run's model as an export sees it."""
 
     folder: Path
-    #: "gmim finetune" (the whole Swin UNETR) or "gmim pretrain" (its encoder).
-    command: str
+    #: The method that made the run (:mod:`gmim.methods`): what its weights are, its card.
+    method: MethodSpec
     config: FinetuneConfig | PretrainConfig
     #: The file the tensors come from: best.pt, else last.pt; a pre-training's encoder.pt.
     weights: Path
@@ -65,7 +65,12 @@ class RunModel:
 
     @property
     def segmentation(self) -> bool:
-        return isinstance(self.config, FinetuneConfig)
+        return self.method.produces == "segmentation"
+
+    @property
+    def command(self) -> str:
+        """The command that made the run: ``gmim finetune``, ``gmim pretrain``."""
+        return f"gmim {self.method.command}"
 
     @property
     def patch_merging(self) -> str:
@@ -74,12 +79,12 @@ class RunModel:
 
 def read_run(run: Path) -> RunModel:
     """The model of the run folder ``run``; bad input raises :class:`InputError` naming the path."""
-    command, config = _read_config(run)
-    weights = _weights_path(run, command)
-    tensors, step = _read_tensors(weights, command)
+    method, config = _read_config(run)
+    weights = _weights_path(run, method)
+    tensors, step = _read_tensors(weights, method)
     arguments = monai_arguments(config)
-    _check_fits(tensors, arguments, command, weights)
-    return RunModel(run, command, config, weights, tensors, step, arguments, RunDocuments(run))
+    _check_fits(tensors, arguments, method, weights)
+    return RunModel(run, method, config, weights, tensors, step, arguments, RunDocuments(run))
 
 
 def monai_arguments(config: FinetuneConfig | PretrainConfig) -> dict[str, Any]:
@@ -104,40 +109,37 @@ def monai_arguments(config: FinetuneConfig | PretrainConfig) -> dict[str, Any]:
     return arguments
 
 
-def _read_config(run: Path) -> tuple[str, FinetuneConfig | PretrainConfig]:
-    """The command that made ``run`` and its configuration."""
+def _read_config(run: Path) -> tuple[MethodSpec, FinetuneConfig | PretrainConfig]:
+    """The method that made ``run`` and its configuration."""
     if not run.is_dir():
         raise InputError(f"{run}: no such run folder" if not run.exists() else f"{run}: a file, not a run folder")
     path = run / "config.yaml"
     if not path.is_file():
         raise InputError(f"{run}: not a gmim run folder (no config.yaml)")
-    command = written_by(path)
-    config: FinetuneConfig | PretrainConfig
-    if command == "gmim finetune":
-        config = load_config(FinetuneConfig, path)
+    method = run_method(path)
+    if method is None:
+        raise InputError(f"{path}: not the config.yaml of a gmim run (it names no method gmim has)")
+    config: FinetuneConfig | PretrainConfig = load_config(method.config_class(), path)
+    if isinstance(config, FinetuneConfig):
         config.task.require_complete(str(path))  # a resolved run's task has its labels
-    elif command == "gmim pretrain":
-        config = load_config(PretrainConfig, path)
-    else:
-        raise InputError(f"{path}: not the config.yaml of a gmim finetune or gmim pretrain run")
     if config.model.in_channels is None:
         raise InputError(f"{path}: model.in_channels is not recorded (not the resolved config.yaml of a run)")
-    return command, config
+    return method, config
 
 
-def _weights_path(run: Path, command: str) -> Path:
-    """The weights a run's export holds: a fine-tuning's best.pt, else last.pt; a pre-training's encoder.pt."""
-    names = ("best.pt", "last.pt") if command == "gmim finetune" else ("encoder.pt",)
-    found = next((run / name for name in names if (run / name).is_file()), None)
+def _weights_path(run: Path, method: MethodSpec) -> Path:
+    """The weights a run's export holds: the first of its method's weights files that the run has."""
+    found = next((run / name for name in method.weights if (run / name).is_file()), None)
     if found is None:
-        raise InputError(f"{run}: a {command} run without weights (no {' or '.join(names)}); has it saved a checkpoint yet?")
+        raise InputError(f"{run}: a {method.title} run without weights (no {' or '.join(method.weights)}); has it saved a checkpoint yet?")
     return found
 
 
-def _read_tensors(path: Path, command: str) -> tuple[dict[str, torch.Tensor], int | None]:
-    """(the state_dict to export, the step it was saved at where the file says)."""
+def _read_tensors(path: Path, method: MethodSpec) -> tuple[dict[str, torch.Tensor], int | None]:
+    """(the state_dict to export, the step it was saved at where the file says): a segmentation run's
+    checkpoint holds its network under ``model``; an encoder is saved as its state_dict."""
     checkpoint = load_checkpoint(path)  # truncated or foreign files: InputError naming the path
-    if command == "gmim finetune":
+    if method.produces == "segmentation":
         state, step = checkpoint.get("model"), checkpoint.get("step")
         if not isinstance(state, dict):
             raise InputError(f"{path}: not a gmim fine-tuning checkpoint (no 'model')")
@@ -149,11 +151,11 @@ def _read_tensors(path: Path, command: str) -> tuple[dict[str, torch.Tensor], in
     return tensors, int(step) if isinstance(step, int) else None
 
 
-def _check_fits(tensors: dict[str, torch.Tensor], arguments: dict[str, Any], command: str, path: Path) -> None:
+def _check_fits(tensors: dict[str, torch.Tensor], arguments: dict[str, Any], method: MethodSpec, path: Path) -> None:
     """Refuse weights that MONAI's SwinUNETR, built with ``arguments``, would not load strictly (every
     patch merging has the same parameters: MONAI's default stands in for the legacy one)."""
     network = SwinUNETR(**arguments)
-    target: torch.nn.Module = network if command == "gmim finetune" else network.swinViT
+    target: torch.nn.Module = network if method.produces == "segmentation" else network.swinViT
     try:
         target.load_state_dict(tensors, strict=True)
     except RuntimeError as error:

@@ -124,6 +124,8 @@ class TrainConfig(LoopConfig):
 
 @dataclass
 class PretrainConfig(Section):
+    #: The method (:mod:`gmim.methods`): config.yaml names it, so that any gmim command knows the run.
+    method: Literal["gmim"] = "gmim"
     preprocessing: Preprocessing = field(default_factory=lambda: Preprocessing(modality="ct", window=CT_PRETRAIN_WINDOW))
     model: ModelConfig = field(default_factory=ModelConfig)
     masking: MaskingConfig = field(default_factory=MaskingConfig)

@@ -103,7 +103,7 @@ def pretrain(config: PretrainConfig, data: Sequence[str | Path], out: Path, resu
 class GMIMPretraining:
     """The GMIM method: grid masks, the Siamese model and its two losses (see :mod:`gmim.pretraining`)."""
 
-    name = "pretrain"
+    name = "gmim"
     keeps_best = False
     validates_at_start = True  # the initial encoder's health is the baseline of every later one
 

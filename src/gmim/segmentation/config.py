@@ -63,6 +63,8 @@ class InferenceConfig(Section):
 
 @dataclass
 class FinetuneConfig(Section):
+    #: The method (:mod:`gmim.methods`): config.yaml names it, so that any gmim command knows the run.
+    method: Literal["finetune"] = "finetune"
     task: Task = field(default_factory=Task)
     preprocessing: Preprocessing = field(default_factory=Preprocessing)
     model: ModelConfig = field(default_factory=ModelConfig)

@@ -26,8 +26,8 @@ from gmim.data.checks import check_cases, read_grid
 from gmim.data.sources import Case
 from gmim.data.transforms import load_transforms
 from gmim.engine.precision import MixedPrecision
-from gmim.engine.run_folder import written_by
 from gmim.errors import InputError
+from gmim.methods import run_method
 from gmim.segmentation.config import FinetuneConfig
 from gmim.segmentation.network import build_network, load_run_weights
 
@@ -71,16 +71,12 @@ def find_run(model: Path) -> tuple[Path, Path]:
     config = folder / "config.yaml"
     if not config.is_file():
         raise InputError(f"{config}: not found; a model needs the config.yaml of its run beside it")
-    writer = written_by(config)
-    if writer == "gmim pretrain" and weights.suffix == ".safetensors":
+    method = run_method(config)
+    if method is not None and method.produces != "segmentation":
+        what = "an exported encoder" if weights.suffix == ".safetensors" else f"a {method.title} run"
         raise InputError(
-            f"{model}: an exported encoder (of a gmim pretrain run), not a segmentation model; fine-tune one from it: "
-            f"gmim finetune DATA --pretrained {folder} --out RUN"
-        )
-    if writer is not None and writer != "gmim finetune":
-        raise InputError(
-            f"{model}: a {writer} run, not a gmim finetune one: predict needs a fine-tuned model "
-            f"(an encoder.pt starts one: gmim finetune --pretrained)"
+            f"{model}: {what} ({method.produces}), not a segmentation model: predict needs a fine-tuned model; "
+            f"fine-tune one from it: gmim finetune DATA --pretrained {folder} --out RUN"
         )
     return config, weights
 

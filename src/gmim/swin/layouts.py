@@ -7,7 +7,7 @@ heads. What each file holds, as each project's saving code writes it:
 layout                                  wrapper and prefix                    beside the encoder
 ======================================  ====================================  ==========================================
 gmim ``encoder.pt``                     none; ``SwinUNETR.swinViT``'s names   —
-gmim run ``last.pt`` / ``best.pt``      ``model``; ``encoder.`` or Swin UNETR  GMIM's heads and decoder, or the decoder
+gmim run ``last.pt`` / ``best.pt``      ``model``; ``encoder.`` or Swin UNETR  the method's heads, or the decoder
 gmim export ``model.safetensors``       none; Swin UNETR or ``swinViT`` names  the decoder (a segmentation model)
 MONAI ``model_swinvit.pt``              ``state_dict``; ``module.``, fc1/fc2   ``norm``, ``convTrans3d``, rotation and
                                                                               contrastive heads
@@ -52,6 +52,7 @@ from typing import Any
 import torch
 
 from gmim.errors import InputError
+from gmim.methods import METHODS
 from gmim.swin.merging import LEGACY
 
 __all__ = ["LAYOUTS", "Layout", "Recognised", "recognise", "swin_unetr_names"]
@@ -114,13 +115,13 @@ class Layout:
     no_keys: tuple[str, ...] = ()
     #: The checkpoint entry that holds the state_dict ("": none, the file is the state_dict; None: any).
     container: str | None = None
-    #: A (key, value) of the checkpoint's top level, or a key it must have.
-    top: tuple[str, str] | str | None = None
+    #: A (key, values) of the checkpoint's top level (its value one of them), or a key it must have.
+    top: tuple[str, tuple[str, ...]] | str | None = None
     #: The patch merging this source's weights were trained with (None: the layout does not tell).
     patch_merging: str | None = None
 
     def matches(self, top: Mapping[str, Any], container: str | None, keys: list[str]) -> bool:
-        if isinstance(self.top, tuple) and top.get(self.top[0]) != self.top[1]:
+        if isinstance(self.top, tuple) and top.get(self.top[0]) not in self.top[1]:
             return False
         if isinstance(self.top, str) and self.top not in top:
             return False
@@ -137,8 +138,7 @@ _WHOLE_NETWORK = (r"^swinViT\.", r"^decoder[1-5]\.")
 #: public releases were trained before MONAI 1.5 (the legacy merging).
 LAYOUTS = (
     Layout("nnssl checkpoint", top="nnssl_adaptation_plan"),
-    Layout("gmim pre-training run", top=("method", "pretrain")),
-    Layout("gmim fine-tuning run", top=("method", "finetune")),
+    *(Layout(f"gmim run ({spec.title})", top=("method", (spec.name, *spec.aliases))) for spec in METHODS.values()),
     Layout("SuPreM", container="net", keys=(r"^(module\.)?backbone\.swinViT\.",), patch_merging=LEGACY),
     Layout(
         "BrainSegFounder (self-supervised)",
