@@ -206,11 +206,11 @@ def test_a_run_folder_of_the_other_command_is_named(scan, tmp_path, capsys):
     finetuned = _run_folder(tmp_path / "finetuned", FinetuneConfig())
     datalist = _datalist(tmp_path / "d.json", scan["image"], scan["label"])
     last = _one_line_error(capsys, ["finetune", datalist, "--out", pretrained, *FINETUNE, "--resume"], "finetune")
-    assert last.endswith(f"--resume: {pretrained} holds a gmim pretrain run; resume it with gmim pretrain")
+    assert last.endswith(f"--resume: {pretrained} holds a gmim pretrain --method gmim run; resume it with gmim pretrain --method gmim")
     last = _one_line_error(capsys, ["pretrain", scan["image"], "--out", finetuned, *PRETRAIN, "--resume"], "pretrain")
     assert last.endswith(f"--resume: {finetuned} holds a gmim finetune run; resume it with gmim finetune")
     last = _one_line_error(capsys, ["predict", pretrained, scan["image"], "--out", tmp_path / "out"], "predict")
-    assert f"{pretrained}: a gmim pretrain run, not a gmim finetune one" in last and "--pretrained" in last
+    assert f"{pretrained}: a gmim pretrain --method gmim run (encoder), not a segmentation model" in last and "--pretrained" in last
 
 
 def test_itk_reader_errors_say_what_failed(scan, tmp_path, capsys):
