@@ -1,7 +1,7 @@
 """The configuration of Swin UNETR's own self-supervised pre-training (``gmim pretrain --method swin-ssl``).
 
 Defaults are the published code's single-GPU defaults (Tang et al., CVPR 2022, and its public
-training script; docs/swin-ssl.md, "Settings"): a CT collection scaled from [-1000, 1000] HU to
+training script; docs/swin-ssl.md §5): a CT collection scaled from [-1000, 1000] HU to
 [0, 1], 96³ sub-volumes, two per volume, AdamW at 4e-4 with decay 0.1, 500 warm-up steps, mixed
 precision. The presets ``published`` (the multi-GPU command that trained MONAI's
 ``model_swinvit.pt``) and ``cpu-small`` ship in ``gmim/presets/swin-ssl/``.
@@ -36,7 +36,7 @@ class ModelConfig(SwinConfig):
 
 @dataclass
 class InpaintingConfig(Section):
-    """The published local-region drop applied to each view (docs/swin-ssl.md, "Views"): regions of
+    """The published local-region drop applied to each view (docs/swin-ssl.md §2): regions of
     random noise until a random share of the crop is covered, then regions copied from another crop
     of the batch."""
 

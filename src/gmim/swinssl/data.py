@@ -1,4 +1,4 @@
-"""The crops of Swin UNETR's self-supervised pre-training, from gmim's prepared store.
+"""The crops of Swin UNETR's self-supervised pre-training, from gmim's prepared store (docs/swin-ssl.md §4).
 
 Volumes are found, checked and prepared exactly as for GMIM (:mod:`gmim.pretraining.data`: one
 store per preprocessing, shared by both methods' runs); what differs is the random part. Each

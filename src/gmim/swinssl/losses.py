@@ -1,4 +1,4 @@
-"""The published objective (Tang et al., CVPR 2022, Eq. 1–4): L = λ_rot·L_rot + λ_contrast·L_contrast + λ_rec·L_rec.
+"""The published objective (Tang et al., CVPR 2022; docs/swin-ssl.md §3): L = λ_rot·L_rot + λ_contrast·L_contrast + λ_rec·L_rec.
 
 - L_rot: cross-entropy of the rotation logits of both views against their quarter turns;
 - L_contrast: NT-Xent (MONAI's ``ContrastiveLoss``, τ = 0.5) between the two views' projections,

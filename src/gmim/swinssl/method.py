@@ -2,7 +2,7 @@
 
 Run folder: ``config.yaml`` (resolved), ``encoder.pt`` (a plain state_dict of MONAI's
 ``SwinUNETR(...).swinViT``), ``last.pt`` (resumable), ``metrics.jsonl``, ``summary.json`` (with
-the encoder's representation health) and ``tensorboard/``.
+the encoder's representation health, docs/swin-ssl.md §6) and ``tensorboard/``.
 
 Every random choice of a step is seeded by (seed, step, volume): the crops by the data pipeline,
 the views' turns and drops here (:mod:`gmim.swinssl.views`). A resumed run therefore repeats an

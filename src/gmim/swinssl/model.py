@@ -1,7 +1,7 @@
 """The network of Swin UNETR's self-supervised pre-training: the encoder and the three published heads.
 
 From the encoder's final stage (16F channels, layer-normalised; F the feature size) the published
-model reads three things (Tang et al., CVPR 2022, Fig. 1 and §3.2):
+model reads three things (Tang et al., CVPR 2022; docs/swin-ssl.md §1):
 
 - the **rotation** head, a linear map of the *first* final-stage token to 4 logits (0°, 90°, 180°, 270°);
 - the **contrastive** head, a linear map of the *second* final-stage token to 512 values;

@@ -1,4 +1,4 @@
-"""The two views of each crop and their pretext targets (Tang et al., CVPR 2022, §3.2).
+"""The two views of each crop and their pretext targets (Tang et al., CVPR 2022; docs/swin-ssl.md §2).
 
 Each crop of a step is seen twice. Each view is the crop turned by 0, 90, 180 or 270° in the plane
 of its last two axes (the quarter turns are the rotation task's label), then corrupted by the
@@ -30,8 +30,8 @@ __all__ = ["ROTATION_PLANE", "Views", "corrupt", "drop_boxes", "make_views", "ro
 
 #: The axes of a batch (B, C, D, H, W) that a quarter turn moves: the crop's last two, as published.
 ROTATION_PLANE = (3, 4)
-#: Noise regions are scaled by (max − min) of their values; a one-voxel region (only on crops
-#: under 40 voxels a side) would divide by 0, and is scaled by this instead.
+#: Noise regions are scaled by (max − min) of their values; a one-voxel region of one channel
+#: (only on crops under 40 voxels on every axis, which gmim's crop rule refuses) would divide by 0.
 _TINY = 1e-12
 
 Box = tuple[slice, slice, slice]
