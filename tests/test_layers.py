@@ -28,6 +28,7 @@ LAYERS = {
     "data": 3,
     "engine": 4,
     "pretraining": 5,
+    "swinssl": 5.5,  # a second pre-training method: GMIM's data pipeline, encoder and health beneath it
     "segmentation": 5,
     "sample_data": 5,
     "export": 6,

@@ -12,25 +12,45 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from monai.transforms import Compose, EnsureTyped, RandFlipd
 
 from gmim.data.sources import Case, discover_cases
 from gmim.data.store import Entry, Store, default_store_root, is_store
+from gmim.data.transforms import Preprocessing
 from gmim.errors import InputError
 from gmim.pretraining.config import PretrainConfig
 from gmim.pretraining.views import SiameseViewsd, StoredRegiond, target_augmentation
 from gmim.resources import cores_per_process
 
-__all__ = ["Volumes", "prepare_volumes", "view_transforms", "volume_records"]
+__all__ = ["StoreSettings", "Volumes", "prepare_volumes", "view_transforms", "volume_records"]
+
+
+class _StoreData(Protocol):
+    @property
+    def store(self) -> str | None: ...
+    @property
+    def skip_bad(self) -> bool: ...
+    @property
+    def crop_foreground(self) -> bool: ...
+
+
+class StoreSettings(Protocol):
+    """What finding, preparing and recording volumes read of a run's configuration: GMIM's
+    (:class:`PretrainConfig`) or that of another pre-training method on the same store."""
+
+    @property
+    def preprocessing(self) -> Preprocessing: ...
+    @property
+    def data(self) -> _StoreData: ...
 
 
 class Volumes:
     """What a run trains on: cases still to prepare (from DATA paths) and entries of given stores."""
 
-    def __init__(self, paths: Sequence[Path], config: PretrainConfig) -> None:
+    def __init__(self, paths: Sequence[Path], config: StoreSettings) -> None:
         sources = [p for p in paths if not is_store(p)]
         self.root = Path(config.data.store).expanduser() if config.data.store else default_store_root()
         scan_cache = self.root / "dicom_scan.json"  # DICOM trees are scanned again only where files changed
@@ -59,7 +79,7 @@ class Volumes:
 
 
 def prepare_volumes(
-    volumes: Volumes, config: PretrainConfig, rank: int = 0, world_size: int = 1
+    volumes: Volumes, config: StoreSettings, rank: int = 0, world_size: int = 1
 ) -> tuple[list[tuple[Entry, Path]], list[str]]:
     """Every volume of the run with the path of its voxels: the DATA cases prepared into the
     shared store under ``data.store`` (only those not prepared from their current sources; under
@@ -79,7 +99,7 @@ def prepare_volumes(
     return prepared, skipped
 
 
-def volume_records(prepared: Sequence[tuple[Entry, Path]], config: PretrainConfig, first_index: int = 0) -> list[dict[str, Any]]:
+def volume_records(prepared: Sequence[tuple[Entry, Path]], config: StoreSettings, first_index: int = 0) -> list[dict[str, Any]]:
     """The loader's record of each volume: where its voxels are, the box views are drawn from (its
     foreground with ``data.crop_foreground``), its normalisation statistics, and its ``index`` (its
     place in the run, which seeds its masks)."""

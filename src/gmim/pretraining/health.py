@@ -16,7 +16,9 @@ every pre-training run measures, on fixed views, for each of the encoder's five 
 
 and, of the two branches' projections as the loss sees them, the **rank of C** (singular values
 above :data:`RANK_TOLERANCE` of the largest, the mean over views) and **L_cc above its trivial
-value**.
+value**. A method without GMIM's cross-correlation (Swin UNETR's own pre-training,
+:mod:`gmim.swinssl`) measures the encoder's stages alone: its meter has no trivial value, and its
+:class:`Health` no correlation entries.
 """
 
 from __future__ import annotations
@@ -68,16 +70,19 @@ class Health:
     effective_rank: list[float]
     #: The largest effective rank each stage could have: min(tokens, channels).
     rank_bound: list[int]
-    correlation_rank: float
-    cross_correlation: float
-    trivial: float
+    #: GMIM's projections (None for a method without its cross-correlation).
+    correlation_rank: float | None = None
+    cross_correlation: float | None = None
+    trivial: float | None = None
 
     def scalars(self) -> dict[str, float]:
         """Flat scalars for ``metrics.jsonl`` and TensorBoard (``health/…``)."""
         scalars = {f"health/variation{i}": v for i, v in enumerate(self.variation)}
         scalars |= {f"health/effective_rank{i}": r for i, r in enumerate(self.effective_rank)}
-        scalars["health/correlation_rank"] = self.correlation_rank
-        scalars["health/cc_above_trivial"] = self.cross_correlation - self.trivial
+        if self.correlation_rank is not None:
+            scalars["health/correlation_rank"] = self.correlation_rank
+        if self.cross_correlation is not None and self.trivial is not None:
+            scalars["health/cc_above_trivial"] = self.cross_correlation - self.trivial
         return scalars
 
     def relative(self, initial: Health) -> float:
@@ -95,27 +100,30 @@ class Health:
             final += f" ({self.relative(initial):.0%} of the initial {initial.variation[-1]:.3f})"
         stages = " ".join(f"{v:.2f}" for v in self.variation)
         ranks = " ".join(f"{r:.1f}/{b}" for r, b in zip(self.effective_rank, self.rank_bound))
-        return (
-            f"{final}; variation by stage {stages}; effective rank {ranks}; rank of C {self.correlation_rank:.1f}; "
-            f"L_cc {self.cross_correlation:.1f} (trivial {self.trivial:.1f})"
-        )
+        line = f"{final}; variation by stage {stages}; effective rank {ranks}"
+        if self.correlation_rank is not None:
+            line += f"; rank of C {self.correlation_rank:.1f}"
+        if self.cross_correlation is not None and self.trivial is not None:
+            line += f"; L_cc {self.cross_correlation:.1f} (trivial {self.trivial:.1f})"
+        return line
 
     def record(self) -> dict[str, object]:
         return asdict(self)
 
     @classmethod
-    def from_scalars(cls, scalars: Mapping[str, float], trivial: float) -> Health | None:
+    def from_scalars(cls, scalars: Mapping[str, float], trivial: float | None = None) -> Health | None:
         """Back from :meth:`scalars` (with or without a ``val/`` prefix), e.g. read from ``metrics.jsonl``;
-        None where they are missing."""
+        None where they are missing. ``trivial``: L_cc's trivial value (None: a method without it)."""
         plain = {key.removeprefix("val/"): value for key, value in scalars.items()}
         if f"health/variation{STAGES - 1}" not in plain:
             return None
+        above = plain.get("health/cc_above_trivial") if trivial is not None else None
         return cls(
             variation=[plain[f"health/variation{i}"] for i in range(STAGES)],
             effective_rank=[plain[f"health/effective_rank{i}"] for i in range(STAGES)],
             rank_bound=[0] * STAGES,
-            correlation_rank=plain["health/correlation_rank"],
-            cross_correlation=plain["health/cc_above_trivial"] + trivial,
+            correlation_rank=plain.get("health/correlation_rank"),
+            cross_correlation=above + trivial if above is not None and trivial is not None else None,
             trivial=trivial,
         )
 
@@ -123,9 +131,11 @@ class Health:
 class HealthMeter:
     """Accumulates views' hidden states and correlation matrices into one :class:`Health`.
 
-    Memory does not grow with the views: each stage keeps its (C, C) Gram matrix in float64."""
+    Memory does not grow with the views: each stage keeps its (C, C) Gram matrix in float64.
+    ``trivial``: L_cc's trivial value, and the correlations are then part of the measurement
+    (:meth:`add_correlation`); None: the encoder's stages alone."""
 
-    def __init__(self, trivial: float) -> None:
+    def __init__(self, trivial: float | None = None) -> None:
         self.trivial = trivial
         self.views = 0
         self.variation = [0.0] * STAGES
@@ -157,7 +167,7 @@ class HealthMeter:
         self.cross_correlations.append(cross_correlation)
 
     def result(self) -> Health:
-        if not self.views or not self.ranks:
+        if not self.views or (self.trivial is not None and not self.ranks):
             raise ValueError("no views measured")
         ranks, bounds = [], []
         for gram, tokens in zip(self.grams, self.tokens):
@@ -170,19 +180,26 @@ class HealthMeter:
             variation=[v / self.views for v in self.variation],
             effective_rank=ranks,
             rank_bound=bounds,
-            correlation_rank=sum(self.ranks) / len(self.ranks),
-            cross_correlation=sum(self.cross_correlations) / len(self.cross_correlations),
+            correlation_rank=sum(self.ranks) / len(self.ranks) if self.ranks else None,
+            cross_correlation=sum(self.cross_correlations) / len(self.cross_correlations) if self.cross_correlations else None,
             trivial=self.trivial,
         )
 
 
-def collapse_warning(health: Health, initial: Health) -> str:
-    """The one-line warning of a collapsed run: what it means and what to try."""
-    at_trivial = abs(health.cross_correlation - health.trivial) < 0.01 * health.trivial
+#: What to try against GMIM's collapse (the end of :func:`collapse_warning`'s line).
+GMIM_ADVICE = (
+    "few final-stage tokens (a small model.roi) and a high train.lr bring this on: try loss.variance_weight=1, "
+    "a lower train.lr or a larger model.roi (docs/method.md §5)"
+)
+
+
+def collapse_warning(health: Health, initial: Health, advice: str = GMIM_ADVICE) -> str:
+    """The one-line warning of a collapsed run: what it means and what to try (``advice``)."""
+    cc, trivial = health.cross_correlation, health.trivial
+    at_trivial = cc is not None and trivial is not None and abs(cc - trivial) < 0.01 * trivial
     return (
         f"warning: the encoder is collapsing: its final-stage tokens vary {health.relative(initial):.1%} as much as at the "
         f"start (under {COLLAPSE_FRACTION:.0%}), so every place gets nearly the same features"
-        + (f", and L_cc {health.cross_correlation:.1f} sits at its trivial value {health.trivial:.1f}" if at_trivial else "")
-        + "; few final-stage tokens (a small model.roi) and a high train.lr bring this on: try loss.variance_weight=1, "
-        "a lower train.lr or a larger model.roi (docs/method.md §5)"
+        + (f", and L_cc {cc:.1f} sits at its trivial value {trivial:.1f}" if at_trivial else "")
+        + f"; {advice}"
     )
