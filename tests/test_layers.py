@@ -28,12 +28,12 @@ LAYERS = {
     "data": 3,
     "engine": 4,
     "pretraining": 5,
-    "swinssl": 5.5,  # a second pre-training method: GMIM's data pipeline, encoder and health beneath it
+    "swinssl": 6,  # a second pre-training method: GMIM's data pipeline, encoder and health beneath it
     "segmentation": 5,
     "sample_data": 5,
-    "export": 6,
-    "cli": 7,
-    "__main__": 8,
+    "export": 7,
+    "cli": 8,
+    "__main__": 9,
 }
 
 

@@ -17,8 +17,10 @@ from monai.networks.nets import SwinUNETR
 from torch import nn
 
 from conftest import crop
+from gmim.cli import main
 from gmim.config import load_config
 from gmim.errors import InputError
+from gmim.swin.weights import read_weights
 from gmim.swinssl.config import InpaintingConfig, LossConfig, ModelConfig, SwinSSLConfig
 from gmim.swinssl.losses import SwinSSLLoss
 from gmim.swinssl.method import pretrain
@@ -263,9 +265,10 @@ def _config(*overrides: str) -> SwinSSLConfig:
 
 @pytest.fixture(scope="module")
 def straight_run(brains, tmp_path_factory) -> Path:
+    """Two steps through the command line: ``gmim pretrain --method swin-ssl``."""
     out = tmp_path_factory.mktemp("ssl") / "straight"
-    summary = pretrain(_config("train.steps=2"), [brains], out)
-    assert summary.completed and summary.steps == 2
+    settings = [item for setting in [*SMALL, "train.steps=2"] for item in ("--set", setting)]
+    assert main(["pretrain", str(brains), "--method", "swin-ssl", "--out", str(out), "--config", "cpu-small", *settings]) == 0
     return out
 
 
@@ -286,6 +289,21 @@ def test_run_writes_its_outputs_and_the_encoder_loads_into_swin_unetr(straight_r
     health = json.loads((out / "summary.json").read_text())["health"]
     assert len(health["initial"]["variation"]) == 5 and 0 < health["final"]["variation"][-1] <= 1
     assert health["initial"]["correlation_rank"] is None and health["collapsed"] is False
+    assert json.loads((out / "run.json").read_text())["method"] == "swin-ssl"
+
+
+@pytest.mark.slow
+def test_export_names_the_method_and_finetune_reads_the_encoder(straight_run, tmp_path):
+    """The registry carries the method through: ``gmim export`` writes its card, and the exported
+    encoder starts a fine-tuning like GMIM's."""
+    assert main(["export", str(straight_run), "--out", str(tmp_path / "exported")]) == 0
+    exported = json.loads((tmp_path / "exported" / "config.json").read_text())
+    assert exported["gmim"]["method"] == "swin-ssl" and exported["kind"] == "encoder"
+    card = (tmp_path / "exported" / "README.md").read_text()
+    assert "# Swin UNETR encoder pre-trained with swin-ssl" in card and "`gmim pretrain --method swin-ssl`" in card
+    assert "L_rot" in card and "NT-Xent at temperature 0.5" in card
+    weights = read_weights(tmp_path / "exported")
+    assert weights.merging.reason == "record" and weights.architecture.feature_size == 12
 
 
 @pytest.mark.slow

@@ -94,6 +94,17 @@ METHODS: dict[str, MethodSpec] = {
             own_section="masking",
         ),
         MethodSpec(
+            name="swin-ssl",
+            command="pretrain",
+            description="Swin UNETR's own self-supervision: rotation, contrastive coding, inpainting (Tang et al. 2022)",
+            config="gmim.swinssl.config:SwinSSLConfig",
+            run="gmim.swinssl.method:pretrain",
+            card="gmim.export.swinssl_card:swinssl_sections",
+            presets="swin-ssl",
+            produces="encoder",
+            weights=("encoder.pt",),
+        ),
+        MethodSpec(
             name="finetune",
             command="finetune",
             description="supervised fine-tuning of a Swin UNETR segmentation network",

@@ -5,8 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from gmim.export.source import RunDocuments
-from gmim.pretraining.config import PretrainConfig
+from gmim.export.source import RunConfig, RunDocuments
 from gmim.segmentation.config import FinetuneConfig
 from gmim.swin.merging import LEGACY
 
@@ -21,7 +20,7 @@ __all__ = [
     "steps_line",
 ]
 
-Config = FinetuneConfig | PretrainConfig
+Config = RunConfig
 
 
 def number(value: Any, digits: int = 4) -> str:

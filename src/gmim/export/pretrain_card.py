@@ -1,5 +1,6 @@
-"""The model card's sections on a ``gmim pretrain`` run: the encoder, its input, data, GMIM's training
-settings and the run's own representation health."""
+"""The model card's sections on a pre-training run: the encoder, its input, data, the method's training
+settings and the run's own representation health (:func:`encoder_sections`, any method); GMIM's own
+lines (:func:`pretrain_sections`)."""
 
 from __future__ import annotations
 
@@ -8,21 +9,43 @@ from typing import Any
 from gmim.export.describe import architecture_line, initial_weights, input_lines, number, steps_line
 from gmim.export.source import RunDocuments, RunModel
 from gmim.pretraining.config import PretrainConfig
+from gmim.segmentation.config import FinetuneConfig
 
-__all__ = ["pretrain_sections"]
+__all__ = ["encoder_sections", "pretrain_sections"]
 
 
 def pretrain_sections(model: RunModel, weights_file: str, merging: list[str]) -> list[str]:
-    """The card's body; ``weights_file`` names the format's weights, ``merging`` is its patch-merging paragraph."""
-    config, documents = model.config, model.documents
+    """GMIM's card body; ``weights_file`` names the format's weights, ``merging`` is its patch-merging paragraph."""
+    config = model.config
     assert isinstance(config, PretrainConfig)
-    loss, masking, train = config.loss, config.masking, config.train
+    loss, masking = config.loss, config.masking
+    variance = f" + {loss.variance_weight:g} · L_var (variance of the final-stage tokens)" if loss.variance_weight else ""
+    training = [
+        f"- loss: L = {loss.alpha_rec:g} · L_rec + {loss.alpha_cc:g} · L_cc{variance} (loss.alpha_rec, loss.alpha_cc"
+        f"{', loss.variance_weight' if loss.variance_weight else ''}); L_cc's off-diagonal weight λ {loss.off_diagonal_weight:g}; "
+        f"reconstruction `{loss.reconstruction}`{' on the masked voxels only' if loss.masked_only else ' on all voxels'}",
+        f"- masking: grids {list(masking.grids)}, base ratio {masking.base_ratio:g} ± {masking.scale:g} by entropy rank"
+        f"{' (dynamic)' if masking.dynamic else ''}, hierarchical decay {masking.decay:g}, drop probability "
+        f"{masking.drop_probability:g}, cells `{masking.cells}`",
+    ]
+    method = (
+        "GMIM self-supervision: adaptive hierarchical grid masks on one view, reconstruction of the masked voxels, "
+        "and a cross-correlation loss between its tokens and those of a second view"
+    )
+    return encoder_sections(model, weights_file, merging, method, training)
+
+
+def encoder_sections(model: RunModel, weights_file: str, merging: list[str], method: str, training: list[str]) -> list[str]:
+    """The card body of any pre-training method's encoder: ``method`` says in words how it learned,
+    ``training`` are the method's own lines under Training (its loss and pretext tasks)."""
+    config, documents = model.config, model.documents
+    assert not isinstance(config, FinetuneConfig), "an encoder's run"
+    train = config.train
     lines = [
         f"The encoder (`SwinUNETR(...).swinViT`) of a MONAI Swin UNETR ({architecture_line(config)}), pre-trained "
-        "with GMIM self-supervision by `gmim pretrain`: adaptive hierarchical grid masks on one view, reconstruction of "
-        "the masked voxels, and a cross-correlation loss between its tokens and those of a second view. No decoder and no "
-        f"segmentation head: a starting point for fine-tuning. `{weights_file}` holds the encoder's state_dict with "
-        f"bare keys (`patch_embed.…`, `layers1.…`), from the run's `{model.weights.name}`.",
+        f"with {method} by `{model.method.title}`. No decoder and no segmentation head: a starting point for "
+        f"fine-tuning. `{weights_file}` holds the encoder's state_dict with bare keys (`patch_embed.…`, `layers1.…`), "
+        f"from the run's `{model.weights.name}`.",
         *merging,
         "",
         "## Input",
@@ -40,7 +63,6 @@ def pretrain_sections(model: RunModel, weights_file: str, merging: list[str]) ->
         lines.append(f"- command line (run.json): `{documents.invocation['command']}`")
     record = documents.last_training_record()
     final_loss = f"; last recorded training loss {number(record.get('train/loss'))} at step {record.get('step')}" if record else ""
-    variance = f" + {loss.variance_weight:g} · L_var (variance of the final-stage tokens)" if loss.variance_weight else ""
     lines += [
         "",
         "## Training",
@@ -48,12 +70,7 @@ def pretrain_sections(model: RunModel, weights_file: str, merging: list[str]) ->
         steps_line(documents) + final_loss,
         f"- batch size {train.batch_size} (global); learning rate {train.lr:g} (AdamW, weight decay {train.weight_decay:g}, "
         f"linear warm-up of {train.warmup_steps} steps, at most half the run, then cosine decay); crops (roi) {' × '.join(str(n) for n in config.model.roi)}",
-        f"- loss: L = {loss.alpha_rec:g} · L_rec + {loss.alpha_cc:g} · L_cc{variance} (loss.alpha_rec, loss.alpha_cc"
-        f"{', loss.variance_weight' if loss.variance_weight else ''}); L_cc's off-diagonal weight λ {loss.off_diagonal_weight:g}; "
-        f"reconstruction `{loss.reconstruction}`{' on the masked voxels only' if loss.masked_only else ' on all voxels'}",
-        f"- masking: grids {list(masking.grids)}, base ratio {masking.base_ratio:g} ± {masking.scale:g} by entropy rank"
-        f"{' (dynamic)' if masking.dynamic else ''}, hierarchical decay {masking.decay:g}, drop probability "
-        f"{masking.drop_probability:g}, cells `{masking.cells}`",
+        *training,
         f"- initial weights: {initial_weights(config)}",
         "",
         "## Results (the run's own representation health)",

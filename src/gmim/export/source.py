@@ -19,9 +19,13 @@ from gmim.methods import MethodSpec, run_method
 from gmim.pretraining.config import PretrainConfig
 from gmim.segmentation.config import FinetuneConfig
 from gmim.swin.merging import MONAI_DOWNSAMPLE
+from gmim.swinssl.config import SwinSSLConfig
 from gmim.weights_only import load_checkpoint
 
-__all__ = ["RunDocuments", "RunModel", "monai_arguments", "read_run"]
+__all__ = ["RunConfig", "RunDocuments", "RunModel", "monai_arguments", "read_run"]
+
+#: The configuration of a run of any registered method (:mod:`gmim.methods`).
+RunConfig = FinetuneConfig | PretrainConfig | SwinSSLConfig
 
 
 class RunDocuments:
@@ -53,7 +57,7 @@ class RunModel:
     folder: Path
     #: The method that made the run (:mod:`gmim.methods`): what its weights are, its card.
     method: MethodSpec
-    config: FinetuneConfig | PretrainConfig
+    config: RunConfig
     #: The file the tensors come from: best.pt, else last.pt; a pre-training's encoder.pt.
     weights: Path
     tensors: dict[str, torch.Tensor]
@@ -87,7 +91,7 @@ def read_run(run: Path) -> RunModel:
     return RunModel(run, method, config, weights, tensors, step, arguments, RunDocuments(run))
 
 
-def monai_arguments(config: FinetuneConfig | PretrainConfig) -> dict[str, Any]:
+def monai_arguments(config: RunConfig) -> dict[str, Any]:
     """The arguments of ``monai.networks.nets.SwinUNETR`` that build the run's network (an encoder's:
     the Swin UNETR whose ``.swinViT`` it is, with 1 output channel, which the encoder does not use).
     The legacy patch merging has no name in MONAI ≥ 1.5: without ``downsample`` MONAI builds its own
@@ -109,7 +113,7 @@ def monai_arguments(config: FinetuneConfig | PretrainConfig) -> dict[str, Any]:
     return arguments
 
 
-def _read_config(run: Path) -> tuple[MethodSpec, FinetuneConfig | PretrainConfig]:
+def _read_config(run: Path) -> tuple[MethodSpec, RunConfig]:
     """The method that made ``run`` and its configuration."""
     if not run.is_dir():
         raise InputError(f"{run}: no such run folder" if not run.exists() else f"{run}: a file, not a run folder")
@@ -119,7 +123,7 @@ def _read_config(run: Path) -> tuple[MethodSpec, FinetuneConfig | PretrainConfig
     method = run_method(path)
     if method is None:
         raise InputError(f"{path}: not the config.yaml of a gmim run (it names no method gmim has)")
-    config: FinetuneConfig | PretrainConfig = load_config(method.config_class(), path)
+    config: RunConfig = load_config(method.config_class(), path)
     if isinstance(config, FinetuneConfig):
         config.task.require_complete(str(path))  # a resolved run's task has its labels
     if config.model.in_channels is None:
