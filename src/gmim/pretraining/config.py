@@ -19,7 +19,7 @@ from gmim.rules import (
 )
 from gmim.swin.config import SwinConfig
 
-__all__ = ["AS_RUN", "DataConfig", "LossConfig", "MaskingConfig", "ModelConfig", "PretrainConfig", "TrainConfig"]
+__all__ = ["AS_RUN", "CollectionConfig", "DataConfig", "LossConfig", "MaskingConfig", "ModelConfig", "PretrainConfig", "TrainConfig"]
 
 #: Where the prototype as its code ran differs from the method as the paper describes it
 #: (docs/method.md §9), as settings: the ``prototype`` presets are ``ct`` and ``brats2021`` with these.
@@ -87,27 +87,35 @@ class LossConfig(Section):
 
 
 @dataclass
-class DataConfig(Section):
-    #: The view region is roi + margin per axis; BraTS-like MRI uses (32, 32, 0).
-    margin: tuple[int, int, int] = setting((32, 32, 32), each(at_least(0), empty_allowed=True))
-    #: Crop each volume to its foreground (non-zero after normalisation) before taking views, so
-    #: that views fall on the body rather than on air (the prototype does not; docs/method.md §9).
+class CollectionConfig(Section):
+    """How any pre-training method reads its collection from the prepared stores."""
+
+    #: Draw views inside each volume's foreground (non-zero after normalisation) box, so that they
+    #: fall on the body rather than on air (the GMIM prototype does not; docs/method.md §9).
     crop_foreground: bool = True
     #: How a volume smaller than the view region is padded: ``zero``, or ``symmetric`` (mirrored,
-    #: [1,2,3,4] → [2,1,1,2,3,4,4,3]: the prototype's).
+    #: [1,2,3,4] → [2,1,1,2,3,4,4,3]: the GMIM prototype's).
     padding: Literal["zero", "symmetric"] = "zero"
-    #: The target view's intensity augmentation drawn per ``sample`` (in the loader), or once per
-    #: ``batch`` with the contrast range from the batch's minimum and maximum (the prototype's; in
-    #: the training step, per process).
-    target_augmentation: Literal["sample", "batch"] = "sample"
     #: The folder of prepared stores that DATA paths are prepared into, one store per preprocessing,
-    #: shared by later runs (null: ``$XDG_CACHE_HOME/gmim/stores``, i.e. ``~/.cache/gmim/stores``).
+    #: shared by later runs of any method (null: ``$XDG_CACHE_HOME/gmim/stores``, i.e. ``~/.cache/gmim/stores``).
     store: str | None = setting(None, non_empty())
     #: Volumes held out for the validation loss: the datalist's ``validation`` section when it has
     #: one, else this many volumes of the collection (0: no validation).
     validation_volumes: int = setting(0, at_least(0))
     #: Go on past unreadable or invalid volumes, with a warning and a count at the end.
     skip_bad: bool = False
+
+
+@dataclass
+class DataConfig(CollectionConfig):
+    """GMIM's views: two overlapping crops of a region."""
+
+    #: The view region is roi + margin per axis; BraTS-like MRI uses (32, 32, 0).
+    margin: tuple[int, int, int] = setting((32, 32, 32), each(at_least(0), empty_allowed=True))
+    #: The target view's intensity augmentation drawn per ``sample`` (in the loader), or once per
+    #: ``batch`` with the contrast range from the batch's minimum and maximum (the prototype's; in
+    #: the training step, per process).
+    target_augmentation: Literal["sample", "batch"] = "sample"
 
 
 @dataclass

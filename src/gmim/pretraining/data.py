@@ -21,20 +21,11 @@ from gmim.data.sources import Case, discover_cases
 from gmim.data.store import Entry, Store, default_store_root, is_store
 from gmim.data.transforms import Preprocessing
 from gmim.errors import InputError
-from gmim.pretraining.config import PretrainConfig
+from gmim.pretraining.config import CollectionConfig, PretrainConfig
 from gmim.pretraining.views import SiameseViewsd, StoredRegiond, target_augmentation
 from gmim.resources import cores_per_process
 
 __all__ = ["StoreSettings", "Volumes", "prepare_volumes", "view_transforms", "volume_records"]
-
-
-class _StoreData(Protocol):
-    @property
-    def store(self) -> str | None: ...
-    @property
-    def skip_bad(self) -> bool: ...
-    @property
-    def crop_foreground(self) -> bool: ...
 
 
 class StoreSettings(Protocol):
@@ -44,7 +35,7 @@ class StoreSettings(Protocol):
     @property
     def preprocessing(self) -> Preprocessing: ...
     @property
-    def data(self) -> _StoreData: ...
+    def data(self) -> CollectionConfig: ...
 
 
 class Volumes:

@@ -25,9 +25,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
+
+from gmim.engine.metrics import read_metrics
 
 __all__ = [
     "COLLAPSE_FRACTION",
@@ -203,3 +207,27 @@ def collapse_warning(health: Health, initial: Health, advice: str = GMIM_ADVICE)
         + (f", and L_cc {cc:.1f} sits at its trivial value {trivial:.1f}" if at_trivial else "")
         + f"; {advice}"
     )
+
+
+def recorded_initial_health(metrics: Path, trivial: float | None = None) -> Health | None:
+    """The initial encoder's health as a run recorded it at step 0 in ``metrics`` (its
+    metrics.jsonl): the baseline a resumed run measures against. None where it is not recorded."""
+    records = read_metrics(metrics) if metrics.is_file() else []
+    return next((h for r in records if r.get("step") == 0 and (h := Health.from_scalars(r, trivial))), None)
+
+
+def final_health(health: Health | None, initial: Health | None) -> dict[str, Any]:
+    """The final encoder's health against the initial one, printed and as ``summary.json``'s
+    ``health`` (empty where either was not measured)."""
+    if health is None or initial is None:
+        return {}
+    collapsed = health.collapsed(initial)
+    print(f"representation health{' (COLLAPSED)' if collapsed else ''}: {health.line(initial)}", flush=True)
+    return {
+        "health": {
+            "initial": initial.record(),
+            "final": health.record(),
+            "final_stage_relative": health.relative(initial),
+            "collapsed": collapsed,
+        }
+    }

@@ -21,7 +21,6 @@ from monai.utils import convert_to_tensor
 
 from gmim.engine.checkpoint import save_checkpoint
 from gmim.engine.loop import RunSummary, Trainer, Validation
-from gmim.engine.metrics import read_metrics
 from gmim.engine.sampling import SeededDataset, derived_seed
 from gmim.errors import InputError
 from gmim.pretraining.config import PretrainConfig
@@ -35,6 +34,8 @@ from gmim.pretraining.health import (
     Health,
     HealthMeter,
     collapse_warning,
+    final_health,
+    recorded_initial_health,
     trivial_cross_correlation,
 )
 from gmim.pretraining.losses import GMIMLoss
@@ -123,7 +124,9 @@ class GMIMPretraining:
         self.health_count = len(val_places) or min(HEALTH_VOLUMES, len(volume_data))  # the same on every rank
         self.health: Health | None = None
         self.trivial = trivial_cross_correlation(config.model.projection_dim, config.loss.off_diagonal_weight)
-        self.initial_health = self._recorded_initial_health() if trainer.resume else None
+        self.initial_health = (
+            recorded_initial_health(trainer.out / "metrics.jsonl", self.trivial) if trainer.resume and trainer.is_main else None
+        )
         self.warned = False
         per_batch = config.data.target_augmentation == "batch"
         self.train_data = SeededDataset(volume_data, view_transforms(config, augment_target=not per_batch), seed=config.train.seed)
@@ -233,12 +236,6 @@ class GMIMPretraining:
         self.health = health
         return Validation(totals | health.scalars(), summary)
 
-    def _recorded_initial_health(self) -> Health | None:
-        """The initial encoder's health, as the run recorded it at step 0 (for a resumed run)."""
-        path = self.trainer.out / "metrics.jsonl"
-        records = read_metrics(path) if path.is_file() and self.trainer.is_main else []
-        return next((h for r in records if r.get("step") == 0 and (h := Health.from_scalars(r, self.trivial))), None)
-
     def export(self) -> None:
         save_checkpoint(self.trainer.out / "encoder.pt", self.model.encoder.state_dict())
 
@@ -248,16 +245,4 @@ class GMIMPretraining:
         save_loss_curve(self.trainer.out / "loss_curve.png", records)
         if self.skipped:
             print(f"skipped {len(self.skipped)} bad volume(s):\n  " + "\n  ".join(self.skipped))
-        health, initial = self.health, self.initial_health
-        if health is None or initial is None:
-            return {}
-        collapsed = health.collapsed(initial)
-        print(f"representation health{' (COLLAPSED)' if collapsed else ''}: {health.line(initial)}", flush=True)
-        return {
-            "health": {
-                "initial": initial.record(),
-                "final": health.record(),
-                "final_stage_relative": health.relative(initial),
-                "collapsed": collapsed,
-            }
-        }
+        return final_health(self.health, self.initial_health)

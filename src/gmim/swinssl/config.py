@@ -14,7 +14,8 @@ from typing import Literal
 
 from gmim.data.transforms import CT_PRETRAIN_WINDOW, Preprocessing
 from gmim.engine.config import LoopConfig
-from gmim.rules import Section, SettingError, at_least, between, non_empty, positive, setting
+from gmim.pretraining.config import CollectionConfig
+from gmim.rules import Section, SettingError, at_least, between, positive, setting
 from gmim.swin.config import SwinConfig
 
 __all__ = ["DataConfig", "InpaintingConfig", "LossConfig", "ModelConfig", "SwinSSLConfig", "TrainConfig"]
@@ -64,22 +65,12 @@ class LossConfig(Section):
 
 
 @dataclass
-class DataConfig(Section):
+class DataConfig(CollectionConfig):
+    """The collection as every pre-training method reads it, and the crops drawn from each volume."""
+
     #: Sub-volumes drawn from each volume per step (the published ``sw_batch_size``): a step trains
     #: on ``train.batch_size × crops_per_volume`` crops, each seen in two views.
     crops_per_volume: int = setting(2, at_least(1))
-    #: Draw crops inside each volume's foreground (non-zero after normalisation) box, as published.
-    crop_foreground: bool = True
-    #: How a volume smaller than the crop is padded: ``zero`` (as published) or ``symmetric`` (mirrored).
-    padding: Literal["zero", "symmetric"] = "zero"
-    #: The folder of prepared stores that DATA paths are prepared into (null:
-    #: ``$XDG_CACHE_HOME/gmim/stores``), shared with ``gmim pretrain``'s GMIM runs.
-    store: str | None = setting(None, non_empty())
-    #: Volumes held out for the validation loss: the datalist's ``validation`` section when it has
-    #: one, else this many volumes of the collection (0: no validation loss, health alone).
-    validation_volumes: int = setting(0, at_least(0))
-    #: Go on past unreadable or invalid volumes, with a warning and a count at the end.
-    skip_bad: bool = False
 
 
 @dataclass

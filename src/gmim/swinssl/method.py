@@ -19,11 +19,10 @@ import torch
 
 from gmim.engine.checkpoint import save_checkpoint
 from gmim.engine.loop import RunSummary, Trainer, Validation
-from gmim.engine.metrics import read_metrics
 from gmim.engine.sampling import SeededDataset
 from gmim.errors import InputError
 from gmim.pretraining.data import Volumes, prepare_volumes, volume_records
-from gmim.pretraining.health import Health, HealthMeter, collapse_warning
+from gmim.pretraining.health import Health, HealthMeter, collapse_warning, final_health, recorded_initial_health
 from gmim.swin.init import InitialWeights
 from gmim.swinssl.config import SwinSSLConfig
 from gmim.swinssl.data import crop_transforms
@@ -89,7 +88,7 @@ class SwinSSLPretraining:
         self.health_volumes = self.val_volumes or (volume_data[:HEALTH_VOLUMES] if context.is_main else [])
         self.health_count = len(val_places) or min(HEALTH_VOLUMES, len(volume_data))  # the same on every rank
         self.health: Health | None = None
-        self.initial_health = self._recorded_initial_health() if trainer.resume else None
+        self.initial_health = recorded_initial_health(trainer.out / "metrics.jsonl") if trainer.resume and trainer.is_main else None
         self.warned = False
         data = config.data
         self.train_data = SeededDataset(
@@ -184,12 +183,6 @@ class SwinSSLPretraining:
         self.health = health
         return Validation(totals | health.scalars(), summary)
 
-    def _recorded_initial_health(self) -> Health | None:
-        """The initial encoder's health, as the run recorded it at step 0 (for a resumed run)."""
-        path = self.trainer.out / "metrics.jsonl"
-        records = read_metrics(path) if path.is_file() and self.trainer.is_main else []
-        return next((h for r in records if r.get("step") == 0 and (h := Health.from_scalars(r))), None)
-
     def export(self) -> None:
         save_checkpoint(self.trainer.out / "encoder.pt", self._model.encoder.state_dict())
 
@@ -198,16 +191,4 @@ class SwinSSLPretraining:
         returned for ``summary.json``)."""
         if self.skipped:
             print(f"skipped {len(self.skipped)} bad volume(s):\n  " + "\n  ".join(self.skipped))
-        health, initial = self.health, self.initial_health
-        if health is None or initial is None:
-            return {}
-        collapsed = health.collapsed(initial)
-        print(f"representation health{' (COLLAPSED)' if collapsed else ''}: {health.line(initial)}", flush=True)
-        return {
-            "health": {
-                "initial": initial.record(),
-                "final": health.record(),
-                "final_stage_relative": health.relative(initial),
-                "collapsed": collapsed,
-            }
-        }
+        return final_health(self.health, self.initial_health)
