@@ -27,8 +27,8 @@ label map and skull-strip mask), made into subjects as the label-efficiency benc
    states, fitted with the right merging and read with the right and the wrong one; and fitted
    again on the wrong merging's features (do they still hold the classes, read afresh?).
 
-    python benchmarks/merging_cost.py                      # 17 min on two shared CPU cores (docs/results.md)
-    python benchmarks/merging_cost.py --finetune-steps 300 --pretrain-steps 100 --out runs/merging_cost_long
+    python -m benchmarks.merging_cost                      # 17 min on two shared CPU cores (docs/results.md)
+    python -m benchmarks.merging_cost --finetune-steps 300 --pretrain-steps 100 --out runs/merging_cost_long
 
 Runs that finished are reused (the same ``--out`` with other sizes is refused); ``OUT/results.json``
 holds every number.
@@ -50,9 +50,12 @@ from typing import Any
 import numpy as np
 import yaml
 
+from benchmarks.label_efficiency.data import make_data
+from benchmarks.label_efficiency.presets import TEST_SETS, Preset
+from benchmarks.label_efficiency.results import write_json
+from benchmarks.label_efficiency.runs import PROBE_CHUNK, PROBE_VOXELS, Benchmark, initial_encoder
 from gmim.errors import InputError
 from gmim.swin.merging import LEGACY
-from label_efficiency import PROBE_CHUNK, PROBE_VOXELS, TEST_SETS, Benchmark, Preset, initial_encoder, make_data, write_json
 
 #: The two patch mergings compared, as arms of the label-efficiency benchmark's machinery: the
 #: merging a run is trained with (``model.patch_merging``).
@@ -93,10 +96,11 @@ def with_fresh_stages(run: Path, seed: int = 1) -> Path:
     import torch
 
     from gmim.config import load_config
-    from gmim.engine.checkpoint import load_checkpoint, save_checkpoint
+    from gmim.engine.checkpoint import save_checkpoint
     from gmim.segmentation.config import FinetuneConfig
     from gmim.segmentation.inference import find_run
     from gmim.segmentation.network import build_network
+    from gmim.weights_only import load_checkpoint
 
     folder = run.parent / f"{run.name}_fresh_stages"
     folder.mkdir(exist_ok=True)
@@ -199,7 +203,7 @@ class Encoders:
     def states(self, encoder: Any, pools: Sequence[str]) -> dict[str, dict[str, list[Any]]]:
         """pool → subject → the encoder's five hidden states over the whole subject, for ``pools``
         (``labelled`` and the test sets)."""
-        from linear_probe import hidden_states
+        from benchmarks.linear_probe import hidden_states
 
         model, inference = self.config.model, self.config.inference
         return {
@@ -213,8 +217,8 @@ class Encoders:
     def probe(self, fit: dict[str, dict[str, list[Any]]], reads: dict[str, dict[str, dict[str, list[Any]]]]) -> dict[str, Any]:
         """A linear probe fitted on the labelled subjects' states ``fit``, scored with each of ``reads``
         (name → states): per test set, Dice per class and its mean over the classes and subjects."""
+        from benchmarks.linear_probe import LinearProbe, all_voxels, sample_features
         from gmim.segmentation.metrics import dice_scores
-        from linear_probe import LinearProbe, all_voxels, sample_features
 
         torch, task = self.torch, self.config.task
         values = torch.tensor(task.label_values, device=self.device)
@@ -399,7 +403,7 @@ def run(args: argparse.Namespace, command: str) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    command = shlex.join(["python", "benchmarks/merging_cost.py", *argv])
+    command = shlex.join(["python", "-m", "benchmarks.merging_cost", *argv])
     try:
         return run(parse_args(argv), command)
     except (ValueError, OSError) as error:  # InputError is a ValueError

@@ -2,39 +2,22 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
+import benchmarks.merging_cost as bench
 from gmim.config import dump_config, load_config
 from gmim.segmentation.config import FinetuneConfig
 from gmim.segmentation.inference import find_run
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "merging_cost.py"
 
-
-@pytest.fixture(scope="module")
-def bench():
-    sys.path.insert(0, str(SCRIPT.parent))  # its own modules beside it, as when it runs as a script
-    spec = importlib.util.spec_from_file_location("merging_cost", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    yield module
-    del sys.modules[spec.name]
-    sys.path.remove(str(SCRIPT.parent))
-
-
-def test_relative_difference_per_stage(bench):
+def test_relative_difference_per_stage():
     right = [torch.ones(2, 3), torch.full((4,), 2.0)]
     wrong = [torch.ones(2, 3), torch.tensor([2.0, 2.0, 2.0, 0.0])]
     assert bench.relative_difference(wrong, right) == pytest.approx([0.0, 0.5])  # ‖(0,0,0,−2)‖ / ‖(2,2,2,2)‖
 
 
-def test_read_with_changes_only_the_merging_and_keeps_the_weights(bench, tmp_path):
+def test_read_with_changes_only_the_merging_and_keeps_the_weights(tmp_path):
     run = tmp_path / "labels2_seed0"
     run.mkdir()
     config = load_config(FinetuneConfig, None, ["model.patch_merging=monai-legacy", "task.labels={background: 0, grey_matter: 1}"])
