@@ -239,8 +239,28 @@ def compile_counters(monkeypatch):
     torch._dynamo.reset()
 
 
-def pytest_collection_modifyitems(items):
-    """Tests that need a fine-tuned run (a session fixture that trains one) are slow too."""
+#: Fixtures that train a run, shared by the tests that use them: such tests are scheduled together.
+SHARED_RUNS = ("finetuned_run", "pretrain_run", "smoke_subjects")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests that need a fine-tuned run (a session fixture that trains one) are slow too.
+
+    Slow tests run first. Under pytest-xdist each worker starts on a contiguous share of the list
+    (``--dist worksteal``; idle workers then steal from the end of the others' shares), so the slow
+    tests are dealt out in turn: every worker starts on its share of them, and what is left at the
+    end of a run is quick tests, not one worker's minutes of training while the others wait. The
+    tests of one shared run (:data:`SHARED_RUNS`) are dealt as one, so that one worker makes it and
+    the others do not wait for it.
+    """
     for item in items:
         if "finetuned_run" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.slow)
+    groups: dict[str, list] = {}
+    for item in items:
+        if item.get_closest_marker("slow"):
+            shared = [name for name in SHARED_RUNS if name in getattr(item, "fixturenames", ())]
+            groups.setdefault(shared[0] if shared else item.nodeid, []).append(item)
+    units = list(groups.values()) + [[item] for item in items if not item.get_closest_marker("slow")]
+    workers = getattr(config, "workerinput", {}).get("workercount", 1)
+    items[:] = [item for worker in range(workers) for unit in units[worker::workers] for item in unit]

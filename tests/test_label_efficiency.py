@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import yaml
 
+from conftest import made_once
 from gmim.errors import InputError
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "label_efficiency.py"
@@ -68,9 +69,10 @@ def test_bad_presets_are_refused_in_one_line(bench, tmp_path):
 
 @pytest.fixture(scope="module")
 def smoke_subjects(bench, tmp_path_factory, itk_paths, mni):
-    """The smoke preset's subjects (made once: the window test below runs on them too)."""
+    """The smoke preset's subjects (made once for all the test processes: the window test below runs
+    on them too; make_data reuses what is there)."""
     preset, _ = bench.Preset.load("smoke")
-    folder = tmp_path_factory.mktemp("subjects")
+    folder = made_once(tmp_path_factory, "smoke_subjects", lambda folder: bench.make_data(folder, preset))
     return folder, bench.make_data(folder, preset)
 
 
@@ -327,6 +329,9 @@ def test_a_phase_over_its_share_shortens_what_remains(bench, smoke_subjects, tmp
     preset = yaml.safe_load((bench.PRESETS / "smoke.yaml").read_text())
     preset.update(arms=["gmim"], labels=[1], seeds=[0, 1, 2], probe_labels=[])
     preset["pretrain"]["train"]["steps"] = preset["finetune"]["train"]["steps"] = 1
+    # the tests' small runs: 4 mm (probe, fine-tuning and prediction on fewer voxels), 64×32×32 views
+    preset["pretrain"]["preprocessing"]["spacing"] = preset["finetune"]["preprocessing"]["spacing"] = [4.0, 4.0, 4.0]
+    preset["pretrain"]["model"]["roi"], preset["pretrain"]["data"]["margin"] = [64, 32, 32], [8, 8, 8]
     preset["seconds"] = {"cpu": {**dict.fromkeys(bench.PARTS, 1.0), "startup": 0.0, "pretrain_start": 0.01, "pretrain_step": 0.01}}
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(preset))
