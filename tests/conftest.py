@@ -7,6 +7,9 @@ Missing test data skips a test on a developer's machine with the reason shown, a
 from __future__ import annotations
 
 import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -28,6 +31,27 @@ def shared_store_root(tmp_path_factory):
         os.environ.pop("XDG_CACHE_HOME")
     else:
         os.environ["XDG_CACHE_HOME"] = previous
+
+
+def made_once(tmp_path_factory, name: str, make: Callable[[Path], None]) -> Path:
+    """The folder ``name``, filled by ``make(folder)`` once for the whole test run.
+
+    Under pytest-xdist the workers share it: the first to need it makes it while holding a lock,
+    the others wait and read it, so that an expensive run (a fine-tuning) is not repeated in every
+    process. Alone, it is a folder of the session. Whoever uses it reads it and writes elsewhere.
+    """
+    from filelock import FileLock
+
+    shared = os.environ.get("PYTEST_XDIST_WORKER") is not None
+    root = tmp_path_factory.getbasetemp().parent if shared else tmp_path_factory.getbasetemp()  # pytest-N: this run's
+    folder, done = root / name, root / f"{name}.done"
+    with FileLock(root / f"{name}.lock"):
+        if not done.exists():
+            shutil.rmtree(folder, ignore_errors=True)  # what a failed attempt left
+            folder.mkdir()
+            make(folder)
+            done.touch()
+    return folder
 
 
 def _missing(reason: str) -> None:
@@ -92,9 +116,12 @@ def brain_extraction(tmp_path_factory, itk_paths, mni):
     permuted axes, and the ICBM152 T1 at 2 mm with its brain mask, plain and with an intensity bias
     on a 10 % larger grid. Folds: the ITK T1 is fold 0, the others fold 1.
     """
+    return made_once(tmp_path_factory, "brain", lambda root: _write_brain_extraction(root, itk_paths, mni))
+
+
+def _write_brain_extraction(root: Path, itk_paths, mni) -> None:
     import json
 
-    root = tmp_path_factory.mktemp("brain")
     rng = np.random.default_rng(0)
     itk_t1 = nib.load(itk_paths["t1"])
     itk_mask = (np.asarray(nib.load(itk_paths["skull_strip"]).dataobj) > 0).astype(np.uint8)
@@ -119,11 +146,37 @@ def brain_extraction(tmp_path_factory, itk_paths, mni):
         nib.save(nib.Nifti1Image(mask, affine), root / f"{name}_mask.nii.gz")
         entries.append({"image": f"{name}.nii.gz", "label": f"{name}_mask.nii.gz", "fold": 0 if name == "itk_t1" else 1})
     (root / "brain.json").write_text(json.dumps({"training": entries}))
-    return root
 
+
+#: The small runs of every test (one place: a test adds what it checks, and its own --steps).
+#: Feature size 12 and the smallest crops Swin UNETR trains on: its decoders' instance norm needs at
+#: least two bottleneck voxels, so 64×32×32 (pre-training) and 64×64×32 (fine-tuning), not 32³.
+#: A step takes seconds on a CPU: keep steps few, and share a run between tests where one will do.
+SMALL_PRETRAIN = [
+    "--roi",
+    "64",
+    "32",
+    "32",
+    "--feature-size",
+    "12",
+    "--batch-size",
+    "2",
+    "--workers",
+    "0",
+    "--device",
+    "cpu",
+    "--set",
+    "data.margin=[8,8,8]",
+    "--set",
+    "train.warmup_steps=1",
+    "--set",
+    "train.mixed_precision=false",
+    "--set",
+    "train.log_every=1",
+]
 
 #: A tiny Swin UNETR fine-tuning on the CPU: feature size 12, 64×64×32 crops of scans at 4 mm.
-TINY_FINETUNE = [
+SMALL_FINETUNE = [
     "--roi",
     "64",
     "64",
@@ -146,36 +199,25 @@ def gmim_encoder(tmp_path_factory):
     """A ``gmim`` encoder.pt: the state_dict of ``SwinUNETR(...).swinViT`` (feature size 12, 1 channel)."""
     from monai.networks.nets import SwinUNETR
 
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("encoder") / "encoder.pt"
-    torch.save(SwinUNETR(in_channels=1, out_channels=2, feature_size=12).swinViT.state_dict(), path)
-    return path
+    def make(folder: Path) -> None:
+        torch.manual_seed(0)
+        torch.save(SwinUNETR(in_channels=1, out_channels=2, feature_size=12).swinViT.state_dict(), folder / "encoder.pt")
+
+    return made_once(tmp_path_factory, "encoder", make) / "encoder.pt"
 
 
 @pytest.fixture(scope="session")
 def finetuned_run(tmp_path_factory, brain_extraction, gmim_encoder):
     """A run folder of ``gmim finetune`` on the brain-extraction task from a gmim encoder: 3 steps,
-    validated on fold 0 (the ITK T1)."""
+    validated on fold 0 (the ITK T1). One run for all the processes of a test run (read it only)."""
     from gmim.cli import main
 
-    out = tmp_path_factory.mktemp("runs") / "from_encoder"
-    code = main(
-        [
-            "finetune",
-            str(brain_extraction / "brain.json"),
-            "--out",
-            str(out),
-            "--pretrained",
-            str(gmim_encoder),
-            "--steps",
-            "3",
-            "--fold",
-            "0",
-            *TINY_FINETUNE,
-        ]
-    )
-    assert code == 0
-    return out
+    def make(folder: Path) -> None:
+        argv = ["finetune", str(brain_extraction / "brain.json"), "--out", str(folder / "from_encoder")]
+        argv += ["--pretrained", str(gmim_encoder), "--steps", "3", "--fold", "0", *SMALL_FINETUNE]
+        assert main(argv) == 0
+
+    return made_once(tmp_path_factory, "finetuned", make) / "from_encoder"
 
 
 @pytest.fixture
@@ -197,8 +239,28 @@ def compile_counters(monkeypatch):
     torch._dynamo.reset()
 
 
-def pytest_collection_modifyitems(items):
-    """Tests that need a fine-tuned run (a session fixture that trains one) are slow too."""
+#: Fixtures that train a run, shared by the tests that use them: such tests are scheduled together.
+SHARED_RUNS = ("finetuned_run", "pretrain_run", "smoke_subjects")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests that need a fine-tuned run (a session fixture that trains one) are slow too.
+
+    Slow tests run first. Under pytest-xdist each worker starts on a contiguous share of the list
+    (``--dist worksteal``; idle workers then steal from the end of the others' shares), so the slow
+    tests are dealt out in turn: every worker starts on its share of them, and what is left at the
+    end of a run is quick tests, not one worker's minutes of training while the others wait. The
+    tests of one shared run (:data:`SHARED_RUNS`) are dealt as one, so that one worker makes it and
+    the others do not wait for it.
+    """
     for item in items:
         if "finetuned_run" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.slow)
+    groups: dict[str, list] = {}
+    for item in items:
+        if item.get_closest_marker("slow"):
+            shared = [name for name in SHARED_RUNS if name in getattr(item, "fixturenames", ())]
+            groups.setdefault(shared[0] if shared else item.nodeid, []).append(item)
+    units = list(groups.values()) + [[item] for item in items if not item.get_closest_marker("slow")]
+    workers = getattr(config, "workerinput", {}).get("workercount", 1)
+    items[:] = [item for worker in range(workers) for unit in units[worker::workers] for item in unit]

@@ -15,6 +15,7 @@ import pytest
 import torch
 from monai.transforms import Compose
 
+from conftest import SMALL_FINETUNE, SMALL_PRETRAIN
 from gmim.cli import main
 from gmim.config import dump_config
 from gmim.data.caching import preload
@@ -26,8 +27,8 @@ from gmim.pretraining.config import PretrainConfig
 from gmim.segmentation.config import FinetuneConfig
 
 #: No step is taken in any of these runs: every input is refused while it is checked.
-PRETRAIN = ["--roi", "64", "64", "64", "--feature-size", "12", "--device", "cpu", "--workers", "0", "--steps", "1", "--batch-size", "1"]
-FINETUNE = ["--roi", "64", "64", "32", "--feature-size", "12", "--device", "cpu", "--workers", "0", "--steps", "1", "--fold", "all"]
+PRETRAIN = [*SMALL_PRETRAIN, "--steps", "1", "--batch-size", "1"]
+FINETUNE = [*SMALL_FINETUNE, "--steps", "1", "--fold", "all"]
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ from benchmarks.dicom_series import (
     write_non_image,
     write_series,
 )
-from conftest import cropped_image
+from conftest import SMALL_PRETRAIN, cropped_image
 from gmim.data.checks import read_grid
 from gmim.data.dicom import series_at
 from gmim.data.sources import discover_cases
@@ -155,30 +155,6 @@ def test_series_in_a_datalist_load_through_the_pipeline(tmp_path, icbm):
         check_cases([case])
 
 
-SMALL_PRETRAIN = [
-    "--roi",
-    "64",
-    "32",
-    "32",
-    "--feature-size",
-    "12",
-    "--batch-size",
-    "2",
-    "--workers",
-    "0",
-    "--device",
-    "cpu",
-    "--modality",
-    "mri",
-    "--set",
-    "data.margin=[8,8,8]",
-    "--set",
-    "train.warmup_steps=1",
-    "--set",
-    "train.mixed_precision=false",
-]
-
-
 @pytest.mark.slow
 def test_pretrain_on_a_tree_of_series_a_bad_one_refused_or_skipped(tmp_path, icbm, t1, capsys):
     from gmim.cli import main
@@ -188,10 +164,10 @@ def test_pretrain_on_a_tree_of_series_a_bad_one_refused_or_skipped(tmp_path, icb
     write_series(*t1, root / "subject2" / "series7", modality="MR")
     bad = write_series(*icbm, root / "subject3" / "broken", drop_slices=[5])
     out = tmp_path / "run"
-    assert main(["pretrain", str(root), "--out", str(out), "--steps", "1", *SMALL_PRETRAIN]) == 2
+    assert main(["pretrain", str(root), "--out", str(out), "--steps", "1", *SMALL_PRETRAIN, "--modality", "mri"]) == 2
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert last.startswith("gmim pretrain: error:") and bad in last and "missing slice" in last
-    assert main(["pretrain", str(root), "--out", str(out), "--steps", "2", "--skip-bad", *SMALL_PRETRAIN]) == 0
+    assert main(["pretrain", str(root), "--out", str(out), "--steps", "2", "--skip-bad", *SMALL_PRETRAIN, "--modality", "mri"]) == 0
     assert "skipped 1 bad volume" in capsys.readouterr().out
     assert (out / "encoder.pt").is_file()
     scan = json.loads((Path(os.environ["XDG_CACHE_HOME"]) / "gmim" / "stores" / "dicom_scan.json").read_text())

@@ -16,7 +16,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import TINY_FINETUNE
+from conftest import SMALL_FINETUNE
 from gmim.cli import main
 from gmim.config import load_config
 from gmim.engine.metrics import read_metrics
@@ -66,7 +66,7 @@ def test_from_scratch_with_gradient_checkpointing_and_the_legacy_patch_merging(t
             "model.gradient_checkpointing=true",
             "--patch-merging",
             "prototype",  # another name of monai-legacy
-            *TINY_FINETUNE,
+            *SMALL_FINETUNE,
         ]
     )
     assert code == 0
@@ -81,6 +81,7 @@ def test_from_scratch_with_gradient_checkpointing_and_the_legacy_patch_merging(t
     assert torch.load(out / "best.pt", weights_only=True)["step"] == 2  # one epoch of 2 cases, batch 1
 
 
+@pytest.mark.slow
 def test_frozen_encoder_keeps_the_pretrained_weights(tmp_path, brain_extraction, gmim_encoder):
     out = tmp_path / "frozen"
     assert (
@@ -99,7 +100,7 @@ def test_frozen_encoder_keeps_the_pretrained_weights(tmp_path, brain_extraction,
                 "all",
                 "--labelled-cases",
                 "1",
-                *TINY_FINETUNE,
+                *SMALL_FINETUNE,
             ]
         )
         == 0
@@ -132,7 +133,7 @@ def test_compiled_finetuning_traces_one_graph_and_saves_swin_unetr_weights(tmp_p
                 "2",
                 "--set",
                 "train.compile=true",
-                *TINY_FINETUNE,
+                *SMALL_FINETUNE,
             ]
         )
         == 0
@@ -152,7 +153,7 @@ def test_stop_after_sigterm_and_resume_continue_exactly(tmp_path, brain_extracti
     """train.stop_after, then SIGTERM in the middle of the resumed run, then a second resume (from a
     last.pt in the older layout): the weights of 4 uninterrupted steps, bit for bit."""
     data = str(brain_extraction / "brain.json")
-    options = ["--steps", "4", "--fold", "all", "--label-fraction", "0.5", *TINY_FINETUNE, "--set", "train.log_every=1"]
+    options = ["--steps", "4", "--fold", "all", "--label-fraction", "0.5", *SMALL_FINETUNE, "--set", "train.log_every=1"]
     assert main(["finetune", data, "--out", str(tmp_path / "straight"), *options]) == 0
     split = tmp_path / "split"
     assert main(["finetune", data, "--out", str(split), *options, "--set", "train.stop_after=1"]) == 0
@@ -186,7 +187,7 @@ def test_stop_after_sigterm_and_resume_continue_exactly(tmp_path, brain_extracti
 
 @pytest.mark.slow
 def test_one_loader_for_a_run_of_several_epochs(tmp_path, brain_extraction, monkeypatch):
-    """3 epochs of 2 cases, validation and checkpoints on: the loader's workers start once."""
+    """3 epochs of 1 case, validation and checkpoints on: the loader's workers start once."""
     iterators = []
     original = torch.utils.data.DataLoader.__iter__
     monkeypatch.setattr(torch.utils.data.DataLoader, "__iter__", lambda self: iterators.append(self) or original(self))
@@ -201,10 +202,10 @@ def test_one_loader_for_a_run_of_several_epochs(tmp_path, brain_extraction, monk
                 "--epochs",
                 "3",
                 "--labelled-cases",
-                "2",
+                "1",
                 "--fold",
                 "0",
-                *TINY_FINETUNE,
+                *SMALL_FINETUNE,
                 "--workers",
                 "1",
                 "--set",
@@ -217,9 +218,9 @@ def test_one_loader_for_a_run_of_several_epochs(tmp_path, brain_extraction, monk
     )
     assert len(iterators) == 1
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["steps"] == summary["total_steps"] == 6 and summary["completed"] and summary["validations"] == 3
+    assert summary["steps"] == summary["total_steps"] == 3 and summary["completed"] and summary["validations"] == 2
     assert 0 < summary["validation_share"] < 1 and 0 < summary["checkpoint_share"] < 1 and summary["volumes_per_s"] > 0
-    assert [r["step"] for r in read_metrics(out / "metrics.jsonl") if "val/mean_dice" in r] == [2, 4, 6]
+    assert [r["step"] for r in read_metrics(out / "metrics.jsonl") if "val/mean_dice" in r] == [2, 3]  # every 2 steps, and the last
 
 
 def _brats_case(folder, name, t1, affine, seed):
@@ -304,7 +305,7 @@ def test_nnunet_multiclass_labels_from_dataset_json(tmp_path, mni, capsys):
         nib.save(nib.Nifti1Image(t1 * scale, affine), root / "imagesTr" / f"{case}_0000.nii.gz")
         nib.save(nib.Nifti1Image(tissue.astype(np.uint8), affine), root / "labelsTr" / f"{case}.nii.gz")
     run = tmp_path / "run"
-    assert main(["finetune", str(root), "--out", str(run), "--steps", "2", "--fold", "all", *TINY_FINETUNE]) == 0
+    assert main(["finetune", str(root), "--out", str(run), "--steps", "2", "--fold", "all", *SMALL_FINETUNE]) == 0
     config = load_config(FinetuneConfig, run / "config.yaml")
     assert config.task.labels == {"background": 0, "grey_matter": 1, "white_matter": 2} and config.task.channels == ["T1"]
     assert main(["predict", str(run), str(root / "imagesTr"), "--out", str(tmp_path / "pred"), "--device", "cpu"]) == 0
@@ -334,7 +335,7 @@ def _datalist(tmp_path, brain_extraction, label_for_first):
 def test_bad_input_is_one_line_exit_2(tmp_path, brain_extraction, gmim_encoder, capsys):
     itk = nib.load(brain_extraction / "itk_t1_mask.nii.gz")
     mask = np.asarray(itk.dataobj)
-    out = ["--out", str(tmp_path / "run"), "--steps", "1", *TINY_FINETUNE]
+    out = ["--out", str(tmp_path / "run"), "--steps", "1", *SMALL_FINETUNE]
 
     nib.save(nib.Nifti1Image(mask[:, :, :40], itk.affine), tmp_path / "short.nii.gz")
     line = _error(capsys, ["finetune", _datalist(tmp_path, brain_extraction, tmp_path / "short.nii.gz"), *out])
@@ -401,7 +402,7 @@ def test_bad_input_is_one_line_exit_2(tmp_path, brain_extraction, gmim_encoder, 
         ("swin2d.pt", "a 2D Swin"),
     ):
         assert f"{name}: {expected}" in _error(capsys, ["finetune", data, *out, "--pretrained", str(tmp_path / name)])
-    line = _error(capsys, ["finetune", data, *out, "--pretrained", str(wrong)])  # TINY_FINETUNE sets --feature-size 12
+    line = _error(capsys, ["finetune", data, *out, "--pretrained", str(wrong)])  # SMALL_FINETUNE sets --feature-size 12
     assert "f24.pt: the weights are a Swin UNETR with feature_size 24, but model.feature_size is 12; leave model.feature_size unset" in line
     assert not (tmp_path / "run" / "last.pt").exists()
 
@@ -435,7 +436,7 @@ def test_torchrun_two_processes(tmp_path, brain_extraction):
             "0",
             "--batch-size",
             "2",
-            *TINY_FINETUNE,
+            *SMALL_FINETUNE,
             "--set",
             "train.log_every=1",
         ],
@@ -463,7 +464,7 @@ def test_torchrun_two_processes(tmp_path, brain_extraction):
                 "0",
                 "--batch-size",
                 "2",
-                *TINY_FINETUNE,
+                *SMALL_FINETUNE,
                 "--set",
                 "train.log_every=1",
                 "--set",
@@ -481,7 +482,7 @@ def test_from_finetuned_checkpoint_and_from_a_one_channel_swinvit_for_two_channe
     tmp_path, finetuned_run, brain_extraction, gmim_encoder, capsys
 ):
     data = str(brain_extraction / "brain.json")
-    short = ["--steps", "1", "--fold", "all", "--labelled-cases", "1", *TINY_FINETUNE]
+    short = ["--steps", "1", "--fold", "all", "--labelled-cases", "1", *SMALL_FINETUNE]
     assert main(["finetune", data, "--out", str(tmp_path / "again"), "--pretrained", str(finetuned_run / "best.pt"), *short]) == 0
     report = json.loads((tmp_path / "again" / "weights_report.json").read_text())
     assert not report["missing"] and not report["unexpected"] and not report["shape_mismatched"] and len(report["matched"]) == 159
@@ -516,7 +517,7 @@ def test_the_architecture_and_channels_come_from_the_weights(tmp_path, brain_ext
     entries = json.loads((brain_extraction / "brain.json").read_text())["training"]
     two = [{"image": [str(brain_extraction / e["image"])] * 2, "label": str(brain_extraction / e["label"])} for e in entries]
     (tmp_path / "two.json").write_text(json.dumps({"training": two}))
-    tiny = [a for a in TINY_FINETUNE if a not in ("--feature-size", "12")]
+    tiny = [a for a in SMALL_FINETUNE if a not in ("--feature-size", "12")]
     out = tmp_path / "run"
     assert (
         main(

@@ -20,6 +20,7 @@ from benchmarks.label_efficiency.report import DOCS_BEGIN, markdown, probe_markd
 from benchmarks.label_efficiency.results import aggregate, health_history
 from benchmarks.label_efficiency.runs import _config, weight_change
 from benchmarks.time_window import PARTS, Plan, Window
+from conftest import made_once
 from gmim.errors import InputError
 
 
@@ -59,9 +60,10 @@ def test_bad_presets_are_refused_in_one_line(tmp_path):
 
 @pytest.fixture(scope="module")
 def smoke_subjects(tmp_path_factory, itk_paths, mni):
-    """The smoke preset's subjects (made once: the window test below runs on them too)."""
+    """The smoke preset's subjects (made once for all the test processes: the window test below runs
+    on them too; make_data reuses what is there)."""
     preset, _ = Preset.load("smoke")
-    folder = tmp_path_factory.mktemp("subjects")
+    folder = made_once(tmp_path_factory, "smoke_subjects", lambda folder: make_data(folder, preset))
     return folder, make_data(folder, preset)
 
 
@@ -318,6 +320,9 @@ def test_a_phase_over_its_share_shortens_what_remains(smoke_subjects, tmp_path, 
     preset = yaml.safe_load((PRESETS / "smoke.yaml").read_text())
     preset.update(arms=["gmim"], labels=[1], seeds=[0, 1, 2], probe_labels=[])
     preset["pretrain"]["train"]["steps"] = preset["finetune"]["train"]["steps"] = 1
+    # the tests' small runs: 4 mm (probe, fine-tuning and prediction on fewer voxels), 64×32×32 views
+    preset["pretrain"]["preprocessing"]["spacing"] = preset["finetune"]["preprocessing"]["spacing"] = [4.0, 4.0, 4.0]
+    preset["pretrain"]["model"]["roi"], preset["pretrain"]["data"]["margin"] = [64, 32, 32], [8, 8, 8]
     preset["seconds"] = {"cpu": {**dict.fromkeys(PARTS, 1.0), "startup": 0.0, "pretrain_start": 0.01, "pretrain_step": 0.01}}
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(preset))

@@ -16,7 +16,7 @@ import pytest
 import torch
 from monai.networks.nets import SwinUNETR
 
-from conftest import TINY_FINETUNE
+from conftest import SMALL_FINETUNE, SMALL_PRETRAIN
 from gmim.cli import main
 from gmim.config import load_config
 from gmim.pretraining.config import PretrainConfig
@@ -101,7 +101,7 @@ def test_finetune_and_predict_compute_what_monai_1_4_computed(tmp_path, brain_ex
     weights = write_layout(tmp_path, "MONAI research-contributions Swin UNETR (state_dict)")
     out = tmp_path / "run"
     arguments = ["finetune", brain_extraction / "brain.json", "--out", out, "--pretrained", weights, "--freeze-encoder"]
-    assert main([str(a) for a in [*arguments, "--steps", "1", "--fold", "all", *TINY_FINETUNE]]) == 0
+    assert main([str(a) for a in [*arguments, "--steps", "1", "--fold", "all", *SMALL_FINETUNE]]) == 0
     said = capsys.readouterr().out
     assert f"patch merging {LEGACY} (MONAI < 1.5's merging): MONAI research-contributions" in said
     assert "set model.patch_merging=monai (--patch-merging monai)" in said
@@ -127,9 +127,7 @@ def test_pretrain_init_builds_what_monai_1_4_computed(tmp_path, brain_extraction
     torch.save(monai_self_supervised(monai14_state("v1")), weights)
     out = tmp_path / "pretrain"
     images = [brain_extraction / "itk_t1.nii.gz", brain_extraction / "mni.nii.gz"]
-    flags = ["--roi", "64", "32", "32", "--feature-size", "12", "--batch-size", "2", "--workers", "0", "--device", "cpu"]
-    small = ["--set", "data.margin=[8,8,8]", "--set", "train.mixed_precision=false", "--set", "data.validation_volumes=0"]
-    assert main([str(a) for a in ["pretrain", *images, "--out", out, "--init", weights, "--steps", "1", *flags, *small]]) == 0
+    assert main([str(a) for a in ["pretrain", *images, "--out", out, "--init", weights, "--steps", "1", *SMALL_PRETRAIN]]) == 0
     assert f"patch merging {LEGACY}" in capsys.readouterr().out
     config = load_config(PretrainConfig, out / "config.yaml")
     assert config.model.patch_merging == LEGACY

@@ -21,6 +21,7 @@ import pytest
 import torch
 from monai.networks.nets import SwinUNETR
 
+from conftest import SMALL_PRETRAIN
 from gmim.cli import main
 from gmim.config import load_config, preset_names
 from gmim.data.sources import discover_cases
@@ -30,29 +31,6 @@ from gmim.pretraining.config import AS_RUN, PretrainConfig
 from gmim.pretraining.data import view_transforms, volume_records
 from gmim.pretraining.health import COLLAPSE_FRACTION
 from gmim.pretraining.method import build_model
-
-SMALL = [
-    "--roi",
-    "64",
-    "32",
-    "32",
-    "--feature-size",
-    "12",
-    "--batch-size",
-    "2",
-    "--workers",
-    "0",
-    "--device",
-    "cpu",
-    "--set",
-    "data.margin=[8,8,8]",
-    "--set",
-    "train.warmup_steps=1",
-    "--set",
-    "train.mixed_precision=false",
-    "--set",
-    "train.log_every=1",
-]
 
 
 def save(path: Path, array: np.ndarray, affine: np.ndarray | None = None) -> Path:
@@ -82,37 +60,33 @@ def run_cli(*args: str) -> int:
     return main([str(a) for a in args])
 
 
+def collapse_run(brains, out, capsys, *extra: str) -> dict:
+    """6 steps at lr 4e-3 on 64×32×32 crops (two final-stage tokens), validated at steps 0, 3 and 6:
+    the health in summary.json, with what the run printed under "printed"."""
+    options = ["--config", "cpu-small", "--steps", "6", *SMALL_PRETRAIN, "--lr", "4e-3", "--set", "train.validate_every=3"]
+    options += ["--set", "train.picture_every=0", "--set", "train.checkpoint_every=0"]
+    assert run_cli("pretrain", brains, "--out", out, *options, *extra) == 0
+    health = json.loads((out / "summary.json").read_text())["health"]
+    return health | {"printed": capsys.readouterr().out}
+
+
 @pytest.mark.slow
-def test_collapse_is_warned_and_the_cpu_preset_does_not_collapse(brains, tmp_path, capsys):
-    """On 64×32×32 crops (two final-stage tokens) at lr 2e-3, the method as specified collapses within
-    a dozen steps and the run says so; the cpu-small preset's variance term keeps the tokens apart."""
-    common = [
-        "--config",
-        "cpu-small",
-        "--steps",
-        "12",
-        *SMALL,
-        "--lr",
-        "2e-3",
-        "--set",
-        "train.validate_every=6",
-        "--set",
-        "train.picture_every=0",
-        "--set",
-        "train.checkpoint_every=0",
-    ]
-    summaries = {}
-    for name, extra in (("preset", []), ("as_specified", ["--set", "loss.variance_weight=0"])):
-        assert run_cli("pretrain", brains, "--out", tmp_path / name, *common, *extra) == 0
-        summaries[name] = json.loads((tmp_path / name / "summary.json").read_text())["health"]
-        summaries[name]["printed"] = capsys.readouterr().out
-    healthy, collapsed = summaries["preset"], summaries["as_specified"]
-    assert not healthy["collapsed"] and healthy["final_stage_relative"] > COLLAPSE_FRACTION
-    assert "collapsing" not in healthy["printed"] and "representation health: final-stage variation" in healthy["printed"]
+def test_the_method_as_specified_collapses_and_the_run_warns_once(brains, tmp_path, capsys):
+    """Without the variance term (the method as specified), the final-stage tokens become one vector
+    within a few steps (at step 3 already, so steps 3 and 6 both find it), and the run says so once."""
+    collapsed = collapse_run(brains, tmp_path / "as_specified", capsys, "--set", "loss.variance_weight=0")
     assert collapsed["collapsed"] and collapsed["final_stage_relative"] < COLLAPSE_FRACTION
     warnings = [line for line in collapsed["printed"].splitlines() if line.startswith("warning: the encoder is collapsing")]
     assert len(warnings) == 1 and "loss.variance_weight" in warnings[0]  # once, saying what to try
     assert "representation health (COLLAPSED)" in collapsed["printed"]
+
+
+@pytest.mark.slow
+def test_the_cpu_preset_does_not_collapse(brains, tmp_path, capsys):
+    """The same run with the cpu-small preset's variance term: the tokens stay apart."""
+    healthy = collapse_run(brains, tmp_path / "preset", capsys)
+    assert not healthy["collapsed"] and healthy["final_stage_relative"] > COLLAPSE_FRACTION
+    assert "collapsing" not in healthy["printed"] and "representation health: final-stage variation" in healthy["printed"]
 
 
 @pytest.mark.slow
@@ -128,7 +102,7 @@ def test_three_step_run_through_the_cli(brains, tmp_path, capsys):
             "cpu-small",
             "--steps",
             "3",
-            *SMALL,
+            *SMALL_PRETRAIN,
             "--set",
             "train.picture_every=3",
             "--set",
@@ -153,16 +127,16 @@ def test_three_step_run_through_the_cli(brains, tmp_path, capsys):
     assert config.model.in_channels == 1 and config.model.roi == (64, 32, 32) and config.train.steps == 3
     assert str(out / "encoder.pt") in capsys.readouterr().out
     # the run folder is not overwritten by accident
-    assert run_cli("pretrain", brains, "--out", out, "--steps", "3", *SMALL) == 2
+    assert run_cli("pretrain", brains, "--out", out, "--steps", "3", *SMALL_PRETRAIN) == 2
     assert "holds a run already" in capsys.readouterr().err
 
 
 @pytest.mark.slow
 def test_interrupt_then_resume_continues_exactly(brains, tmp_path):
-    """Ctrl-C during a 4-step run writes a checkpoint; resuming it gives the weights of 4 steps straight.
+    """Ctrl-C during a 3-step run writes a checkpoint; resuming it gives the weights of 3 steps straight.
     The straight run reads the image files (prepared into the shared store first), the interrupted
     one a store of them that ``gmim prepare`` made: the same volumes, samples and weights."""
-    options = ["--config", "cpu-small", *SMALL, "--steps", "4"]
+    options = ["--config", "cpu-small", *SMALL_PRETRAIN, "--steps", "3"]
     assert run_cli("pretrain", brains, *options, "--out", tmp_path / "straight") == 0
     assert run_cli("prepare", brains, "--config", "cpu-small", "--out", tmp_path / "store") == 0
     common = ["pretrain", str(tmp_path / "store"), *options]
@@ -179,7 +153,7 @@ def test_interrupt_then_resume_continues_exactly(brains, tmp_path):
     assert process.returncode == 130, err[-2000:]
     assert "interrupted" in err and "Traceback" not in err
     stopped = torch.load(split / "last.pt", weights_only=True)["step"]
-    assert 1 <= stopped < 4
+    assert 1 <= stopped < 3  # Ctrl-C came after the validation at step 0, in the first steps
     orphan = split / ".last.pt.k1ll3d.tmp.pt"  # what a kill during a checkpoint write leaves
     orphan.write_bytes(b"half a checkpoint")
     assert run_cli(*common, "--out", split, "--resume") == 0
@@ -189,25 +163,27 @@ def test_interrupt_then_resume_continues_exactly(brains, tmp_path):
     assert (split / "last.pt").stat().st_mode & 0o777 == 0o666 & ~_umask()  # not mkstemp's 0600
     straight = torch.load(tmp_path / "straight" / "last.pt", weights_only=True)
     resumed = torch.load(split / "last.pt", weights_only=True)
-    assert straight["step"] == resumed["step"] == 4
+    assert straight["step"] == resumed["step"] == 3
     for key, value in straight["model"].items():
         torch.testing.assert_close(resumed["model"][key], value, rtol=0, atol=0, msg=key)
     records = [json.loads(line) for line in (split / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in records if "train/loss" in r] == [1, 2, 3, 4]
-    assert [r["step"] for r in records if "val/health/variation4" in r] == [0, 4]  # the baseline kept through the resume
+    assert [r["step"] for r in records if "train/loss" in r] == [1, 2, 3]
+    assert [r["step"] for r in records if "val/health/variation4" in r] == [0, 3]  # the baseline kept through the resume
     summary = json.loads((split / "summary.json").read_text())
     assert summary["health"]["initial"]["variation"] == [records[0][f"val/health/variation{i}"] for i in range(5)]
 
 
 @pytest.mark.slow
 def test_two_processes_match_one_with_the_same_global_batch(brains, tmp_path):
-    common = ["pretrain", str(brains), "--config", "cpu-small", *SMALL, "--steps", "2"]
+    common = ["pretrain", str(brains), "--config", "cpu-small", *SMALL_PRETRAIN, "--steps", "2"]
     # one thread in every process: two threads alone move the weights by ~2 % after Adam (below)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    one = subprocess.run(
-        [sys.executable, "-m", "gmim.cli", *common, "--out", str(tmp_path / "one")], env=env, capture_output=True, text=True, timeout=600
-    )
-    assert one.returncode == 0, one.stderr[-3000:]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:  # the one process is this one
+        assert run_cli(*common, "--out", tmp_path / "one") == 0
+    finally:
+        torch.set_num_threads(threads)
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "gmim.cli"]
     # into a store of its own: the two processes prepare the volumes at even and odd places, then each
     # waits for the other's (forever, were one share never prepared)
@@ -306,7 +282,6 @@ def test_views_of_a_small_volume_are_padded_with_zeros_or_mirrored(mni_t1, paddi
     assert line["x"].flatten().tolist() == ([0, 0, 1, 2, 3, 4, 0, 0] if padding == "zero" else [2, 1, 1, 2, 3, 4, 4, 3])
 
 
-@pytest.mark.slow
 def test_target_augmentation_per_batch_draws_once_from_the_batch_range(brains, tmp_path):
     """data.target_augmentation=batch: the loader leaves y alone; the step augments the batch as one
     array, so one gamma maps both samples through the batch's min and max."""
@@ -334,27 +309,7 @@ def test_target_augmentation_per_batch_draws_once_from_the_batch_range(brains, t
     gamma = augmentation.adjuster.gamma_value
     low, span = batch.min(), batch.max() - batch.min()
     torch.testing.assert_close(torch.as_tensor(out), ((batch - low) / (span + 1e-7)) ** gamma * span + low)
-    out_dir = tmp_path / "per_batch"
-    assert (
-        run_cli(
-            "pretrain",
-            brains,
-            "--out",
-            out_dir,
-            "--config",
-            "cpu-small",
-            "--steps",
-            "2",
-            *SMALL,
-            "--set",
-            "data.target_augmentation=batch",
-            "--set",
-            "data.padding=symmetric",
-            "--set",
-            "data.crop_foreground=false",
-        )
-        == 0
-    )
+    # training steps with it, symmetric padding and no foreground crop: the prototype preset's run below
 
 
 @pytest.mark.parametrize("name", preset_names("pretrain"))
@@ -379,9 +334,10 @@ def test_prototype_preset_runs_end_to_end(brains, tmp_path):
     from gmim.swin.merging import patch_merging
 
     out = tmp_path / "prototype"
-    assert run_cli("pretrain", brains, "--out", out, "--config", "prototype", "--steps", "2", "--modality", "mri", *SMALL) == 0
+    assert run_cli("pretrain", brains, "--out", out, "--config", "prototype", "--steps", "2", "--modality", "mri", *SMALL_PRETRAIN) == 0
     config = load_config(PretrainConfig, out / "config.yaml")
     assert config.masking.cells == "prototype" and config.model.patch_merging == "monai-legacy"  # the prototype's is MONAI < 1.5's
+    assert (config.data.target_augmentation, config.data.padding, config.data.crop_foreground) == ("batch", "symmetric", False)
     network = SwinUNETR(in_channels=1, out_channels=1, feature_size=12, downsample=patch_merging("prototype"))
     network.swinViT.load_state_dict(torch.load(out / "encoder.pt", weights_only=True))
 
@@ -413,7 +369,7 @@ def test_bad_inputs_exit_2_with_one_line(brains, tmp_path, capsys, mni_t1):
         ([brains], ["--batch-size", "8"], "train.batch_size 8 is larger than the 4 training volume(s)"),
     ]
     for data, extra, expected in cases:
-        code = run_cli("pretrain", *data, "--out", tmp_path / "out_bad", "--steps", "1", *SMALL, *extra)
+        code = run_cli("pretrain", *data, "--out", tmp_path / "out_bad", "--steps", "1", *SMALL_PRETRAIN, *extra)
         err = capsys.readouterr().err
         last = err.replace("\r", "\n").strip().splitlines()[-1]  # after any progress bar
         assert code == 2, (expected, err)
@@ -432,7 +388,9 @@ def test_file_corrupt_past_its_header_named_by_preparation(tmp_path, capsys, mni
         half = len(data) // 2
         path.write_bytes(data[:half] + rng.integers(0, 256, len(data) - half, dtype=np.uint8).tobytes())
     for _attempt in range(2):
-        code = run_cli("pretrain", tmp_path / "data", "--out", tmp_path / "run", "--steps", "1", *SMALL, "--store", tmp_path / "stores")
+        code = run_cli(
+            "pretrain", tmp_path / "data", "--out", tmp_path / "run", "--steps", "1", *SMALL_PRETRAIN, "--store", tmp_path / "stores"
+        )
         err = capsys.readouterr().err
         last = err.replace("\r", "\n").strip().splitlines()[-1]
         assert code == 2 and "Traceback" not in err, err
@@ -443,47 +401,44 @@ def test_file_corrupt_past_its_header_named_by_preparation(tmp_path, capsys, mni
 
 
 @pytest.mark.slow
-def test_skip_bad_goes_on_and_counts(brains, tmp_path, capsys):
+def test_init_from_swin_unetr_self_supervised_weights_skipping_a_bad_volume(brains, tmp_path, capsys):
+    """Continue pre-training from weights in the layout of Swin UNETR's model_swinvit.pt, on a folder
+    with a file that is no image: --skip-bad goes on without it and counts it (one run for both)."""
     corrupt = tmp_path / "corrupt"
     shutil.copytree(brains, corrupt)
     (corrupt / "broken.nii.gz").write_bytes(b"not an image at all")
-    with pytest.warns(UserWarning, match="broken.nii.gz"):
-        assert run_cli("pretrain", corrupt, "--out", tmp_path / "run", "--steps", "1", *SMALL, "--skip-bad") == 0
-    assert "skipped 1 bad volume(s)" in capsys.readouterr().out
-
-
-@pytest.mark.slow
-def test_init_from_swin_unetr_self_supervised_weights(brains, tmp_path, capsys):
-    """Continue pre-training from weights in the layout of Swin UNETR's model_swinvit.pt."""
     torch.manual_seed(1)
     swin = SwinUNETR(in_channels=1, out_channels=2, feature_size=12).swinViT
     state = {f"module.{k}": v for k, v in swin.state_dict().items()}
     state["module.rotation_head.weight"] = torch.zeros(4, 8)
     torch.save({"state_dict": state, "epoch": 3}, tmp_path / "model_swinvit.pt")
-    assert (
-        run_cli(
-            "pretrain",
-            brains,
-            "--out",
-            tmp_path / "run",
-            "--steps",
-            "1",
-            *SMALL,
-            "--set",
-            "train.lr=1e-12",
-            "--init",
-            tmp_path / "model_swinvit.pt",
+    with pytest.warns(UserWarning, match="broken.nii.gz"):
+        assert (
+            run_cli(
+                "pretrain",
+                corrupt,
+                "--out",
+                tmp_path / "run",
+                "--steps",
+                "1",
+                *SMALL_PRETRAIN,
+                "--set",
+                "train.lr=1e-12",
+                "--init",
+                tmp_path / "model_swinvit.pt",
+                "--skip-bad",
+            )
+            == 0
         )
-        == 0
-    )
     out = capsys.readouterr().out
+    assert "skipped 1 bad volume(s)" in out
     total = len(swin.state_dict())
     assert f"{total} of {total} tensors loaded" in out and "unexpected (ignored): 1" in out
     report = json.loads((tmp_path / "run" / "weights_report.json").read_text())  # written by the loop, for every method
     assert report["layout"] == "MONAI self-supervised (model_swinvit.pt)" and len(report["matched"]) == total
     trained = torch.load(tmp_path / "run" / "encoder.pt", weights_only=True)
     torch.testing.assert_close(trained["patch_embed.proj.weight"], swin.state_dict()["patch_embed.proj.weight"], rtol=0, atol=1e-6)
-    assert run_cli("pretrain", brains, "--out", tmp_path / "bad", "--steps", "1", *SMALL, "--init", tmp_path / "nope.pt") == 2
+    assert run_cli("pretrain", brains, "--out", tmp_path / "bad", "--steps", "1", *SMALL_PRETRAIN, "--init", tmp_path / "nope.pt") == 2
     assert "nope.pt" in capsys.readouterr().err
 
 
@@ -492,7 +447,7 @@ def test_wrong_channel_count_is_refused(brains, tmp_path, capsys, mni_t1):
     shutil.copytree(brains, mixed)
     two_channels = np.stack([mni_t1[60:124:2, 60:124:2, 50:114:2]] * 2, axis=-1)
     save(mixed / "two_channels.nii.gz", two_channels)
-    assert run_cli("pretrain", mixed, "--out", tmp_path / "run", "--steps", "1", *SMALL) == 2
+    assert run_cli("pretrain", mixed, "--out", tmp_path / "run", "--steps", "1", *SMALL_PRETRAIN) == 2
     last = capsys.readouterr().err.replace("\r", "\n").strip().splitlines()[-1]
     assert "two_channels.nii.gz: a 4D image (32×32×32×2)" in last and "one 3D volume per file" in last
 
@@ -510,7 +465,14 @@ def test_options_beyond_the_prototype_run_end_to_end(brains, tmp_path):
     ]
     assert (
         run_cli(
-            "pretrain", brains, "--out", tmp_path / "run", "--steps", "2", *SMALL, *[arg for option in options for arg in ("--set", option)]
+            "pretrain",
+            brains,
+            "--out",
+            tmp_path / "run",
+            "--steps",
+            "1",
+            *SMALL_PRETRAIN,
+            *[arg for option in options for arg in ("--set", option)],
         )
         == 0
     )
@@ -525,7 +487,7 @@ def test_options_beyond_the_prototype_run_end_to_end(brains, tmp_path):
 @pytest.mark.slow
 def test_a_diverging_run_stops_and_keeps_its_last_good_checkpoint(brains, tmp_path, capsys):
     out = tmp_path / "run"
-    code = run_cli("pretrain", brains, "--out", out, "--steps", "4", *SMALL, "--lr", "1e30", "--set", "train.checkpoint_every=1")
+    code = run_cli("pretrain", brains, "--out", out, "--steps", "4", *SMALL_PRETRAIN, "--lr", "1e30", "--set", "train.checkpoint_every=1")
     last = capsys.readouterr().err.replace("\r", "\n").strip().splitlines()[-1]
     assert code == 2 and "training diverged" in last and "last.pt holds step 1" in last, last
     assert torch.load(out / "last.pt", weights_only=True)["step"] == 1
@@ -539,12 +501,12 @@ def test_a_busy_run_folder_is_refused_and_a_stale_lock_taken_over(brains, tmp_pa
     out.mkdir()
     lock = {"host": socket.gethostname(), "command": "finetune", "since": "2026-11-27 10:00:00"}
     (out / ".gmim.lock").write_text(json.dumps({**lock, "pid": os.getpid()}))
-    assert run_cli("pretrain", brains, "--out", out, "--steps", "1", *SMALL) == 2
+    assert run_cli("pretrain", brains, "--out", out, "--steps", "1", *SMALL_PRETRAIN) == 2
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert f"in use by gmim finetune (process {os.getpid()} on {lock['host']}" in last, last
     ended = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout)
     (out / ".gmim.lock").write_text(json.dumps({**lock, "pid": ended}))
-    assert run_cli("pretrain", brains, "--out", out, "--steps", "1", *SMALL) == 0
+    assert run_cli("pretrain", brains, "--out", out, "--steps", "1", *SMALL_PRETRAIN) == 0
     assert "taking it over" in capsys.readouterr().err
     assert not (out / ".gmim.lock").exists() and (out / "encoder.pt").is_file()
 
@@ -554,7 +516,7 @@ def test_compiled_run_traces_one_graph_and_saves_plain_weights(brains, tmp_path,
     """train.compile: one graph whichever of a1–a3 a step masks (no recompiles), and checkpoints keyed
     like the module's own state_dict; a resume may turn compilation off."""
     out = tmp_path / "compiled"
-    common = ["pretrain", brains, "--out", out, "--config", "cpu-small", *SMALL, "--set", "masking.drop_probability=0.5"]
+    common = ["pretrain", brains, "--out", out, "--config", "cpu-small", *SMALL_PRETRAIN, "--set", "masking.drop_probability=0.5"]
     assert run_cli(*common, "--steps", "4", "--set", "train.compile=true") == 0
     assert compile_counters["stats"]["unique_graphs"] == 1 and not compile_counters["recompiles"]
     checkpoint = torch.load(out / "last.pt", weights_only=True)
