@@ -222,17 +222,18 @@ def finetuned_run(tmp_path_factory, brain_extraction, gmim_encoder):
 
 @pytest.fixture
 def compile_counters(monkeypatch):
-    """``torch.compile`` through AOT autograd's eager backend, and dynamo's counters from zero.
+    """``torch.compile`` through dynamo's eager backend, and dynamo's counters from zero.
 
-    The graphs are traced as with inductor (graph breaks and recompiles show), but inductor's code
-    generation, minutes on a CPU, is left out; benchmarks/pretrain_step.py --compile times it.
+    The graphs are captured as with inductor (graph breaks and recompiles show: dynamo makes them
+    whatever the backend), but AOT autograd's tracing and inductor's code generation, minutes on a
+    CPU, are left out; benchmarks/pretrain_step.py --compile times the real thing.
     """
     import functools
 
     import torch
     import torch._dynamo
 
-    monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="aot_eager"))
+    monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="eager"))
     torch._dynamo.reset()
     torch._dynamo.utils.counters.clear()
     yield torch._dynamo.utils.counters

@@ -4,62 +4,27 @@
 1.4): a feature-size-12 Swin UNETR and a v2 encoder on a crop of the ITK T1, their encoder hidden
 states and the network's logits. Each public layout is written from the same weights, and what gmim
 builds from it, by default, reproduces MONAI 1.4 within 1e-5: through the weight reader, through
-``gmim finetune --pretrained`` and ``gmim predict``, and through ``gmim pretrain --init``."""
+``gmim finetune --pretrained`` and ``gmim predict`` (here), and through ``gmim pretrain --init``
+(``test_pretrain.py``, the run from MONAI's self-supervised layout)."""
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from monai.networks.nets import SwinUNETR
 
-from conftest import SMALL_FINETUNE, SMALL_PRETRAIN
+from conftest import SMALL_FINETUNE
 from gmim.cli import main
 from gmim.config import load_config
-from gmim.pretraining.config import PretrainConfig
-from gmim.pretraining.method import build_model
 from gmim.segmentation.config import FinetuneConfig, ModelConfig
 from gmim.segmentation.inference import Predictor
 from gmim.segmentation.network import build_network
 from gmim.swin.merging import LEGACY
 from gmim.swin.weights import load_weights, read_weights
-from swin_layouts import PUBLIC_LAYOUTS, checksum, model_zoo, monai_self_supervised, reproducible_weights
-
-FIXTURES = Path(__file__).parent / "fixtures" / "monai14"
-RECORD = json.loads((FIXTURES / "expected.json").read_text())
-EXPECTED = dict(np.load(FIXTURES / "expected.npz"))
-CROP = torch.from_numpy(EXPECTED["crop"])
-TOLERANCE = {"rtol": 1e-5, "atol": 1e-5}
-
-
-def monai14_state(name: str) -> dict[str, torch.Tensor]:
-    """The weights MONAI 1.4's network ``name`` (v1, v2) held, bit for bit, under today's MONAI."""
-    template = SwinUNETR(in_channels=1, out_channels=2, feature_size=12, use_v2=RECORD[name]["use_v2"]).state_dict()
-    assert {k: list(v.shape) for k, v in template.items()} == RECORD[name]["shapes"]  # MONAI 1.4's keys and shapes
-    state = reproducible_weights(template)
-    assert checksum(state) == RECORD[name]["checksum"]
-    return state
-
-
-def write_layout(folder: Path, layout: str) -> Path:
-    """The file of ``layout`` (:data:`PUBLIC_LAYOUTS`) holding MONAI 1.4's weights."""
-    name, writer, use_v2 = PUBLIC_LAYOUTS[layout]
-    path = folder / name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(writer(monai14_state("v2" if use_v2 else "v1")), path)
-    if writer is model_zoo:  # a bundle: its metadata says which MONAI made it
-        (folder / "configs").mkdir()
-        (folder / "configs" / "metadata.json").write_text(json.dumps({"monai_version": RECORD["monai_version"]}))
-    return path
-
-
-def assert_hidden_states(encoder: torch.nn.Module, name: str) -> None:
-    with torch.no_grad():
-        for stage, hidden in enumerate(encoder(CROP)):
-            torch.testing.assert_close(hidden, torch.from_numpy(EXPECTED[f"{name}_hidden{stage}"]), **TOLERANCE, msg=f"stage {stage}")
+from monai14 import CROP, EXPECTED, TOLERANCE, assert_hidden_states, monai14_state, write_layout
+from swin_layouts import PUBLIC_LAYOUTS
 
 
 def relative_difference(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -117,20 +82,3 @@ def test_finetune_and_predict_compute_what_monai_1_4_computed(tmp_path, brain_ex
     with torch.no_grad():
         logits = Predictor(out, torch.device("cpu")).network(CROP)
     torch.testing.assert_close(logits, torch.from_numpy(EXPECTED["v1_logits"]), **TOLERANCE)
-
-
-@pytest.mark.slow
-def test_pretrain_init_builds_what_monai_1_4_computed(tmp_path, brain_extraction, capsys):
-    """``gmim pretrain --init model_swinvit.pt`` pre-trains with the legacy merging; its encoder,
-    built as the run records, computes what MONAI 1.4 computed with those weights."""
-    weights = tmp_path / "model_swinvit.pt"
-    torch.save(monai_self_supervised(monai14_state("v1")), weights)
-    out = tmp_path / "pretrain"
-    images = [brain_extraction / "itk_t1.nii.gz", brain_extraction / "mni.nii.gz"]
-    assert main([str(a) for a in ["pretrain", *images, "--out", out, "--init", weights, "--steps", "1", *SMALL_PRETRAIN]]) == 0
-    assert f"patch merging {LEGACY}" in capsys.readouterr().out
-    config = load_config(PretrainConfig, out / "config.yaml")
-    assert config.model.patch_merging == LEGACY
-    model = build_model(config).eval()
-    load_weights(model.encoder, read_weights(weights))
-    assert_hidden_states(model.encoder, "v1")

@@ -31,6 +31,8 @@ from gmim.pretraining.config import AS_RUN, PretrainConfig
 from gmim.pretraining.data import view_transforms, volume_records
 from gmim.pretraining.health import COLLAPSE_FRACTION
 from gmim.pretraining.method import build_model
+from monai14 import assert_hidden_states, monai14_state
+from swin_layouts import monai_self_supervised
 
 
 def save(path: Path, array: np.ndarray, affine: np.ndarray | None = None) -> Path:
@@ -402,16 +404,16 @@ def test_file_corrupt_past_its_header_named_by_preparation(tmp_path, capsys, mni
 
 @pytest.mark.slow
 def test_init_from_swin_unetr_self_supervised_weights_skipping_a_bad_volume(brains, tmp_path, capsys):
-    """Continue pre-training from weights in the layout of Swin UNETR's model_swinvit.pt, on a folder
-    with a file that is no image: --skip-bad goes on without it and counts it (one run for both)."""
+    """Continue pre-training from weights MONAI 1.4 made, in the layout of Swin UNETR's
+    model_swinvit.pt, on a folder with a file that is no image (one run for both): the run builds
+    MONAI < 1.5's patch merging and says why, its encoder (a step at a vanishing learning rate) still
+    computes what MONAI 1.4 computed (``fixtures/monai14``), and --skip-bad goes on without the file
+    and counts it."""
     corrupt = tmp_path / "corrupt"
     shutil.copytree(brains, corrupt)
     (corrupt / "broken.nii.gz").write_bytes(b"not an image at all")
-    torch.manual_seed(1)
-    swin = SwinUNETR(in_channels=1, out_channels=2, feature_size=12).swinViT
-    state = {f"module.{k}": v for k, v in swin.state_dict().items()}
-    state["module.rotation_head.weight"] = torch.zeros(4, 8)
-    torch.save({"state_dict": state, "epoch": 3}, tmp_path / "model_swinvit.pt")
+    saved = monai_self_supervised(monai14_state("v1"))
+    torch.save(saved, tmp_path / "model_swinvit.pt")
     with pytest.warns(UserWarning, match="broken.nii.gz"):
         assert (
             run_cli(
@@ -432,12 +434,18 @@ def test_init_from_swin_unetr_self_supervised_weights_skipping_a_bad_volume(brai
         )
     out = capsys.readouterr().out
     assert "skipped 1 bad volume(s)" in out
-    total = len(swin.state_dict())
-    assert f"{total} of {total} tensors loaded" in out and "unexpected (ignored): 1" in out
+    heads = [k for k in saved["state_dict"] if not k.startswith(("module.patch_embed", "module.layers"))]
+    total = len(saved["state_dict"]) - len(heads)
+    assert f"{total} of {total} tensors loaded" in out and f"unexpected (ignored): {len(heads)}" in out
+    assert "patch merging monai-legacy (MONAI < 1.5's merging): MONAI self-supervised (model_swinvit.pt) weights were trained" in out
     report = json.loads((tmp_path / "run" / "weights_report.json").read_text())  # written by the loop, for every method
     assert report["layout"] == "MONAI self-supervised (model_swinvit.pt)" and len(report["matched"]) == total
-    trained = torch.load(tmp_path / "run" / "encoder.pt", weights_only=True)
-    torch.testing.assert_close(trained["patch_embed.proj.weight"], swin.state_dict()["patch_embed.proj.weight"], rtol=0, atol=1e-6)
+    assert report["patch_merging"]["name"] == "monai-legacy" and report["patch_merging"]["reason"] == "layout"
+    config = load_config(PretrainConfig, tmp_path / "run" / "config.yaml")
+    assert config.model.patch_merging == "monai-legacy"
+    model = build_model(config).eval()  # the encoder as the run records it, with the weights it saved
+    model.encoder.load_state_dict(torch.load(tmp_path / "run" / "encoder.pt", weights_only=True))
+    assert_hidden_states(model.encoder, "v1")
     assert run_cli("pretrain", brains, "--out", tmp_path / "bad", "--steps", "1", *SMALL_PRETRAIN, "--init", tmp_path / "nope.pt") == 2
     assert "nope.pt" in capsys.readouterr().err
 
