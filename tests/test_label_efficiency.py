@@ -3,6 +3,7 @@ and its tables (the training runs are the library's, tested elsewhere)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
@@ -18,7 +19,15 @@ from benchmarks.label_efficiency.plan import plan_for
 from benchmarks.label_efficiency.presets import PRESETS, TEST_SETS, Preset
 from benchmarks.label_efficiency.report import DOCS_BEGIN, markdown, probe_markdown, write_docs
 from benchmarks.label_efficiency.results import aggregate, health_history
-from benchmarks.label_efficiency.runs import _config, weight_change
+from benchmarks.label_efficiency.runs import (
+    Benchmark,
+    _config,
+    crops_per_step,
+    initial_encoder,
+    method_section,
+    voxels_per_step,
+    weight_change,
+)
 from benchmarks.time_window import PARTS, Plan, Window
 from conftest import made_once
 from gmim.errors import InputError
@@ -26,17 +35,61 @@ from gmim.errors import InputError
 
 @pytest.mark.parametrize("name", sorted(path.stem for path in PRESETS.glob("*.yaml")))
 def test_shipped_presets_give_valid_configs(name, tmp_path):
-    from gmim.pretraining.config import PretrainConfig
     from gmim.segmentation.config import FinetuneConfig
 
     preset, _ = Preset.load(name)
+    benchmark = Benchmark(tmp_path, preset, {}, "cpu")
     for arm in preset.arms:
-        if preset.all_arms[arm] is not None:
-            _config(PretrainConfig, preset.pretrain, tmp_path / "pretrain.yaml", preset.all_arms[arm], "pretrain")
+        config = benchmark.pretrain_config(arm)  # of the arm's method; refused if it is not valid
+        assert config.method == preset.method(arm) and config.train.steps == preset.pretrain["train"]["steps"]
     config = _config(FinetuneConfig, preset.finetune, tmp_path / "finetune.yaml", ["data.fold=all"], "finetune")
     assert config.train.steps and config.train.epochs is None
-    merging = {"scratch": "monai", "gmim": "monai", "prototype": "monai-legacy"}  # fine-tuned as pre-trained
+    merging = {"scratch": "monai", "gmim": "monai", "prototype": "monai-legacy", "swin-ssl": "monai"}  # fine-tuned as pre-trained
     assert all(preset.patch_merging(arm) == merging[arm] for arm in preset.arms if arm in merging)
+
+
+@pytest.mark.parametrize("name", sorted(path.stem for path in PRESETS.glob("*.yaml")))
+def test_swin_ssl_arm_has_gmims_budget(name, tmp_path):
+    """The swin-ssl arm: the preset's pre-training settings, less GMIM's own keys, and as many
+    voxels through the encoder per step as GMIM's x and y."""
+    from gmim.config import flatten, to_dict
+    from gmim.swin.config import SwinConfig
+
+    preset, _ = Preset.load(name)
+    benchmark = Benchmark(tmp_path, preset, {}, "cpu")
+    gmim, swin = benchmark.pretrain_config("gmim"), benchmark.pretrain_config("swin-ssl")
+    assert swin.method == "swin-ssl" and swin.data.crops_per_volume == 1
+    assert swin.preprocessing == gmim.preprocessing
+    architecture = [f.name for f in dataclasses.fields(SwinConfig) if f.name != "roi"]
+    assert {k: getattr(swin.model, k) for k in architecture} == {k: getattr(gmim.model, k) for k in architecture}
+    shared = ["steps", "batch_size", "lr", "warmup_steps", "mixed_precision", "workers", "device", "seed", "grad_clip", "compile"]
+    assert {k: getattr(swin.train, k) for k in shared} == {k: getattr(gmim.train, k) for k in shared}
+    assert sorted(swin.model.roi) == sorted(gmim.model.roi) and swin.model.roi[1] == swin.model.roi[2]
+    assert voxels_per_step(swin) == voxels_per_step(gmim) and crops_per_step(swin) == crops_per_step(gmim)
+    resolved = flatten(to_dict(swin))
+    _, notes = method_section(preset.pretrain, "swin-ssl")
+    for key, value in flatten(preset.pretrain).items():  # every key the preset sets: carried over, or dropped and named
+        assert (key in resolved and (resolved[key] == value or key == "model.roi")) or key in notes[0], key
+    assert "data.margin" in notes[0]
+
+
+def test_method_section_drops_only_gmims_own_keys_for_another_method(tmp_path):
+    section = {"model": {"feature_size": 12, "roi": [64, 64, 32]}, "masking": {"grids": [2]}, "train": {"steps": 3, "picture_every": 0}}
+    assert method_section(section, "gmim") == (section, [])  # GMIM's arms: as it is, unknown keys refused by its config
+    kept, notes = method_section(section, "swin-ssl")
+    assert kept == {"model": {"feature_size": 12, "roi": [32, 64, 64]}, "train": {"steps": 3}}
+    assert notes == [
+        "GMIM's masking.grids, train.picture_every dropped (no such setting)",
+        "model.roi [32, 64, 64] for the preset's [64, 64, 32] (the same voxels)",
+    ]
+    kept, _ = method_section({**section, "train": {"steps": 3, "stepz": 1}}, "swin-ssl")
+    assert kept["train"] == {"steps": 3, "stepz": 1}  # a typo stays, to be refused by the config
+    assert method_section({"model": {"roi": [64, 32, 64]}}, "swin-ssl")[0]["model"]["roi"] == [32, 64, 64]
+    with pytest.raises(InputError, match="swin-ssl needs two equal sizes"):
+        method_section({"model": {"roi": [96, 64, 32]}}, "swin-ssl")
+    (tmp_path / "arm.yaml").write_text((PRESETS / "smoke.yaml").read_text() + "extra_arms: {simclr: [method=simclr]}\n")
+    with pytest.raises(InputError, match="arm 'simclr': method 'simclr' is not a pre-training method"):
+        Preset.load(str(tmp_path / "arm.yaml"))
 
 
 def test_bad_presets_are_refused_in_one_line(tmp_path):
@@ -56,6 +109,7 @@ def test_bad_presets_are_refused_in_one_line(tmp_path):
     with pytest.raises(InputError, match="neither a preset"):
         Preset.load("no-such-preset")
     assert main(["--preset", "smoke", "--arms", "gmim", "simclr", "--out", str(tmp_path / "out")]) == 2
+    assert main(["--preset", "smoke", "--seeds", "0", "7", "--plan"]) == 2  # a seed the preset does not have
 
 
 @pytest.fixture(scope="module")
@@ -143,8 +197,13 @@ def test_a_preset_without_fine_tuning_reports_health_and_timing(tmp_path):
         for s, v, cc in ((0, 0.4, 300.0), (20, 0.02, 0.5))
     ]
     (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in [{"step": 1, "train/loss": 1.0}, *records]))
-    history = health_history(tmp_path, ["scratch", "gmim"])
-    assert list(history) == ["gmim"] and [h["step"] for h in history["gmim"]] == [0, 20]
+    # a method without GMIM's cross-correlation (swin-ssl) records the encoder's health alone
+    (tmp_path / "pretrain" / "swin-ssl").mkdir()
+    own = [{k: v for k, v in r.items() if "correlation" not in k and "trivial" not in k} for r in records]
+    (tmp_path / "pretrain" / "swin-ssl" / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in own))
+    history = health_history(tmp_path, ["scratch", "gmim", "swin-ssl"])
+    assert list(history) == ["gmim", "swin-ssl"] and [h["step"] for h in history["gmim"]] == [0, 20]
+    assert history["swin-ssl"][-1]["cc_above_trivial"] is None
     timing = {
         "gmim": {
             "minutes": 1.0,
@@ -161,12 +220,15 @@ def test_a_preset_without_fine_tuning_reports_health_and_timing(tmp_path):
             },
         }
     }
+    own_health = {**timing["gmim"]["health"], "final": {"variation": [0.02] * 5, "cross_correlation": None, "trivial": None}}
+    timing["swin-ssl"] = {**timing["gmim"], "health": own_health}
     text = markdown(
         None, preset, "python -m benchmarks.label_efficiency --preset collapse-cpu", timing, {"icbm152": 1, "itk": 1}, health=history
     )
     assert "### Dice" not in text and "dice_vs_labels.png" not in text
-    assert "| gmim | 100% | 5% | +0.5 | 2.0 |" in text
+    assert "| gmim | 100% | 5% | +0.5 | 2.0 |" in text and "| swin-ssl | 100% | 5% | – | 2.0 |" in text
     assert "| gmim | 20 | 10.0% | 0.020 (5%) collapsed | 368.5 (368.0) | 3.00 | – | – |" in text
+    assert "| swin-ssl | 20 | 10.0% | 0.020 (5%) collapsed | – | 3.00 | – | – |" in text
 
 
 def test_probe_table_sets_frozen_beside_fine_tuned():
@@ -186,11 +248,11 @@ def test_weight_change_measures_from_the_initial_weights(tmp_path):
     import torch
 
     from gmim.engine.device import seed_everything
-    from gmim.pretraining.config import PretrainConfig
     from gmim.pretraining.method import build_model
 
     preset, _ = Preset.load("smoke")
-    config = _config(PretrainConfig, preset.pretrain, tmp_path / "pretrain.yaml", [], "pretrain")
+    benchmark = Benchmark(tmp_path, preset, {}, "cpu")
+    config = benchmark.pretrain_config("gmim")
     config.model.in_channels = 1
     seed_everything(config.train.seed)
     weights = build_model(config).encoder.state_dict()
@@ -198,6 +260,10 @@ def test_weight_change_measures_from_the_initial_weights(tmp_path):
     assert weight_change(config, tmp_path / "same.pt") == pytest.approx(0.0, abs=1e-7)
     torch.save({k: v * 1.5 if v.is_floating_point() else v for k, v in weights.items()}, tmp_path / "scaled.pt")
     assert weight_change(config, tmp_path / "scaled.pt") == pytest.approx(0.5, rel=1e-5)
+    # swin-ssl's run builds the same encoder first thing, so at the same seed it starts where GMIM does
+    swin = benchmark.pretrain_config("swin-ssl")
+    assert type(initial_encoder(swin)) is type(initial_encoder(config))
+    assert weight_change(swin, tmp_path / "same.pt") == pytest.approx(0.0, abs=1e-7)
 
 
 def test_docs_section_replaced_in_place(tmp_path):
@@ -232,7 +298,11 @@ def test_deep_csf_lies_deep_inside_the_real_brain(itk_paths):
 
 def test_gpu_window_plans_nine_minutes_at_most_on_an_h200(capsys):
     preset, _ = Preset.load("gpu-window")
-    assert preset.arms == ["scratch", "gmim", "variance", "random", "prototype"] and preset.labels == [1, 2] and len(preset.seeds) >= 3
+    assert (
+        preset.arms == ["scratch", "gmim", "variance", "random", "prototype", "swin-ssl"]
+        and preset.labels == [1, 2]
+        and len(preset.seeds) >= 2
+    )
     assert preset.context_class and preset.pretrain["model"] == preset.finetune["model"] == {"feature_size": 48, "roi": [96, 96, 96]}
     assert main(["--preset", "gpu-window", "--device", "cpu", "--plan"]) == 0
     printed = capsys.readouterr().out
@@ -318,7 +388,7 @@ def test_a_phase_over_its_share_shortens_what_remains(smoke_subjects, tmp_path, 
     """A tiny run whose pre-training is estimated at a fraction of a second, with a budget 1 s over
     the whole estimate: the pre-training runs over its share, and fine-tuning rounds are dropped."""
     preset = yaml.safe_load((PRESETS / "smoke.yaml").read_text())
-    preset.update(arms=["gmim"], labels=[1], seeds=[0, 1, 2], probe_labels=[])
+    preset.update(arms=["gmim", "swin-ssl"], labels=[1], seeds=[0, 1, 2], probe_labels=[])
     preset["pretrain"]["train"]["steps"] = preset["finetune"]["train"]["steps"] = 1
     # the tests' small runs: 4 mm (probe, fine-tuning and prediction on fewer voxels), 64×32×32 views
     preset["pretrain"]["preprocessing"]["spacing"] = preset["finetune"]["preprocessing"]["spacing"] = [4.0, 4.0, 4.0]
@@ -341,12 +411,16 @@ def test_a_phase_over_its_share_shortens_what_remains(smoke_subjects, tmp_path, 
     assert phases["pre-training gmim"]["seconds"] > phases["pre-training gmim"]["share"]
     assert [name for name in phases if name.startswith("fine-tuning")] == [f"fine-tuning seed {s}" for s in results["plan"]["seeds"]]
     linear = results["linear_probe"]
-    assert set(linear) == {"gmim"}
+    assert set(linear) == {"gmim", "swin-ssl"}
     for arm in linear.values():
         for test_set in TEST_SETS:
             scores = arm["test"][test_set]
             assert scores["names"] == ["grey_matter", "white_matter"] and all(0 <= d <= 1 for d in scores["class_dice"].values())
     text = (out / "results.md").read_text()
     assert "| gmim | " in text.split("### Linear probe of frozen encoder features")[1]
-    assert [h["step"] for h in results["health"]["gmim"]] == [0, 1]  # the initial encoder, then the final one
-    assert "| gmim | 100% | " in text.split("### Representation health over pre-training")[1]
+    for arm in ("gmim", "swin-ssl"):  # the initial encoder, then the final one
+        assert [h["step"] for h in results["health"][arm]] == [0, 1]
+        assert f"| {arm} | 100% | " in text.split("### Representation health over pre-training")[1]
+    swin = yaml.safe_load((out / "pretrain" / "swin-ssl" / "config.yaml").read_text())
+    assert swin["method"] == "swin-ssl" and swin["model"]["roi"] == [32, 64, 64] and swin["data"]["crops_per_volume"] == 1
+    assert json.loads((out / "pretrain" / "swin-ssl" / "done.json").read_text())["voxels_per_step"] == 2 * 2 * 64 * 64 * 32

@@ -23,9 +23,13 @@ Arms (:data:`presets.ARMS`): no pre-training (``scratch``), GMIM as specified, r
 2×2×2-voxel tokens of the crop, uniformly: one cell, no adaptive ratios, no hierarchy; a SimMIM-like
 baseline with the same Siamese losses, so that only the masking differs), and the specification's
 options on top of GMIM, and the prototype as its code ran (``prototype``: the settings of
-``gmim.pretraining.config.AS_RUN``, its encoder fine-tuned with the prototype's patch merging); all
-pre-trained on the same volumes with the same step budget, from the same
-initial weights as the ``scratch`` arm's seed 0. Every arm is fine-tuned with each label count and
+``gmim.pretraining.config.AS_RUN``, its encoder fine-tuned with the prototype's patch merging), and
+Swin UNETR's own self-supervision (``swin-ssl``: ``gmim pretrain --method swin-ssl``, rotation,
+contrastive coding and inpainting; :func:`.runs.method_section` gives it the preset's settings less
+GMIM's own keys, the crop's sizes reordered where its rotation needs it, and one crop a volume in two
+views, so that a step puts as many voxels through the encoder as GMIM's two views); all pre-trained
+on the same volumes with the same step budget, from the same initial weights as the ``scratch``
+arm's seed 0 (both methods build the same encoder first, so at the same seed they start alike). Every arm is fine-tuned with each label count and
 seed (no validation: the final weights), predicts the test sets and is scored (Dice, HD95).
 
 The probe (a preset's ``probe_labels``): every arm fine-tuned once more with its encoder frozen, so

@@ -36,6 +36,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--preset", default="cpu", help=f"{names} (benchmarks/presets/) or a YAML file (default cpu)")
     parser.add_argument("--out", type=Path, default=Path("runs/label_efficiency"), help="run folder (default runs/label_efficiency)")
     parser.add_argument("--arms", nargs="+", metavar="ARM", help=f"a subset of the preset's arms ({', '.join(ARMS)})")
+    parser.add_argument(
+        "--seeds", nargs="+", type=int, metavar="SEED", help="a subset of the preset's fine-tuning seeds (default all of them)"
+    )
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (default auto)")
     parser.add_argument("--docs", type=Path, metavar="DIR", help="also write DIR/results.md (its label-efficiency section) and the plots")
     parser.add_argument(
@@ -51,6 +54,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def run(args: argparse.Namespace, command: str) -> int:
     preset, preset_path = Preset.load(args.preset)
     arms = check_arms(args.arms, {a: None for a in preset.arms}, "--arms") if args.arms else preset.arms
+    if args.seeds:
+        unknown = [s for s in args.seeds if s not in preset.seeds]
+        if unknown:
+            raise InputError(f"--seeds: {unknown[0]} is not a seed of the preset ({', '.join(map(str, preset.seeds)) or 'none'})")
+        preset.seeds = list(dict.fromkeys(args.seeds))
     window, kind = window_for(preset, device_kind(args.device, list(preset.seconds)), args.budget_minutes)
     plan = plan_for(preset, arms)
     print(window.describe(plan, kind), flush=True)

@@ -12,6 +12,7 @@ from typing import Any
 import yaml
 
 from gmim.errors import InputError
+from gmim.methods import METHODS
 from gmim.pretraining.config import AS_RUN
 
 from ..time_window import check_figures
@@ -33,7 +34,14 @@ ARMS: dict[str, list[str] | None] = {
     "standardized_variance": ["loss.standardize=true", "loss.variance_weight=1.0"],
     # the prototype as its code ran (docs/method.md §9); fine-tuned with its patch merging too
     "prototype": [f"{key}={json.dumps(value)}" for key, value in AS_RUN.items()],
+    # Swin UNETR's own self-supervision (gmim pretrain --method swin-ssl) on GMIM's budget: one crop
+    # per volume (published: 2), seen in two views, so that a step puts batch_size × 2 crops of
+    # model.roi through the encoder, as GMIM's x and y do (runs.method_section has the other rules)
+    "swin-ssl": ["method=swin-ssl", "data.crops_per_volume=1"],
 }
+#: The method an arm's pre-training runs unless its overrides name another (``method=NAME``, a
+#: name of :data:`gmim.methods.METHODS`): the one the presets' ``pretrain`` sections are written for.
+DEFAULT_METHOD = "gmim"
 
 #: The fine-tuning task's classes; label files hold these values (``other`` brain tissue counts as
 #: background, and so does deep CSF unless the preset asks for the context class).
@@ -122,10 +130,21 @@ class Preset:
         if clash:
             raise InputError(f"{where}: extra_arms {clash} are built-in arms")
         self.arms = check_arms(self.arms, self.all_arms, str(where))
+        for arm in self.all_arms:
+            method = METHODS.get(self.method(arm))
+            if method is None or method.command != "pretrain" or method.produces != "encoder":
+                names = ", ".join(m.name for m in METHODS.values() if m.command == "pretrain" and m.produces == "encoder")
+                raise InputError(f"{where}: arm {arm!r}: method {self.method(arm)!r} is not a pre-training method ({names})")
 
     @property
     def all_arms(self) -> dict[str, list[str] | None]:
         return {**ARMS, **self.extra_arms}
+
+    def method(self, arm: str) -> str:
+        """The registered pre-training method of ``arm`` (``scratch``: GMIM's, whose initial weights
+        every arm shares): the ``method=NAME`` of its overrides, else :data:`DEFAULT_METHOD`."""
+        settings = dict(item.split("=", 1) for item in self.all_arms[arm] or [])
+        return str(yaml.safe_load(settings.get("method", DEFAULT_METHOD)))
 
     def patch_merging(self, arm: str) -> str:
         """The patch merging ``arm``'s encoder is pre-trained with, which its fine-tuning must share."""

@@ -95,7 +95,8 @@ def markdown(
         "",
         "How far pre-training moved the encoder from its initial weights: ‖w − w₀‖ / ‖w₀‖; its representation "
         "health at the end (`gmim.pretraining.health`): the final stage's token variation as a share of the "
-        "initial encoder's (under 10 %: collapsed), and L_cc on the health views beside its trivial value.",
+        "initial encoder's (under 10 %: collapsed), and L_cc on the health views beside its trivial value "
+        "(GMIM's arms; – for a method without GMIM's cross-correlation).",
         "",
         "| arm | pre-training steps | encoder moved | final-stage variation | L_cc (trivial) | pre-training s/step "
         "| fine-tuning s/step | prediction s/subject |",
@@ -114,7 +115,8 @@ def markdown(
             if health
             else "–"
         )
-        cc = f"{health['final']['cross_correlation']:.1f} ({health['final']['trivial']:.1f})" if health else "–"
+        final = health["final"] if health else {}
+        cc = f"{final['cross_correlation']:.1f} ({final['trivial']:.1f})" if final.get("cross_correlation") is not None else "–"
         tuned = [f"{t[k]:.2f}" if t[k] is not None else "–" for k in ("finetune_s_per_step", "predict_s_per_case")]
         lines.append(f"| {arm} | {steps} | {moved} | {variation} | {cc} | {pre} | {' | '.join(tuned)} |")
     total = sum(t["minutes"] for t in timing.values())
@@ -145,6 +147,7 @@ def health_markdown(history: dict[str, list[dict[str, Any]]]) -> list[str]:
         "",
         "The final stage's token variation as a share of the initial encoder's (`gmim.pretraining.health`: "
         "under 10 % the run has collapsed), at each step it was measured; then L_cc above its trivial value "
+        "(GMIM's arms) "
         "and the final stage's effective rank at the end.",
         "",
         "| arm | " + " | ".join(f"step {s}" for s in steps) + " | L_cc − trivial | effective rank |",
@@ -156,9 +159,9 @@ def health_markdown(history: dict[str, list[dict[str, Any]]]) -> list[str]:
         initial = max(records[0]["variation"][-1], 1e-12)
         by_step = {h["step"]: h for h in records}
         cells = [f"{by_step[s]['variation'][-1] / initial:.0%}" if s in by_step else "–" for s in steps]
-        lines.append(
-            f"| {arm} | " + " | ".join(cells) + f" | {records[-1]['cc_above_trivial']:+.1f} | {records[-1]['effective_rank']:.1f} |"
-        )
+        above = records[-1]["cc_above_trivial"]  # None: a method without GMIM's cross-correlation
+        above_cell = f"{above:+.1f}" if above is not None else "–"
+        lines.append(f"| {arm} | " + " | ".join(cells) + f" | {above_cell} | {records[-1]['effective_rank']:.1f} |")
     lines += [
         "",
         "Each stage's token variation at the end (as a share of the initial):",

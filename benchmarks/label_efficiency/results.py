@@ -68,7 +68,8 @@ def aggregate(runs: list[dict[str, Any]], arms: Sequence[str], labels: Sequence[
 
 def health_history(out: Path, arms: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
     """Per pre-trained arm, its health measurements as its run recorded them (``metrics.jsonl``):
-    step, each stage's token variation, the final stage's effective rank, C's rank and L_cc."""
+    step, each stage's token variation, the final stage's effective rank, and for GMIM's arms C's
+    rank and L_cc above its trivial value (None for a method without them)."""
     from gmim.engine.metrics import read_metrics
 
     history = {}
@@ -80,8 +81,9 @@ def health_history(out: Path, arms: Sequence[str]) -> dict[str, list[dict[str, A
                     "step": r["step"],
                     "variation": [r[f"val/health/variation{i}"] for i in range(5)],
                     "effective_rank": r["val/health/effective_rank4"],
-                    "correlation_rank": r["val/health/correlation_rank"],
-                    "cc_above_trivial": r["val/health/cc_above_trivial"],
+                    # GMIM's cross-correlation; None for a method without it (swin-ssl)
+                    "correlation_rank": r.get("val/health/correlation_rank"),
+                    "cc_above_trivial": r.get("val/health/cc_above_trivial"),
                 }
                 for r in read_metrics(path)
                 if "val/health/variation4" in r

@@ -15,7 +15,9 @@ from typing import Any
 import numpy as np
 import yaml
 
-from .presets import TEST_SETS, Preset
+from gmim.errors import InputError
+
+from .presets import DEFAULT_METHOD, TEST_SETS, Preset
 from .results import write_json
 
 #: Labelled voxels per subject the linear probe is fitted on (a random subsample), and voxels
@@ -32,15 +34,104 @@ def _config(cls: type, section: dict[str, Any], path: Path, overrides: Sequence[
     return load_config(cls, path, overrides, presets=presets)
 
 
-def initial_encoder(config: Any) -> Any:
-    """The encoder a pre-training with ``config`` starts from, built again from its seed: what every
-    arm starts from, and the ``scratch`` arm's frozen encoder in the linear probe."""
-    from gmim.engine.device import seed_everything
+def _gmim_encoder(config: Any) -> Any:
     from gmim.pretraining.method import build_model
 
+    return build_model(config).encoder
+
+
+def _swinssl_encoder(config: Any) -> Any:
+    from gmim.swinssl.model import build_model
+
+    return build_model(config.model).encoder
+
+
+#: Per registered pre-training method, its network's encoder built from a resolved config, as its
+#: run builds it. Both build MONAI's ``SwinUNETR(...).swinViT`` first thing, with the same
+#: arguments, so at the same seed both give the same initial encoder (a test holds them to it).
+INITIAL_ENCODERS = {"gmim": _gmim_encoder, "swin-ssl": _swinssl_encoder}
+
+
+def initial_encoder(config: Any) -> Any:
+    """The encoder a pre-training with ``config`` (of any method in :data:`INITIAL_ENCODERS`) starts
+    from, built again from its seed: what every arm starts from, and the ``scratch`` arm's frozen
+    encoder in the linear probe."""
+    from gmim.engine.device import seed_everything
+
+    if config.method not in INITIAL_ENCODERS:
+        raise ValueError(f"no initial encoder for method {config.method!r} (known: {', '.join(INITIAL_ENCODERS)})")
     config.model.in_channels = 1  # the benchmark's subjects are single T1 images
     seed_everything(config.train.seed)  # as pre-training does right before it builds the model
-    return build_model(config).encoder
+    return INITIAL_ENCODERS[config.method](config)
+
+
+def crops_per_step(config: Any) -> int:
+    """Crops of ``model.roi`` voxels a pre-training step puts through the encoder: GMIM's two views
+    x and y of each of ``train.batch_size`` volumes; swin-ssl's two views (turned, with regions
+    dropped) of each of its ``data.crops_per_volume`` crops of each volume."""
+    views = {"gmim": 2, "swin-ssl": 2 * getattr(config.data, "crops_per_volume", 1)}
+    if config.method not in views:
+        raise ValueError(f"no crop count for method {config.method!r} (known: {', '.join(views)})")
+    return config.train.batch_size * views[config.method]
+
+
+def voxels_per_step(config: Any) -> int:
+    """Voxels a pre-training step puts through the encoder: :func:`crops_per_step` × the crop's."""
+    return crops_per_step(config) * int(np.prod(config.model.roi))
+
+
+def _equal_last_two(roi: Sequence[int]) -> list[int]:
+    """``roi``'s sizes in an order whose last two are equal (the same voxels): the odd one out
+    first, ``[64, 64, 32]`` → ``[32, 64, 64]``."""
+    roi = [int(n) for n in roi]
+    if roi[1] == roi[2]:
+        return roi
+    for odd in range(3):
+        rest = roi[:odd] + roi[odd + 1 :]
+        if rest[0] == rest[1]:
+            return [roi[odd], *rest]
+    raise InputError(f"model.roi {roi}: swin-ssl needs two equal sizes to turn the crop in their plane, and none are")
+
+
+#: Per method, how the preset's crop becomes one its config takes with the same voxels.
+ROI_RULES = {"swin-ssl": _equal_last_two}
+
+
+def method_section(section: dict[str, Any], method: str) -> tuple[dict[str, Any], list[str]]:
+    """The preset's ``pretrain`` section (written for GMIM, :data:`presets.DEFAULT_METHOD`) for an arm
+    of ``method``, and what was changed, in words.
+
+    The rule: every key both configurations have keeps the preset's value (preprocessing, model
+    size, steps, batch, learning rate, warm-up, device settings: the same budget); a key only GMIM's
+    configuration has (``data.margin``, ``train.picture_every``, ``masking.*``, …) is dropped, and
+    named; any other key stays, so that a typo is refused as for GMIM. A method whose crops must
+    have another shape gets the same sizes reordered (:data:`ROI_RULES`). GMIM's arms get the
+    section as it is."""
+    if method == DEFAULT_METHOD:
+        return section, []
+    from gmim.config import flatten, to_dict
+    from gmim.methods import METHODS
+
+    gmim_keys = set(flatten(to_dict(METHODS[DEFAULT_METHOD].config_class()())))
+    own_keys = set(flatten(to_dict(METHODS[method].config_class()())))
+    kept: dict[str, Any] = {}
+    dropped = []
+    for key, value in flatten(section).items():
+        if key in gmim_keys and key not in own_keys:
+            dropped.append(key)
+            continue
+        *parents, name = key.split(".")
+        layer = kept
+        for parent in parents:
+            layer = layer.setdefault(parent, {})
+        layer[name] = value
+    notes = [f"GMIM's {', '.join(dropped)} dropped (no such setting)"] if dropped else []
+    roi = (kept.get("model") or {}).get("roi")
+    if roi is not None and method in ROI_RULES:
+        kept["model"]["roi"] = ROI_RULES[method](roi)
+        if kept["model"]["roi"] != list(roi):
+            notes.append(f"model.roi {kept['model']['roi']} for the preset's {list(roi)} (the same voxels)")
+    return kept, notes
 
 
 def weight_change(config: Any, encoder: Path) -> float:
@@ -68,28 +159,48 @@ class Benchmark:
         return self.out / "finetune" / arm / f"{'frozen_' * frozen}labels{labels}_seed{seed}"
 
     def pretrain_config(self, arm: str, steps: int | None = None) -> Any:
-        """``arm``'s pre-training settings (``scratch``: GMIM's, whose initial weights every arm shares)."""
-        from gmim.pretraining.config import PretrainConfig
+        """``arm``'s pre-training settings, of its method (``scratch``: GMIM's, whose initial weights
+        every arm shares): the preset's ``pretrain`` section as :func:`method_section` gives it to
+        that method, then the arm's overrides."""
+        return self._pretrain_config(arm, steps)[0]
 
+    def _pretrain_config(self, arm: str, steps: int | None = None) -> tuple[Any, list[str]]:
+        from gmim.methods import METHODS
+
+        method = METHODS[self.preset.method(arm)]
+        section, notes = method_section(self.preset.pretrain, method.name)
         overrides = [*(self.preset.all_arms[arm] or []), f"train.device={self.device}"] + ([f"train.steps={steps}"] if steps else [])
-        return _config(PretrainConfig, self.preset.pretrain, self.out / "configs" / "pretrain.yaml", overrides, "pretrain")
+        path = self.out / "configs" / ("pretrain.yaml" if method.name == DEFAULT_METHOD else f"pretrain-{method.name}.yaml")
+        return _config(method.config_class(), section, path, overrides, method.presets), notes
 
     def pretrain(self, arm: str, steps: int | None = None) -> Path | None:
-        """Pre-train ``arm`` once, ``steps`` steps (default the preset's), resuming an interrupted
-        run; the encoder, or None for ``scratch``."""
+        """Pre-train ``arm`` once with its method (through :data:`gmim.methods.METHODS`), ``steps``
+        steps (default the preset's), resuming an interrupted run; the encoder, or None for ``scratch``."""
         if self.preset.all_arms[arm] is None:
             return None
-        from gmim.pretraining.method import pretrain
+        from gmim.methods import METHODS
 
+        method = METHODS[self.preset.method(arm)]
         run = self.out / "pretrain" / arm
-        config = self.pretrain_config(arm, steps)
+        config, notes = self._pretrain_config(arm, steps)
         done = run / "done.json"
         if not done.is_file():
-            print(f"pre-training {arm} ({config.train.steps} steps)", flush=True)
+            how = f"{method.title}, " if method.name != DEFAULT_METHOD else ""
+            print(f"pre-training {arm} ({how}{config.train.steps} steps{''.join('; ' + n for n in notes)})", flush=True)
             resume = (run / "last.pt").is_file()
             start = time.perf_counter()
-            pretrain(config, [self.datalists["unlabelled"]], run, resume=resume)
-            write_json(done, {"steps": config.train.steps, "seconds": time.perf_counter() - start, "resumed": resume})
+            method.run_function()(config, [self.datalists["unlabelled"]], run, resume=resume)
+            write_json(
+                done,
+                {
+                    "steps": config.train.steps,
+                    "seconds": time.perf_counter() - start,
+                    "resumed": resume,
+                    "method": method.name,
+                    "voxels_per_step": voxels_per_step(config),
+                    "adapted": notes,
+                },
+            )
         record = json.loads(done.read_text())
         if "weight_change" not in record:
             write_json(done, {**record, "weight_change": weight_change(config, run / "encoder.pt")})
