@@ -422,5 +422,6 @@ def test_a_phase_over_its_share_shortens_what_remains(smoke_subjects, tmp_path, 
         assert [h["step"] for h in results["health"][arm]] == [0, 1]
         assert f"| {arm} | 100% | " in text.split("### Representation health over pre-training")[1]
     swin = yaml.safe_load((out / "pretrain" / "swin-ssl" / "config.yaml").read_text())
-    assert swin["method"] == "swin-ssl" and swin["model"]["roi"] == [32, 64, 64] and swin["data"]["crops_per_volume"] == 1
-    assert json.loads((out / "pretrain" / "swin-ssl" / "done.json").read_text())["voxels_per_step"] == 2 * 2 * 64 * 64 * 32
+    roi, batch = preset["pretrain"]["model"]["roi"], preset["pretrain"]["train"]["batch_size"]  # GMIM's: [64, 32, 32] here
+    assert swin["method"] == "swin-ssl" and swin["model"]["roi"] == roi and swin["data"]["crops_per_volume"] == 1
+    assert json.loads((out / "pretrain" / "swin-ssl" / "done.json").read_text())["voxels_per_step"] == 2 * batch * math.prod(roi)
