@@ -149,14 +149,7 @@ def metadata(model: RunModel) -> dict[str, Any]:
     notes = _notes(config, model.patch_merging)
     if notes:
         data["notes"] = notes
-    data["gmim"] = {
-        "version": __version__,
-        "command": model.command,
-        "method": model.method.name,
-        "patch_merging": model.patch_merging,
-        "weights_from": model.weights.name,
-        "step": model.step,
-    }
+    data["gmim"] = model.record()
     return data
 
 

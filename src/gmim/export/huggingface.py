@@ -22,7 +22,6 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from gmim import __version__
 from gmim.export.card import model_card
 from gmim.export.describe import intensity, merging_note
 from gmim.export.source import RunModel
@@ -103,14 +102,7 @@ def model_config(model: RunModel) -> dict[str, Any]:
         notes.append(merging)
     if notes:
         data["notes"] = notes
-    data["gmim"] = {
-        "version": __version__,
-        "command": model.command,
-        "method": model.method.name,
-        "patch_merging": model.patch_merging,
-        "weights_from": model.weights.name,
-        "step": model.step,
-    }
+    data["gmim"] = model.record()
     return data
 
 

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from monai.networks.nets import SwinUNETR
 
+from gmim import __version__
 from gmim.config import load_config
 from gmim.engine.metrics import read_metrics
 from gmim.errors import InputError
@@ -70,6 +71,18 @@ class RunModel:
     @property
     def segmentation(self) -> bool:
         return self.method.produces == "segmentation"
+
+    def record(self) -> dict[str, Any]:
+        """gmim's record in an export's config: what made the weights (the weight reader takes the
+        patch merging back from it)."""
+        return {
+            "version": __version__,
+            "command": self.command,
+            "method": self.method.name,
+            "patch_merging": self.patch_merging,
+            "weights_from": self.weights.name,
+            "step": self.step,
+        }
 
     @property
     def command(self) -> str:
