@@ -25,7 +25,7 @@ from gmim.pretraining.config import CollectionConfig, PretrainConfig
 from gmim.pretraining.views import SiameseViewsd, StoredRegiond, target_augmentation
 from gmim.resources import cores_per_process
 
-__all__ = ["StoreSettings", "Volumes", "prepare_volumes", "view_transforms", "volume_records"]
+__all__ = ["StoreSettings", "Volumes", "open_collection", "prepare_volumes", "split_places", "view_transforms", "volume_records"]
 
 
 class StoreSettings(Protocol):
@@ -67,6 +67,28 @@ class Volumes:
     def splits(self) -> list[str]:
         """Each volume's datalist split, in the run's order."""
         return [c.split for c in self.cases] + [e.split for e, _ in self.stored]
+
+
+def split_places(splits: list[str], held_out: int) -> tuple[list[int], list[int]]:
+    """The places of the training and validation volumes: the datalist's ``validation`` section,
+    else the last ``held_out`` volumes of the collection (``data.validation_volumes``)."""
+    if "validation" in splits:
+        return [i for i, s in enumerate(splits) if s != "validation"], [i for i, s in enumerate(splits) if s == "validation"]
+    count = len(splits)
+    if held_out < 0 or held_out >= count:
+        raise InputError(f"data.validation_volumes={held_out}: must be in [0, {count - 1}] for {count} volumes")
+    return list(range(count - held_out)), list(range(count - held_out, count))
+
+
+def open_collection(data: Sequence[str | Path], config: Any) -> Volumes:
+    """The volumes under ``data`` for a pre-training run of any method: ``model.in_channels`` taken
+    from them (a set one that differs is refused), and the validation split checked before any work."""
+    volumes = Volumes([Path(p).expanduser() for p in data], config)
+    if config.model.in_channels not in (None, volumes.channels):
+        raise InputError(f"model.in_channels is {config.model.in_channels} but the data has {volumes.channels} channel(s)")
+    config.model.in_channels = volumes.channels
+    split_places(volumes.splits(), config.data.validation_volumes)
+    return volumes
 
 
 def prepare_volumes(

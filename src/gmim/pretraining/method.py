@@ -26,7 +26,9 @@ from gmim.errors import InputError
 from gmim.pretraining.config import PretrainConfig
 from gmim.pretraining.data import (
     Volumes,
+    open_collection,
     prepare_volumes,
+    split_places,
     view_transforms,
     volume_records,
 )
@@ -78,25 +80,10 @@ def build_model(config: PretrainConfig) -> GMIM:
     return fuse_window_attention(network) if model.fused_attention else network
 
 
-def _split(splits: list[str], config: PretrainConfig) -> tuple[list[int], list[int]]:
-    """The places of the training and validation volumes: the datalist's ``validation`` section,
-    else the last ``data.validation_volumes`` of the collection."""
-    if "validation" in splits:
-        return [i for i, s in enumerate(splits) if s != "validation"], [i for i, s in enumerate(splits) if s == "validation"]
-    held_out, count = config.data.validation_volumes, len(splits)
-    if held_out < 0 or held_out >= count:
-        raise InputError(f"data.validation_volumes={held_out}: must be in [0, {count - 1}] for {count} volumes")
-    return list(range(count - held_out)), list(range(count - held_out, count))
-
-
 def pretrain(config: PretrainConfig, data: Sequence[str | Path], out: Path, resume: bool = False) -> RunSummary:
     """Pre-train on the volumes under ``data`` (image folders, datalists, dataset folders or prepared
     stores) into the run folder ``out`` (``out / "encoder.pt"``)."""
-    volumes = Volumes([Path(p).expanduser() for p in data], config)
-    if config.model.in_channels not in (None, volumes.channels):
-        raise InputError(f"model.in_channels is {config.model.in_channels} but the data has {volumes.channels} channel(s)")
-    config.model.in_channels = volumes.channels
-    _split(volumes.splits(), config)  # refused before any work
+    volumes = open_collection(data, config)  # in_channels from the data; a bad split refused before any work
     with Trainer(GMIMPretraining.name, config, config.train, out, resume, RESUMABLE_CHANGES, init=InitialWeights(config.model)) as trainer:
         return trainer.fit(GMIMPretraining(config, volumes, trainer))
 
@@ -113,7 +100,7 @@ class GMIMPretraining:
         self.model = build_model(config)
         context = trainer.context
         prepared, self.skipped = prepare_volumes(volumes, config, context.rank, context.world_size)
-        train_places, val_places = _split([entry.split for entry, _ in prepared], config)
+        train_places, val_places = split_places([entry.split for entry, _ in prepared], config.data.validation_volumes)
         if not train_places:
             raise InputError(f"no usable training volume among {len(volumes)}")
         volume_data = volume_records([prepared[i] for i in train_places], config)

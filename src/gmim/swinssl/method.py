@@ -21,7 +21,7 @@ from gmim.engine.checkpoint import save_checkpoint
 from gmim.engine.loop import RunSummary, Trainer, Validation
 from gmim.engine.sampling import SeededDataset
 from gmim.errors import InputError
-from gmim.pretraining.data import Volumes, prepare_volumes, volume_records
+from gmim.pretraining.data import Volumes, open_collection, prepare_volumes, split_places, volume_records
 from gmim.pretraining.health import Health, HealthMeter, collapse_warning, final_health, recorded_initial_health
 from gmim.swin.init import InitialWeights
 from gmim.swinssl.config import SwinSSLConfig
@@ -42,25 +42,10 @@ HEALTH_VOLUMES = 2
 ADVICE = "a lower train.lr, or a larger model.roi (more final-stage tokens) may help"
 
 
-def _split(splits: list[str], held_out: int) -> tuple[list[int], list[int]]:
-    """The places of the training and validation volumes: the datalist's ``validation`` section,
-    else the last ``held_out`` volumes of the collection (``data.validation_volumes``)."""
-    if "validation" in splits:
-        return [i for i, s in enumerate(splits) if s != "validation"], [i for i, s in enumerate(splits) if s == "validation"]
-    count = len(splits)
-    if held_out >= count:
-        raise InputError(f"data.validation_volumes={held_out}: must be in [0, {count - 1}] for {count} volumes")
-    return list(range(count - held_out)), list(range(count - held_out, count))
-
-
 def pretrain(config: SwinSSLConfig, data: Sequence[str | Path], out: Path, resume: bool = False) -> RunSummary:
     """Pre-train on the volumes under ``data`` (image folders, datalists, dataset folders or prepared
     stores) into the run folder ``out`` (``out / "encoder.pt"``)."""
-    volumes = Volumes([Path(p).expanduser() for p in data], config)
-    if config.model.in_channels not in (None, volumes.channels):
-        raise InputError(f"model.in_channels is {config.model.in_channels} but the data has {volumes.channels} channel(s)")
-    config.model.in_channels = volumes.channels
-    _split(volumes.splits(), config.data.validation_volumes)  # refused before any work
+    volumes = open_collection(data, config)  # in_channels from the data; a bad split refused before any work
     with Trainer(
         SwinSSLPretraining.name, config, config.train, out, resume, RESUMABLE_CHANGES, init=InitialWeights(config.model)
     ) as trainer:
@@ -79,7 +64,7 @@ class SwinSSLPretraining:
         self._model = build_model(config.model)
         context = trainer.context
         prepared, self.skipped = prepare_volumes(volumes, config, context.rank, context.world_size)
-        train_places, val_places = _split([entry.split for entry, _ in prepared], config.data.validation_volumes)
+        train_places, val_places = split_places([entry.split for entry, _ in prepared], config.data.validation_volumes)
         if not train_places:
             raise InputError(f"no usable training volume among {len(volumes)}")
         volume_data = volume_records([prepared[i] for i in train_places], config)
